@@ -1,0 +1,130 @@
+"""NNPCalculator: an ASE calculator over an nnpot Potential, with Verlet-list reuse."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from .graph import AtomicGraph
+from .neighbors import neighbor_pairs
+from .potential import Potential, load, resolve_dtype
+
+
+class NNPCalculator(Calculator):
+    """ASE calculator for energies, per-atom energies, forces and stress.
+
+    Args:
+        potential: a ``Potential`` or the path of a model file.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
+        dtype: ``"float32"`` or ``"float64"``; default: the dtype the potential was saved in.
+            A potential object is copied, not changed, when device or dtype differ.
+        skin: Verlet skin, Å. With ``skin > 0`` the neighbour list is built with cutoff + skin
+            and reused until an atom moves more than skin/2 or the cell, the periodicity or the
+            atoms change; each call keeps the pairs inside the cutoff, so the results equal a
+            fresh list (``skin=0``) exactly.
+        neighbor_backend: see ``nnpot.neighbors`` (``"auto"`` picks vesin on CPU, torch on GPU).
+
+    Stress is available for cells periodic in all three directions; asking for it otherwise
+    raises ASE's ``PropertyNotImplementedError``. Once stress has been asked for, it is computed
+    on every later call (NPT asks for forces and stress of the same step separately).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, potential: Potential | str | os.PathLike, device: str = "cpu",
+                 dtype: str | torch.dtype | None = None, skin: float = 0.0,
+                 neighbor_backend: str = "auto", **kwargs):
+        super().__init__(**kwargs)
+        if skin < 0:
+            raise ValueError(f"skin must be ≥ 0 Å, got {skin}")
+        self.device = torch.device(device)
+        if isinstance(potential, (str, os.PathLike)):
+            potential = load(potential, device=self.device)
+        elif not isinstance(potential, Potential):
+            raise TypeError(f"potential must be an nnpot Potential or a model file path, "
+                            f"got {type(potential).__name__}")
+        dtype = resolve_dtype(dtype) or potential.dtype
+        if potential.dtype != dtype or potential.device != self.device:
+            potential = copy.deepcopy(potential).to(device=self.device, dtype=dtype)
+        self.potential = potential.eval()
+        for parameter in self.potential.parameters():
+            parameter.requires_grad_(False)  # only ∂E/∂R and ∂E/∂ε are needed here
+        self.skin = float(skin)
+        self.neighbor_backend = neighbor_backend
+        self._stress_wanted = False
+        self._verlet = None  # (pair_index, pair_shifts, reference positions, cell, pbc, numbers)
+
+    # ---------------------------------------------------------------------------------------
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(atoms.pbc.all())
+        if "stress" in properties:
+            if not periodic:
+                raise PropertyNotImplementedError(
+                    f"stress needs a cell periodic in all three directions (pbc={atoms.pbc.tolist()})")
+            self._stress_wanted = True
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        if not np.isfinite(positions).all():
+            raise ValueError("atoms.positions contain NaN or inf")
+        # Unknown elements fail here, with the element named, before any neighbour search.
+        numbers = torch.as_tensor(atoms.numbers, dtype=torch.long)
+        self.potential.species_index(numbers)
+
+        pair_index, pair_shifts = self._pairs(atoms, positions)
+        graph = AtomicGraph(
+            numbers=numbers.to(self.device),
+            pos=torch.as_tensor(positions, device=self.device),
+            cell=torch.as_tensor(atoms.cell.array, dtype=torch.float64, device=self.device).reshape(1, 3, 3),
+            pbc=torch.as_tensor(atoms.pbc, device=self.device).reshape(1, 3),
+            pair_index=pair_index,
+            pair_shifts=pair_shifts,
+            num_nodes=len(atoms),
+        )
+        out = self.potential(graph, forces=True, stress=self._stress_wanted and periodic)
+        energy = float(out["energy"][0].detach())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["energies"].detach().cpu().double().numpy(),
+            "forces": out["forces"].detach().cpu().double().numpy(),
+        }
+        if "stress" in out:
+            self.results["stress"] = out["stress"][0].detach().cpu().double().numpy()
+
+    # ---------------------------------------------------------------------------------------
+    def _pairs(self, atoms, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pairs within the cutoff, from a fresh list or from the Verlet list when still valid."""
+        cutoff = self.potential.cutoff
+        if self.skin == 0.0:
+            return neighbor_pairs(torch.as_tensor(positions, device=self.device), atoms.cell.array,
+                                  atoms.pbc, cutoff, self.neighbor_backend)
+        if self._verlet_is_stale(atoms, positions):
+            pair_index, pair_shifts = neighbor_pairs(
+                torch.as_tensor(positions, device=self.device), atoms.cell.array, atoms.pbc,
+                cutoff + self.skin, self.neighbor_backend)
+            self._verlet = (pair_index, pair_shifts, positions.copy(), atoms.cell.array.copy(),
+                            atoms.pbc.copy(), atoms.numbers.copy())
+        pair_index, pair_shifts = self._verlet[:2]
+        # Keep the pairs inside the cutoff, in list order: the same pairs, in the same order,
+        # as a fresh list would give, so results are identical to skin = 0.
+        pos = torch.as_tensor(positions, device=self.device)
+        cell = torch.as_tensor(atoms.cell.array, dtype=torch.float64, device=self.device)
+        vectors = pos[pair_index[1]] - pos[pair_index[0]] + pair_shifts.to(torch.float64) @ cell
+        inside = vectors.pow(2).sum(dim=1) < cutoff * cutoff
+        return pair_index[:, inside], pair_shifts[inside]
+
+    def _verlet_is_stale(self, atoms, positions: np.ndarray) -> bool:
+        if self._verlet is None:
+            return True
+        _, _, ref_positions, ref_cell, ref_pbc, ref_numbers = self._verlet
+        if (len(ref_numbers) != len(atoms) or not np.array_equal(ref_numbers, atoms.numbers)
+                or not np.array_equal(ref_pbc, atoms.pbc)
+                or not np.array_equal(ref_cell, atoms.cell.array)):
+            return True
+        displacement = np.sqrt(((positions - ref_positions) ** 2).sum(axis=1)).max(initial=0.0)
+        return displacement > 0.5 * self.skin

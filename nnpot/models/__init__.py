@@ -1,0 +1,11 @@
+"""Models: each maps species and pair vectors to per-atom energies (see ``base.AtomisticModel``).
+
+``MODELS`` names every model class that a model file may ask for; a new model registers here.
+"""
+
+from .base import AtomisticModel
+from .schnet import SchNet
+
+MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet}
+
+__all__ = ["AtomisticModel", "SchNet", "MODELS"]

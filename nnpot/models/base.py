@@ -1,0 +1,54 @@
+"""The contract every model follows: per-atom energies from species and pair vectors."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from torch import nn
+
+
+def normalise_species(species: Sequence[str | int]) -> list[str]:
+    """Element symbols from symbols or atomic numbers, checked, without duplicates."""
+    symbols = []
+    for s in species:
+        if isinstance(s, (int,)) and 0 < s < len(chemical_symbols):
+            symbol = chemical_symbols[s]
+        elif isinstance(s, str) and s in atomic_numbers and s != "X":
+            symbol = s
+        else:
+            raise ValueError(f"unknown element {s!r} in species {list(species)}")
+        if symbol in symbols:
+            raise ValueError(f"element {symbol} appears twice in species {list(species)}")
+        symbols.append(symbol)
+    if not symbols:
+        raise ValueError("species must name at least one element")
+    return symbols
+
+
+class AtomisticModel(nn.Module):
+    """Base class of nnpot models.
+
+    A model maps a structure to per-atom energies and nothing else; ``nnpot.Potential`` adds
+    reference energies, forces and stress for every model alike.
+
+    ``forward(species, pair_index, pair_vec) -> energies``:
+
+    * ``species``    [N] int64, index of each atom's element in ``self.species``
+    * ``pair_index`` [2, P] int64, each pair (i, j) within the cutoff once (``nnpot.graph``)
+    * ``pair_vec``   [P, 3] float, r_ij = R[j] − R[i] + S·cell in Å (carries the autograd graph)
+    * returns        [N] float, per-atom energies in model units (scaled by the Potential)
+
+    Pairs may be longer than ``cutoff`` (a Verlet list with a skin); a model must give them
+    exactly zero weight. ``hparams`` are the constructor's keyword arguments, saved in model
+    files so that the same model can be rebuilt.
+    """
+
+    def __init__(self, species: Sequence[str | int], cutoff: float, **hparams: Any):
+        super().__init__()
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be a positive number of Å, got {cutoff}")
+        self.species = normalise_species(species)
+        self.cutoff = float(cutoff)
+        self.hparams = {"species": list(self.species), "cutoff": self.cutoff, **hparams}

@@ -1,0 +1,69 @@
+"""Small building blocks shared by the models: radial bases, cutoffs, activations, convolutions.
+
+Each block states its input and output shapes; radial functions are smooth and vanish with
+their derivative-carrying factors at the cutoff, so energies are continuous when pairs enter or
+leave the neighbour list.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ShiftedSoftplus(nn.Module):
+    """ssp(x) = ln(1 + eˣ) − ln 2: smooth, and zero at zero (SchNet's activation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(x) - math.log(2.0)
+
+
+class GaussianRBF(nn.Module):
+    """Gaussians exp(−γ (d − μ_k)²) on ``n`` centres evenly spaced on [0, cutoff].
+
+    [P] distances (Å) → [P, n]; the width is the spacing of the centres, γ = 1 / (2·width²).
+    """
+
+    def __init__(self, n: int, cutoff: float):
+        super().__init__()
+        if n < 2:
+            raise ValueError(f"a Gaussian basis needs at least 2 functions, got {n}")
+        centres = torch.linspace(0.0, cutoff, n)
+        width = centres[1] - centres[0]
+        self.register_buffer("centres", centres)
+        self.register_buffer("gamma", 0.5 / width**2)
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        assert distances.ndim == 1, f"expected [P] distances, got {tuple(distances.shape)}"
+        return torch.exp(-self.gamma * (distances[:, None] - self.centres) ** 2)
+
+
+class CosineCutoff(nn.Module):
+    """f(d) = ½ (cos(π d / r_c) + 1) for d < r_c, else exactly 0. [P] → [P]."""
+
+    def __init__(self, cutoff: float):
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        value = 0.5 * (torch.cos(distances * (math.pi / self.cutoff)) + 1.0)
+        # Pairs of a Verlet list beyond the cutoff get exactly zero weight (and zero gradient).
+        return value * (distances < self.cutoff).to(distances.dtype)
+
+
+def pair_convolution(h: torch.Tensor, weights: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:
+    """Symmetric continuous-filter convolution over a half pair list.
+
+    out[i] = Σ_j h[j] ⊙ W_ij over both directions of every pair: each pair (i, j) sends
+    h[j]·W to i and h[i]·W to j, with the same filter (it depends only on |r_ij|).
+
+    h [N, F], weights [P, F], pair_index [2, P] → [N, F].
+    """
+    i, j = pair_index
+    out = torch.zeros_like(h)
+    out.index_add_(0, i, h[j] * weights)
+    out.index_add_(0, j, h[i] * weights)
+    return out

@@ -1,0 +1,73 @@
+"""SchNet (Schütt et al., J. Chem. Phys. 148, 241722 (2018)).
+
+embedding → [interaction + residual] × T → atom-wise readout → per-atom energy.
+An interaction is a continuous-filter convolution: a filter network turns the Gaussian expansion
+of each distance into a per-feature weight, damped by a cosine cutoff; neighbours' features are
+multiplied by it and summed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .base import AtomisticModel
+from .blocks import CosineCutoff, GaussianRBF, ShiftedSoftplus, pair_convolution
+
+
+class SchNetInteraction(nn.Module):
+    """One interaction block: features [N, F] → update [N, F] (added to the features by SchNet)."""
+
+    def __init__(self, n_features: int, n_rbf: int, n_filters: int):
+        super().__init__()
+        self.filter_network = nn.Sequential(
+            nn.Linear(n_rbf, n_filters), ShiftedSoftplus(), nn.Linear(n_filters, n_filters))
+        self.atom_to_filter = nn.Linear(n_features, n_filters, bias=False)
+        self.update = nn.Sequential(
+            nn.Linear(n_filters, n_features), ShiftedSoftplus(), nn.Linear(n_features, n_features))
+
+    def forward(self, x: torch.Tensor, rbf: torch.Tensor, envelope: torch.Tensor,
+                pair_index: torch.Tensor) -> torch.Tensor:
+        """x [N, F], rbf [P, n_rbf], envelope [P] (cutoff function), pair_index [2, P] → [N, F]."""
+        weights = self.filter_network(rbf) * envelope[:, None]
+        messages = pair_convolution(self.atom_to_filter(x), weights, pair_index)
+        return self.update(messages)
+
+
+class SchNet(AtomisticModel):
+    """SchNet with ``n_interactions`` blocks of ``n_features`` features and ``n_rbf`` Gaussians.
+
+    Args:
+        species: elements the model knows (symbols or atomic numbers).
+        cutoff: radius of the interactions, Å.
+        n_features: width of the atom features.
+        n_interactions: number of interaction blocks.
+        n_rbf: number of Gaussians expanding each distance.
+        n_filters: width of the filters (defaults to ``n_features``).
+    """
+
+    def __init__(self, species: Sequence[str | int], cutoff: float = 5.0, n_features: int = 128,
+                 n_interactions: int = 3, n_rbf: int = 50, n_filters: int | None = None):
+        n_filters = n_filters or n_features
+        super().__init__(species, cutoff, n_features=n_features, n_interactions=n_interactions,
+                         n_rbf=n_rbf, n_filters=n_filters)
+        self.embedding = nn.Embedding(len(self.species), n_features)
+        self.radial_basis = GaussianRBF(n_rbf, cutoff)
+        self.envelope = CosineCutoff(cutoff)
+        self.interactions = nn.ModuleList(
+            SchNetInteraction(n_features, n_rbf, n_filters) for _ in range(n_interactions))
+        self.readout = nn.Sequential(
+            nn.Linear(n_features, n_features // 2), ShiftedSoftplus(), nn.Linear(n_features // 2, 1))
+
+    def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
+                pair_vec: torch.Tensor) -> torch.Tensor:
+        """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
+        distances = torch.linalg.vector_norm(pair_vec, dim=-1)
+        rbf = self.radial_basis(distances)
+        envelope = self.envelope(distances)
+        x = self.embedding(species)
+        for interaction in self.interactions:
+            x = x + interaction(x, rbf, envelope, pair_index)
+        return self.readout(x).squeeze(-1)
