@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from .allocator import keep_buffers_in_heap
 from .graph import AtomicGraph
 from .neighbors import neighbor_pairs
 from .potential import Potential, load, resolve_dtype
@@ -42,6 +43,8 @@ class NNPCalculator(Calculator):
         if skin < 0:
             raise ValueError(f"skin must be ≥ 0 Å, got {skin}")
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_buffers_in_heap()
         if isinstance(potential, (str, os.PathLike)):
             potential = load(potential, device=self.device)
         elif not isinstance(potential, Potential):

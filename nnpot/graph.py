@@ -110,11 +110,11 @@ def pair_vectors(
     ``cell`` is [B, 3, 3]; ``batch`` [N] maps atoms to structures (None for one structure).
     """
     i, j = pair_index
-    vectors = pos[j] - pos[i]
+    vectors = pos.index_select(0, j) - pos.index_select(0, i)
     shifts = pair_shifts.to(pos.dtype)
     if cell.shape[0] == 1:
         return vectors + shifts @ cell[0]
-    pair_cell = cell[batch[i]]  # [P, 3, 3]
+    pair_cell = cell.index_select(0, batch.index_select(0, i))  # [P, 3, 3]
     return vectors + torch.einsum("pk,pkl->pl", shifts, pair_cell)
 
 

@@ -64,6 +64,8 @@ def pair_convolution(h: torch.Tensor, weights: torch.Tensor, pair_index: torch.T
     """
     i, j = pair_index
     out = torch.zeros_like(h)
-    out.index_add_(0, i, h[j] * weights)
-    out.index_add_(0, j, h[i] * weights)
+    # index_select (not h[j]): its backward is a dense index_add, much faster on CPU than the
+    # accumulating index_put that advanced indexing needs.
+    out.index_add_(0, i, h.index_select(0, j) * weights)
+    out.index_add_(0, j, h.index_select(0, i) * weights)
     return out

@@ -1,0 +1,60 @@
+"""Time SchNetPack 2.2's SchNet through its ASE interface (run inside the schnetpack peer venv).
+
+Prints one JSON line: {"n_atoms": [...], "ms": [[...], ...]} (every repeat, ms per energy+forces
+call). Same protocol as nnpot's benchmark: fcc Cu, rattled 0.05 Å, cutoff 5 Å, float32, the
+positions nudged before every call so that each call rebuilds the neighbour list.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from ase.build import bulk
+
+import schnetpack as spk
+from schnetpack.interfaces import SpkCalculator
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8])
+parser.add_argument("--repeats", type=int, default=10)
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--neighbor-list", default="vesin", choices=["vesin", "matscipy", "ase"])
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+
+cutoff = 5.0
+model = spk.model.NeuralNetworkPotential(
+    representation=spk.representation.SchNet(
+        n_atom_basis=128, n_interactions=3,
+        radial_basis=spk.nn.GaussianRBF(n_rbf=50, cutoff=cutoff),
+        cutoff_fn=spk.nn.CosineCutoff(cutoff)),
+    input_modules=[spk.atomistic.PairwiseDistances()],
+    output_modules=[spk.atomistic.Atomwise(n_in=128, output_key="energy"),
+                    spk.atomistic.Forces(energy_key="energy", force_key="forces")],
+)
+model.eval()
+neighbor_list = {"vesin": spk.transform.VesinNeighborList,
+                 "matscipy": spk.transform.MatScipyNeighborList,
+                 "ase": spk.transform.ASENeighborList}[args.neighbor_list](cutoff=cutoff)
+calc = SpkCalculator(model, neighbor_list=neighbor_list, energy_key="energy", force_key="forces",
+                     energy_unit="eV", position_unit="Ang", dtype=torch.float32)
+
+result = {"n_atoms": [], "ms": []}
+for n in args.sizes:
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = calc
+    atoms.get_forces()  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        atoms.positions += 1e-4  # new positions: a full calculation, neighbour list included
+        start = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        times.append((time.perf_counter() - start) * 1e3)
+    result["n_atoms"].append(len(atoms))
+    result["ms"].append(times)
+print(json.dumps(result))

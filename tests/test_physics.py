@@ -1,0 +1,184 @@
+"""Physics every model must pass (DESIGN.md), here for SchNet, in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.md.verlet import VelocityVerlet
+from ase.md.velocitydistribution import thermalize_momenta
+from ase import units
+from ase.calculators.calculator import PropertyNotImplementedError
+from scipy.spatial.transform import Rotation
+
+from nnpot import AtomicGraph, NNPCalculator, batch_graphs
+
+from conftest import ethanol_like, make_potential, rattled_cell, triclinic_pair
+
+STRUCTURES = {"triclinic_pair": triclinic_pair, "rattled_32": rattled_cell}
+
+
+def attach(atoms, potential, **kwargs):
+    atoms = atoms.copy()
+    atoms.calc = NNPCalculator(potential, **kwargs)
+    return atoms
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_forces_are_minus_the_energy_gradient(potential64, name):
+    atoms = attach(STRUCTURES[name](), potential64)
+    forces = atoms.get_forces()
+    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    assert np.abs(forces).max() > 1e-2  # a meaningful comparison
+    assert np.abs(forces - numerical).max() < 1e-6
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_stress_is_the_strain_derivative(potential64, name):
+    atoms = attach(STRUCTURES[name](), potential64)
+    stress = atoms.get_stress()
+    numerical = calculate_numerical_stress(atoms, eps=1e-5)
+    assert np.abs(stress).max() > 1e-4
+    assert np.abs(stress - numerical).max() < 1e-6
+
+
+def test_invariances(potential64):
+    atoms = attach(rattled_cell(), potential64)
+    energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+    moved = attach(rattled_cell(), potential64)
+    moved.translate([0.37, -1.2, 2.5])
+    assert moved.get_potential_energy() == pytest.approx(energy, abs=1e-10)
+    assert np.allclose(moved.get_forces(), forces, atol=1e-10)
+
+    rotation = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
+    rotated = attach(rattled_cell(), potential64)
+    rotated.set_cell(rotated.cell.array @ rotation.T, scale_atoms=True)
+    assert rotated.get_potential_energy() == pytest.approx(energy, abs=1e-10)
+    assert np.allclose(rotated.get_forces(), forces @ rotation.T, atol=1e-10)
+    stress_matrix = rotated.get_stress(voigt=False)
+    reference = rotation @ atoms.get_stress(voigt=False) @ rotation.T
+    assert np.allclose(stress_matrix, reference, atol=1e-12)
+
+    order = np.random.default_rng(0).permutation(len(atoms))
+    permuted = attach(rattled_cell()[order], potential64)
+    assert permuted.get_potential_energy() == pytest.approx(energy, abs=1e-10)
+    assert np.allclose(permuted.get_forces(), forces[order], atol=1e-10)
+    assert np.allclose(permuted.get_potential_energies(), atoms.get_potential_energies()[order])
+
+    wrapped = rattled_cell()
+    wrapped.positions += wrapped.cell.array.sum(axis=0) * 0.45  # many atoms leave the cell
+    outside = attach(wrapped, potential64)
+    inside = wrapped.copy()
+    inside.wrap()
+    inside = attach(inside, potential64)
+    assert outside.get_potential_energy() == pytest.approx(inside.get_potential_energy(), abs=1e-10)
+    assert np.allclose(outside.get_forces(), inside.get_forces(), atol=1e-10)
+    assert np.allclose(outside.get_stress(), inside.get_stress(), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_energy_is_extensive(potential64, name):
+    unit = attach(STRUCTURES[name](), potential64)
+    supercell = attach(STRUCTURES[name]().repeat((2, 2, 2)), potential64)
+    assert supercell.get_potential_energy() == pytest.approx(8 * unit.get_potential_energy(),
+                                                             rel=1e-10)
+    assert np.allclose(supercell.get_stress(), unit.get_stress(), atol=1e-12)
+
+
+def test_per_atom_energies_sum_to_the_energy(potential64):
+    atoms = attach(rattled_cell(), potential64)
+    assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(),
+                                                                 abs=1e-10)
+
+
+def test_batched_evaluation_equals_one_by_one(potential64):
+    structures = [triclinic_pair(), rattled_cell(), rattled_cell(seed=5)[:20], ethanol_like(),
+                  triclinic_pair().repeat((2, 1, 1))]
+    graphs = [AtomicGraph.from_atoms(a, potential64.cutoff) for a in structures]
+    batched = potential64(batch_graphs(graphs), forces=True)
+    offset = 0
+    for k, graph in enumerate(graphs):
+        single = potential64(graph, forces=True)
+        n = graph.num_nodes
+        assert float(batched["energy"][k].detach()) == pytest.approx(float(single["energy"][0].detach()), abs=1e-10)
+        assert torch.allclose(batched["forces"][offset:offset + n], single["forces"], atol=1e-10)
+        offset += n
+    periodic = [g for g in graphs if bool(g.pbc.all())]
+    stress_batched = potential64(batch_graphs(periodic), stress=True)["stress"]
+    for k, graph in enumerate(periodic):
+        assert torch.allclose(stress_batched[k], potential64(graph, stress=True)["stress"][0],
+                              atol=1e-12)
+
+
+def test_isolated_molecule(potential64):
+    atoms = attach(ethanol_like(), potential64)
+    assert np.isfinite(atoms.get_potential_energy())
+    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    assert np.abs(atoms.get_forces() - numerical).max() < 1e-6
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()
+
+
+def test_mixed_pbc_slab_has_forces_but_no_stress(potential64):
+    slab = rattled_cell()
+    slab.pbc = [True, True, False]
+    atoms = attach(slab, potential64)
+    assert np.abs(atoms.get_forces() - calculate_numerical_forces(atoms, eps=1e-4)).max() < 1e-6
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()
+
+
+def test_pymatgen_structure_gives_the_same_graph_energy(potential64):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = rattled_cell()
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    from_structure = potential64(AtomicGraph.from_structure(structure, potential64.cutoff))
+    from_atoms = potential64(AtomicGraph.from_atoms(atoms, potential64.cutoff))
+    assert float(from_structure["energy"][0].detach()) == pytest.approx(float(from_atoms["energy"][0].detach()),
+                                                               abs=1e-10)
+
+
+def test_skin_gives_identical_trajectories(potential64):
+    def run(skin):
+        atoms = rattled_cell()
+        thermalize_momenta(atoms, temperature_K=1500, rng=np.random.default_rng(7))
+        atoms.calc = NNPCalculator(potential64, skin=skin)
+        dyn = VelocityVerlet(atoms, timestep=2 * units.fs)
+        energies = []
+        dyn.attach(lambda: energies.append(atoms.get_potential_energy()), interval=1)
+        dyn.run(50)
+        return atoms.positions.copy(), np.array(energies), atoms.calc
+
+    positions0, energies0, _ = run(0.0)
+    positions1, energies1, calc = run(0.5)
+    assert np.array_equal(positions0, positions1)
+    assert np.array_equal(energies0, energies1)
+    assert np.ptp(energies0) > 1e-3  # the atoms really moved
+
+
+def test_float32_agrees_with_float64(potential64):
+    atoms64 = attach(rattled_cell(), potential64)
+    atoms32 = attach(rattled_cell(), potential64, dtype="float32")
+    assert atoms32.calc.potential.dtype == torch.float32
+    assert potential64.dtype == torch.float64  # the calculator copied, not changed, the potential
+    assert atoms32.get_potential_energy() == pytest.approx(atoms64.get_potential_energy(), abs=1e-4)
+    assert np.allclose(atoms32.get_forces(), atoms64.get_forces(), atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(potential64):
+    cpu = attach(rattled_cell(), potential64)
+    gpu = attach(rattled_cell(), potential64, device="cuda")
+    assert gpu.get_potential_energy() == pytest.approx(cpu.get_potential_energy(), abs=1e-9)
+    assert np.allclose(gpu.get_forces(), cpu.get_forces(), atol=1e-9)
+    assert np.allclose(gpu.get_stress(), cpu.get_stress(), atol=1e-11)
+
+
+def test_torch_neighbor_backend_gives_the_same_results(potential64):
+    default = attach(rattled_cell(), potential64)
+    torch_nl = attach(rattled_cell(), potential64, neighbor_backend="torch")
+    assert torch_nl.get_potential_energy() == default.get_potential_energy()
+    assert np.array_equal(torch_nl.get_forces(), default.get_forces())
