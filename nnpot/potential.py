@@ -112,7 +112,7 @@ class Potential(nn.Module):
         Args:
             graph: ``AtomicGraph`` or a ``Batch`` of them (positions in Å).
             forces: compute F = −∂E/∂R.
-            stress: compute σ = (1/V)·∂E/∂ε (every structure must be periodic in 3D).
+            stress: compute σ = (1/V)·∂E/∂ε (NaN for structures not periodic in 3D).
             create_graph: keep the autograd graph of forces/stress (training on them).
 
         Returns a dict of tensors in the potential's dtype: ``energy`` [B] eV, ``energies`` [N]
@@ -132,9 +132,6 @@ class Potential(nn.Module):
             pos = pos.detach().requires_grad_(True)
             wrt.append(pos)
         if stress:
-            if not bool(graph.pbc.reshape(-1, 3).all()):
-                raise ValueError("stress is defined only for structures periodic in all three "
-                                 "directions")
             strain = torch.zeros_like(cell, requires_grad=True)
             wrt.append(strain)
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
@@ -160,8 +157,12 @@ class Potential(nn.Module):
         if forces:
             results["forces"] = -grads[0]
         if stress:
-            volume = torch.linalg.det(cell).abs()
-            results["stress"] = voigt(grads[1] / volume[:, None, None])
+            # Stress exists only for 3D-periodic cells; other structures get NaN rows (a
+            # volume of 1 in the division keeps their gradient finite: it is never used).
+            periodic = graph.pbc.reshape(-1, 3).all(dim=1).to(pos.device)
+            volume = torch.where(periodic, torch.linalg.det(cell).abs(), torch.ones_like(energy))
+            sigma = voigt(grads[1] / volume[:, None, None])
+            results["stress"] = torch.where(periodic[:, None], sigma, torch.full_like(sigma, float("nan")))
         return results
 
     # ---------------------------------------------------------------------------------------

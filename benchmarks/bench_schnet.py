@@ -1,0 +1,149 @@
+"""Benchmark: nnpot SchNet against SchNetPack 2.2's SchNet, same machine, same run.
+
+ms per energy+forces call through each package's ASE calculator, fcc Cu of 108, 500 and 2048
+atoms (rattled 0.05 Å), cutoff 5 Å, 128 features, 3 interactions, 50 Gaussians, float32, 2
+threads. Positions are nudged before every call, so every call rebuilds the neighbour list
+(no skin for either package). Also: neighbour-list time per backend.
+
+    python benchmarks/bench_schnet.py [--peers DIR] [--repeats 10] [--json out.json]
+
+SchNetPack runs in its own virtual environment (``../shared/peers/setup.sh DIR schnetpack``,
+made on first use); it is not a dependency of nnpot. It is timed twice: as installed, and with
+the same heap setting nnpot applies to itself (``nnpot.allocator``), so that the ratio shows
+what the model code does and not only the allocator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.build import bulk
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+from nnpot import NNPCalculator, Potential
+from nnpot.models import SchNet
+from nnpot.neighbors import neighbor_list
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [3, 5, 8]  # conventional fcc cells per side: 108, 500, 2048 atoms
+CUTOFF = 5.0
+SAME_HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
+
+def copper(n: int):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def time_calls(atoms, repeats: int) -> list[float]:
+    """ms per energy+forces call, the positions changed before each."""
+    atoms.get_forces()  # warm-up
+    times = []
+    for _ in range(repeats):
+        atoms.positions += 1e-4
+        start = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def time_nnpot(repeats: int) -> dict[int, list[float]]:
+    torch.manual_seed(0)
+    model = SchNet(species=["Cu"], cutoff=CUTOFF, n_features=128, n_interactions=3, n_rbf=50)
+    calc = NNPCalculator(Potential(model), dtype="float32")
+    result = {}
+    for n in SIZES:
+        atoms = copper(n)
+        atoms.calc = calc
+        result[len(atoms)] = time_calls(atoms, repeats)
+    return result
+
+
+def time_neighbor_lists(repeats: int) -> dict[str, dict[int, float]]:
+    result: dict[str, dict[int, float]] = {}
+    for n in SIZES:
+        atoms = copper(n)
+        args = (atoms.positions, atoms.cell.array, atoms.pbc, CUTOFF)
+        jobs = {f"nnpot/{b}": (lambda b=b: neighbor_list(*args, backend=b))
+                for b in ("vesin", "matscipy", "torch")}
+        jobs["ase (reference)"] = lambda: ase_neighbor_list("ijS", atoms, CUTOFF)
+        for name, job in jobs.items():
+            job()
+            times = []
+            for _ in range(max(3, repeats // 2)):
+                start = time.perf_counter()
+                job()
+                times.append((time.perf_counter() - start) * 1e3)
+            result.setdefault(name, {})[len(atoms)] = statistics.median(times)
+    return result
+
+
+def peer_python(peers: Path) -> Path:
+    python = peers / "schnetpack" / "bin" / "python"
+    if not python.exists():
+        setup = ROOT.parent / "shared" / "peers" / "setup.sh"
+        print(f"making the SchNetPack environment in {peers} (once) ...", flush=True)
+        subprocess.run(["bash", str(setup), str(peers), "schnetpack"], check=True)
+    return python
+
+
+def time_schnetpack(python: Path, repeats: int, same_heap: bool) -> dict[int, list[float]]:
+    env = dict(os.environ, **(SAME_HEAP if same_heap else {}))
+    script = ROOT / "benchmarks" / "peers" / "schnetpack_schnet.py"
+    out = subprocess.run([str(python), str(script), "--repeats", str(repeats), "--sizes",
+                          *map(str, SIZES)], env=env, check=True, capture_output=True, text=True)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(zip(data["n_atoms"], data["ms"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", type=Path, default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate the packages this often")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    python = peer_python(args.peers)
+
+    columns = {"nnpot": {}, "schnetpack": {}, "schnetpack_same_heap": {}}
+    for round_ in range(args.rounds):  # interleaved, so machine noise hits all alike
+        print(f"round {round_ + 1}/{args.rounds} ...", flush=True)
+        for name, times in (("nnpot", time_nnpot(args.repeats)),
+                            ("schnetpack", time_schnetpack(python, args.repeats, False)),
+                            ("schnetpack_same_heap", time_schnetpack(python, args.repeats, True))):
+            for n_atoms, values in times.items():
+                columns[name].setdefault(n_atoms, []).extend(values)
+    medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}
+    neighbor = time_neighbor_lists(args.repeats)
+
+    print(f"\nSchNet energy+forces, ms per call (median of {args.rounds}×{args.repeats}), "
+          f"fcc Cu, cutoff {CUTOFF} Å, float32, {torch.get_num_threads()} threads")
+    print(f"{'atoms':>6} | {'nnpot':>8} | {'SchNetPack':>10} | {'ratio':>6} | "
+          f"{'SchNetPack same heap':>20} | {'ratio':>6}")
+    for n_atoms in medians["nnpot"]:
+        ours, peer, peer_heap = (medians[k][n_atoms] for k in columns)
+        print(f"{n_atoms:>6} | {ours:8.1f} | {peer:10.1f} | {ours / peer:6.2f} | "
+              f"{peer_heap:20.1f} | {ours / peer_heap:6.2f}")
+    print("\nneighbour list, ms per call (median)")
+    print(f"{'backend':>18} | " + " | ".join(f"{n:>7}" for n in medians["nnpot"]))
+    for name, row in neighbor.items():
+        print(f"{name:>18} | " + " | ".join(f"{t:7.1f}" for t in row.values()))
+    if args.json:
+        args.json.write_text(json.dumps({"call_ms": columns, "median_ms": medians,
+                                         "neighbor_list_ms": neighbor}, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

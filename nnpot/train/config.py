@@ -1,0 +1,219 @@
+"""Training configuration: a YAML file checked against typed dataclasses.
+
+An unknown key, a value of the wrong type or a data file that does not exist is a
+``ConfigError`` that names the key (``training.lr``) or the file. The README documents every
+key with one complete example; ``TrainConfig`` here is the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key or file in the message."""
+
+
+@dataclass
+class ModelConfig:
+    type: str = "SchNet"                      # a name in nnpot.models.MODELS
+    cutoff: float = 5.0                       # Å
+    params: dict = field(default_factory=dict)  # the model's own hyper-parameters
+    dtype: str = "float32"                    # float32 | float64
+
+
+@dataclass
+class KeysConfig:
+    """Names of the labels in the extxyz files (info, arrays or the stored calculator results)."""
+    energy: str = "energy"
+    forces: str = "forces"
+    stress: str = "stress"
+    virial: str = "virial"                    # used when a frame has no stress: σ = −W/V
+
+
+@dataclass
+class DataConfig:
+    train: str = ""                           # extxyz file (required)
+    validation: Optional[str] = None          # separate validation file, or
+    validation_fraction: float = 0.1          # a seeded random share of the training file
+    test: Optional[str] = None                # evaluated once at the end (model card)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    e0: Union[str, dict] = "fit"              # fit (least squares) | isolated_atoms | {El: eV}
+    cache_dir: Optional[str] = None           # graph cache (HDF5); default <output>/../.nnpot_cache
+    neighbor_backend: str = "auto"
+
+
+@dataclass
+class LossConfig:
+    energy: float = 1.0                       # weight of (ΔE / N)², (eV/atom)²
+    forces: float = 10.0                      # weight of ΔF², (eV/Å)²
+    stress: float = 100.0                     # weight of Δσ², (eV/Å³)²
+    type: str = "mse"                         # mse | huber
+    huber_delta: float = 0.01                 # for huber, in the units of each term
+
+
+@dataclass
+class SchedulerConfig:
+    type: str = "plateau"                     # plateau | cosine | none
+    factor: float = 0.5                       # plateau: lr ← factor·lr
+    patience: int = 10                        # plateau: epochs without improvement
+    warmup_epochs: int = 5                    # cosine: linear warm-up
+    min_lr: float = 1e-6
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 4
+    max_epochs: int = 1000
+    max_time_min: Optional[float] = None      # stop after this wall time (minutes)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    grad_clip: Optional[float] = 10.0         # max global gradient norm
+    ema_decay: Optional[float] = 0.99         # None: no EMA
+    early_stopping_patience: Optional[int] = 100  # epochs without a better validation loss
+    checkpoint_every: int = 5                 # epochs
+    threads: Optional[int] = None             # torch threads per process
+    progress: bool = True                     # progress bar
+
+
+@dataclass
+class TrainConfig:
+    output: str = "runs/train"                # run directory
+    seed: int = 0
+    device: str = "cpu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -------------------------------------------------------------------------------------------
+def _build(cls, values: Any, where: str):
+    """Instantiate dataclass ``cls`` from a mapping, checking keys and types."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {_join(where, unknown[0])!r} in the config "
+                          f"(allowed in {where or 'the top level'}: {sorted(names)})")
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is Union:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+        raise ConfigError(f"{where} must be {names}, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - schema bug
+
+
+def _check_values(config: TrainConfig) -> None:
+    from ..models import MODELS
+
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise ConfigError(message)
+
+    require(config.model.type in MODELS,
+            f"model.type {config.model.type!r} is not a known model (known: {sorted(MODELS)})")
+    require(config.model.cutoff > 0, f"model.cutoff must be > 0 Å, got {config.model.cutoff}")
+    require(config.model.dtype in ("float32", "float64"),
+            f"model.dtype must be float32 or float64, got {config.model.dtype!r}")
+    require(bool(config.data.train), "data.train (the training extxyz file) is required")
+    require(0.0 <= config.data.validation_fraction < 1.0,
+            f"data.validation_fraction must be in [0, 1), got {config.data.validation_fraction}")
+    if isinstance(config.data.e0, str):
+        require(config.data.e0 in ("fit", "isolated_atoms"),
+                f"data.e0 must be 'fit', 'isolated_atoms' or a mapping element → eV, "
+                f"got {config.data.e0!r}")
+    t = config.training
+    require(t.batch_size >= 1, f"training.batch_size must be ≥ 1, got {t.batch_size}")
+    require(t.max_epochs >= 1, f"training.max_epochs must be ≥ 1, got {t.max_epochs}")
+    require(t.lr > 0, f"training.lr must be > 0, got {t.lr}")
+    require(t.checkpoint_every >= 1, "training.checkpoint_every must be ≥ 1")
+    require(t.scheduler.type in ("plateau", "cosine", "none"),
+            f"training.scheduler.type must be plateau, cosine or none, got {t.scheduler.type!r}")
+    require(t.loss.type in ("mse", "huber"),
+            f"training.loss.type must be mse or huber, got {t.loss.type!r}")
+    require(t.ema_decay is None or 0.0 < t.ema_decay < 1.0,
+            f"training.ema_decay must be in (0, 1), got {t.ema_decay}")
+
+
+def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
+    """Checked config from a mapping; relative data paths are taken from ``base_dir``."""
+    config = _build(TrainConfig, values, "")
+    _check_values(config)
+    base = Path(base_dir)
+    for name in ("train", "validation", "test"):
+        value = getattr(config.data, name)
+        if value:
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else (base / path)
+            if not path.is_file():
+                raise ConfigError(f"data.{name}: file {value} not found (looked at {path.resolve()})")
+            setattr(config.data, name, str(path.resolve()))
+    return config
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and check a YAML config; data paths are relative to the config file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return config_from_dict(values or {}, base_dir=path.parent)

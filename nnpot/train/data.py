@@ -1,0 +1,274 @@
+"""Training data: extxyz frames → labelled graphs, cached once in HDF5, read back lazily.
+
+The cache file holds every frame's atoms, cell, neighbour pairs and labels as flat arrays with
+offsets; it is keyed by the file's content (SHA-256), the cutoff and the label keys, so a second
+run starts in seconds and a changed file is never read stale. Training reads frames from it one
+by one, so a data set larger than memory still trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..graph import AtomicGraph
+from ..neighbors import neighbor_pairs
+from .config import KeysConfig
+
+CACHE_FORMAT = 1
+
+
+class DataError(ValueError):
+    """A problem with a data file, naming the file and, where it applies, the frame."""
+
+
+# -------------------------------------------------------------------------------------------
+# Reading frames and their labels
+# -------------------------------------------------------------------------------------------
+def read_frames(path: str | Path):
+    """All frames of an extxyz (or any ASE-readable) file, as ``ase.Atoms``."""
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} not found")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as error:  # ASE raises many types for malformed files
+        raise DataError(f"{path}: cannot read as extxyz: {type(error).__name__}: {error}") from None
+    if not frames:
+        raise DataError(f"{path} holds no frames")
+    return frames
+
+
+def _available_keys(atoms) -> list[str]:
+    keys = set(atoms.info) | (set(atoms.arrays) - {"numbers", "positions"})
+    if atoms.calc is not None:
+        keys |= set(getattr(atoms.calc, "results", {}))
+    return sorted(keys)
+
+
+def _lookup(atoms, key: str):
+    if key in atoms.info:
+        return atoms.info[key]
+    if key in atoms.arrays:
+        return atoms.arrays[key]
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    return results.get(key)
+
+
+def _as_voigt(value, what: str, where: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    if array.size == 9:
+        m = array.reshape(3, 3)
+        return np.array([m[0, 0], m[1, 1], m[2, 2], 0.5 * (m[1, 2] + m[2, 1]),
+                         0.5 * (m[0, 2] + m[2, 0]), 0.5 * (m[0, 1] + m[1, 0])])
+    if array.size == 6:
+        return array
+    raise DataError(f"{where}: {what} must have 6 (Voigt) or 9 (3×3) values, got {array.size}")
+
+
+def frame_labels(atoms, keys: KeysConfig, where: str) -> dict:
+    """Energy (required), forces and stress (optional) of one frame, checked.
+
+    ``where`` names the file and frame in error messages. Stress falls back to the virial
+    (σ = −W/V) and is dropped for frames that are not periodic in 3D.
+    """
+    energy = _lookup(atoms, keys.energy)
+    if energy is None:
+        raise DataError(f"{where} has no energy key {keys.energy!r}; keys found: "
+                        f"{_available_keys(atoms)} (set data.keys.energy)")
+    try:
+        energy = float(np.asarray(energy).reshape(()))
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: energy {keys.energy!r} is not a single number") from None
+    labels = {"energy": energy, "forces": None, "stress": None}
+
+    forces = _lookup(atoms, keys.forces)
+    if forces is not None:
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape != (len(atoms), 3):
+            raise DataError(f"{where}: forces {keys.forces!r} have shape {forces.shape}, "
+                            f"expected ({len(atoms)}, 3)")
+        labels["forces"] = forces
+
+    stress = _lookup(atoms, keys.stress)
+    if stress is not None:
+        labels["stress"] = _as_voigt(stress, f"stress {keys.stress!r}", where)
+    else:
+        virial = _lookup(atoms, keys.virial)
+        if virial is not None and atoms.pbc.all():
+            labels["stress"] = -_as_voigt(virial, f"virial {keys.virial!r}", where) / atoms.get_volume()
+    if labels["stress"] is not None and not atoms.pbc.all():
+        labels["stress"] = None  # stress is undefined without a 3D-periodic cell
+
+    for name in ("energy", "forces", "stress"):
+        if labels[name] is not None and not np.all(np.isfinite(labels[name])):
+            raise DataError(f"{where}: {name} contains NaN or inf")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise DataError(f"{where}: positions contain NaN or inf")
+    return labels
+
+
+# -------------------------------------------------------------------------------------------
+# The HDF5 graph cache
+# -------------------------------------------------------------------------------------------
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_path_for(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: str | Path,
+                   sha256: str | None = None) -> Path:
+    sha256 = sha256 or file_sha256(path)
+    key_digest = hashlib.sha256(json.dumps(asdict(keys), sort_keys=True).encode()).hexdigest()[:8]
+    name = f"{Path(path).stem}-{sha256[:16]}-rc{cutoff:g}-k{key_digest}-v{CACHE_FORMAT}.h5"
+    return Path(cache_dir) / name
+
+
+def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: str | Path,
+                backend: str = "auto", progress: bool = True) -> Path:
+    """Return the cache file of ``path``, building it first if needed (atomically)."""
+    sha256 = file_sha256(path)
+    target = cache_path_for(path, cutoff, keys, cache_dir, sha256)
+    if target.is_file():
+        return target
+    frames = read_frames(path)
+    numbers, positions, forces, cells, pbcs, energies, stresses = [], [], [], [], [], [], []
+    has_forces, has_stress, atom_counts, pair_counts, pair_index, pair_shifts = [], [], [], [], [], []
+    for index, atoms in enumerate(tqdm(frames, desc=f"graphs of {Path(path).name}",
+                                       disable=not progress, leave=False)):
+        where = f"{path}, frame {index}"
+        labels = frame_labels(atoms, keys, where)
+        try:
+            pairs, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
+                                           backend)
+        except ValueError as error:
+            raise DataError(f"{where}: {error}") from None
+        numbers.append(atoms.numbers)
+        positions.append(atoms.positions)
+        cells.append(atoms.cell.array)
+        pbcs.append(atoms.pbc)
+        energies.append(labels["energy"])
+        has_forces.append(labels["forces"] is not None)
+        forces.append(labels["forces"] if labels["forces"] is not None else np.zeros((len(atoms), 3)))
+        has_stress.append(labels["stress"] is not None)
+        stresses.append(labels["stress"] if labels["stress"] is not None else np.zeros(6))
+        atom_counts.append(len(atoms))
+        pair_counts.append(pairs.shape[1])
+        pair_index.append(pairs.numpy())
+        pair_shifts.append(shifts.numpy())
+
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs.update({"source": str(Path(path).resolve()), "sha256": sha256,
+                             "cutoff": cutoff, "keys": json.dumps(asdict(keys)),
+                             "format": CACHE_FORMAT, "n_frames": len(frames),
+                             "frame0_keys": json.dumps(_available_keys(frames[0]))})
+            h5["atom_ptr"] = np.concatenate([[0], np.cumsum(atom_counts)]).astype(np.int64)
+            h5["pair_ptr"] = np.concatenate([[0], np.cumsum(pair_counts)]).astype(np.int64)
+            h5["numbers"] = np.concatenate(numbers).astype(np.int64)
+            h5["positions"] = np.concatenate(positions)
+            h5["forces"] = np.concatenate(forces)
+            h5["cell"] = np.stack(cells)
+            h5["pbc"] = np.stack(pbcs)
+            h5["energy"] = np.asarray(energies)
+            h5["stress"] = np.stack(stresses)
+            h5["has_forces"] = np.asarray(has_forces)
+            h5["has_stress"] = np.asarray(has_stress)
+            h5["pair_index"] = np.concatenate(pair_index, axis=1).astype(np.int64)
+            h5["pair_shifts"] = np.concatenate(pair_shifts).astype(np.int64)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+class GraphDataset(torch.utils.data.Dataset):
+    """Labelled graphs read lazily from a cache file (all frames, or those in ``indices``).
+
+    Each item is an ``AtomicGraph`` with labels: ``energy`` [1] eV, ``forces`` [N, 3] eV/Å,
+    ``stress`` [1, 6] eV/Å³ (ASE Voigt), ``has_forces`` [1], ``has_stress`` [1] (bool).
+    """
+
+    def __init__(self, cache_file: str | Path, indices: Sequence[int] | None = None):
+        self.cache_file = str(cache_file)
+        with h5py.File(self.cache_file, "r") as h5:
+            self.n_frames = int(h5.attrs["n_frames"])
+            self.source = str(h5.attrs["source"])
+            self.sha256 = str(h5.attrs["sha256"])
+            self.frame0_keys = json.loads(h5.attrs["frame0_keys"])
+            self.atom_ptr = h5["atom_ptr"][:]
+            self.pair_ptr = h5["pair_ptr"][:]
+        self.indices = np.arange(self.n_frames) if indices is None else np.asarray(indices)
+        self._h5 = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self):  # an open HDF5 handle cannot cross a process boundary
+        state = dict(self.__dict__)
+        state["_h5"] = None
+        return state
+
+    def subset(self, indices: Sequence[int]) -> "GraphDataset":
+        """A dataset over some of this dataset's items (positions in this dataset)."""
+        sub = GraphDataset.__new__(GraphDataset)
+        sub.__dict__.update(self.__getstate__())
+        sub.indices = self.indices[np.asarray(indices, dtype=np.int64)]
+        return sub
+
+    def arrays(self, name: str) -> np.ndarray:
+        """A whole per-frame or per-atom array of the cache (for statistics)."""
+        with h5py.File(self.cache_file, "r") as h5:
+            return h5[name][:]
+
+    def __getitem__(self, item: int) -> AtomicGraph:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.cache_file, "r")
+        h5, k = self._h5, int(self.indices[item])
+        a0, a1 = self.atom_ptr[k], self.atom_ptr[k + 1]
+        p0, p1 = self.pair_ptr[k], self.pair_ptr[k + 1]
+        return AtomicGraph(
+            numbers=torch.from_numpy(h5["numbers"][a0:a1]),
+            pos=torch.from_numpy(h5["positions"][a0:a1]),
+            cell=torch.from_numpy(h5["cell"][k]).reshape(1, 3, 3),
+            pbc=torch.from_numpy(h5["pbc"][k]).reshape(1, 3),
+            pair_index=torch.from_numpy(h5["pair_index"][:, p0:p1]),
+            pair_shifts=torch.from_numpy(h5["pair_shifts"][p0:p1]),
+            energy=torch.tensor([h5["energy"][k]], dtype=torch.float64),
+            forces=torch.from_numpy(h5["forces"][a0:a1]),
+            stress=torch.from_numpy(h5["stress"][k]).reshape(1, 6),
+            has_forces=torch.tensor([bool(h5["has_forces"][k])]),
+            has_stress=torch.tensor([bool(h5["has_stress"][k])]),
+            num_nodes=int(a1 - a0),
+        )
+
+
+def split_indices(n_frames: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split into (train, validation) frame indices."""
+    order = torch.randperm(n_frames, generator=torch.Generator().manual_seed(seed)).numpy()
+    n_validation = int(round(fraction * n_frames))
+    if fraction > 0 and n_validation == 0:
+        n_validation = 1
+    if n_validation >= n_frames:
+        raise DataError(f"validation_fraction {fraction} leaves no training frames "
+                        f"out of {n_frames}")
+    return np.sort(order[n_validation:]), np.sort(order[:n_validation])

@@ -1,0 +1,71 @@
+"""Errors of a potential on labelled graphs: metrics and the values behind parity plots."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..graph import AtomicGraph, batch_graphs
+from ..potential import Potential
+from .config import KeysConfig
+from .data import frame_labels, read_frames
+from .loss import ErrorMetrics
+
+
+def labelled_graphs(path: str, cutoff: float, keys: KeysConfig,
+                    backend: str = "auto") -> list[AtomicGraph]:
+    """Every frame of an extxyz file as a graph carrying its labels (in memory)."""
+    graphs = []
+    for index, atoms in enumerate(read_frames(path)):
+        labels = frame_labels(atoms, keys, f"{path}, frame {index}")
+        graph = AtomicGraph.from_atoms(atoms, cutoff, backend)
+        graph.energy = torch.tensor([labels["energy"]], dtype=torch.float64)
+        has_forces, has_stress = labels["forces"] is not None, labels["stress"] is not None
+        graph.forces = torch.from_numpy(labels["forces"] if has_forces else np.zeros((len(atoms), 3)))
+        graph.stress = torch.from_numpy(labels["stress"] if has_stress else np.zeros(6)).reshape(1, 6)
+        graph.has_forces = torch.tensor([has_forces])
+        graph.has_stress = torch.tensor([has_stress])
+        graphs.append(graph)
+    return graphs
+
+
+def batches(dataset: Sequence, batch_size: int, order: Sequence[int] | None = None):
+    """Consecutive batches of ``dataset`` items (in ``order`` when given)."""
+    order = range(len(dataset)) if order is None else order
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        yield batch_graphs([dataset[k] for k in order[start:start + batch_size]])
+
+
+def evaluate(potential: Potential, dataset: Sequence, batch_size: int = 8,
+             device: str | torch.device = "cpu", shard: tuple[int, int] = (0, 1),
+             keep_values: bool = False) -> tuple[ErrorMetrics, dict[str, np.ndarray]]:
+    """Metrics of ``potential`` on ``dataset`` (the items ``shard = (rank, world)`` owns).
+
+    Stress is evaluated when some frame has a stress label. With ``keep_values``, also returns
+    per-atom energies and force components (predicted and reference) for parity plots.
+    """
+    metrics = ErrorMetrics()
+    values: dict[str, list] = {"energy_ref": [], "energy_pred": [], "forces_ref": [],
+                               "forces_pred": [], "stress_ref": [], "stress_pred": []}
+    rank, world = shard
+    for batch in batches(dataset, batch_size, range(rank, len(dataset), world)):
+        batch = batch.to(device)
+        want_stress = bool(batch.has_stress.any())
+        out = potential(batch, forces=True, stress=want_stress)
+        metrics.add(out, batch)
+        if keep_values:
+            n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
+            values["energy_ref"].append((batch.energy / n_atoms).cpu().numpy())
+            values["energy_pred"].append((out["energy"].detach().double() / n_atoms).cpu().numpy())
+            mask = batch.has_forces[batch.batch]
+            values["forces_ref"].append(batch.forces[mask].reshape(-1).cpu().numpy())
+            values["forces_pred"].append(out["forces"].detach()[mask].reshape(-1).double().cpu().numpy())
+            if want_stress:
+                values["stress_ref"].append(batch.stress[batch.has_stress].reshape(-1).cpu().numpy())
+                values["stress_pred"].append(
+                    out["stress"].detach()[batch.has_stress].reshape(-1).double().cpu().numpy())
+    arrays = {k: np.concatenate(v) if v else np.zeros(0) for k, v in values.items()}
+    return metrics, arrays

@@ -1,0 +1,97 @@
+"""Weighted loss on energy per atom, forces and stress, and the error metrics of a data set.
+
+Frames without forces or stress contribute only what they have: masks select the labelled
+entries with ``torch.where`` (never a product with the mask, which would let a NaN prediction
+of an unlabelled frame poison the gradient).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from .config import LossConfig
+
+
+def _atoms_per_graph(batch) -> torch.Tensor:
+    return torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
+
+
+def residuals(out: dict, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-entry prediction − label and the mask of labelled entries, per property.
+
+    energy: eV/atom [B]; forces: eV/Å [N, 3]; stress: eV/Å³ [B, 6].
+    """
+    n_atoms = _atoms_per_graph(batch)
+    result = {"energy": ((out["energy"].double() - batch.energy) / n_atoms,
+                         torch.ones_like(n_atoms, dtype=torch.bool))}
+    if "forces" in out:
+        mask = batch.has_forces[batch.batch][:, None].expand(-1, 3)
+        result["forces"] = (out["forces"] - batch.forces.to(out["forces"].dtype), mask)
+    if "stress" in out:
+        mask = batch.has_stress[:, None].expand(-1, 6)
+        result["stress"] = (out["stress"] - batch.stress.to(out["stress"].dtype), mask)
+    return result
+
+
+class WeightedLoss:
+    """w_E·⟨(ΔE/N)²⟩ + w_F·⟨ΔF²⟩ + w_σ·⟨Δσ²⟩ (or Huber in place of the squares)."""
+
+    def __init__(self, config: LossConfig):
+        self.config = config
+        self.weights = {"energy": config.energy, "forces": config.forces, "stress": config.stress}
+
+    def penalty(self, diff: torch.Tensor) -> torch.Tensor:
+        if self.config.type == "huber":
+            return F.huber_loss(diff, torch.zeros_like(diff), reduction="none",
+                                delta=self.config.huber_delta)
+        return diff.pow(2)
+
+    def __call__(self, out: dict, batch) -> torch.Tensor:
+        total = None
+        for name, (diff, mask) in residuals(out, batch).items():
+            weight = self.weights[name]
+            if weight == 0 or not bool(mask.any()):
+                continue
+            safe = torch.where(mask, diff, torch.zeros_like(diff))
+            term = weight * self.penalty(safe).sum() / mask.sum()
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("the loss has no term: every weight is 0 or no frame has the labels")
+        return total.float() if total.dtype == torch.float64 else total
+
+
+class ErrorMetrics:
+    """Running MAE and RMSE of energy (meV/atom), forces (meV/Å) and stress (meV/Å³)."""
+
+    UNITS = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å³"}
+
+    def __init__(self):
+        # per property: [Σ|e|, Σe², count], float64
+        self.sums = torch.zeros(3, 3, dtype=torch.float64)
+
+    def add(self, out: dict, batch) -> None:
+        for name, (diff, mask) in residuals(out, batch).items():
+            d = diff.detach().double()[mask].cpu()
+            row = list(self.UNITS).index(name)
+            self.sums[row] += torch.tensor([float(d.abs().sum()), float(d.pow(2).sum()),
+                                            float(d.numel())], dtype=torch.float64)
+
+    def all_reduce(self, device: torch.device = torch.device("cpu")) -> None:
+        """Sum over the processes of a distributed run (``device``: where the backend works)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            sums = self.sums.to(device)
+            torch.distributed.all_reduce(sums)
+            self.sums = sums.cpu()
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        result = {}
+        for row, (name, unit) in enumerate(self.UNITS.items()):
+            abs_sum, sq_sum, count = self.sums[row].tolist()
+            if count > 0:
+                result[name] = {"mae": 1e3 * abs_sum / count,
+                                "rmse": 1e3 * math.sqrt(sq_sum / count),
+                                "count": int(count), "unit": unit}
+        return result
