@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench potential-cu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test-slow: install
 
 bench: install
 	$(PY) benchmarks/bench_schnet.py
+
+potential-cu: install   # rebuild potentials/cu from generated EMT data (~25 min)
+	$(PY) potentials/cu/build.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

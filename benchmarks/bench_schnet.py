@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list

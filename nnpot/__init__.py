@@ -2,13 +2,15 @@
 
     from nnpot import NNPCalculator, Potential, load
     atoms.calc = NNPCalculator("potentials/cu/model.pt")
+    nnpot.md(atoms, "potentials/cu/model.pt", ensemble="nvt", temperature=600, steps=1000)
 """
 
 from .calculator import NNPCalculator
+from .drivers import md, relax
 from .graph import AtomicGraph, batch_graphs
 from .neighbors import neighbor_list
 from .potential import Potential, load
 from .version import __version__
 
 __all__ = ["NNPCalculator", "AtomicGraph", "batch_graphs", "neighbor_list", "Potential", "load",
-           "__version__"]
+           "md", "relax", "__version__"]

@@ -60,6 +60,7 @@ class NNPCalculator(Calculator):
         self.neighbor_backend = neighbor_backend
         self._stress_wanted = False
         self._verlet = None  # (pair_index, pair_shifts, reference positions, cell, pbc, numbers)
+        self.min_distance = float("inf")
 
     # ---------------------------------------------------------------------------------------
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -101,24 +102,32 @@ class NNPCalculator(Calculator):
 
     # ---------------------------------------------------------------------------------------
     def _pairs(self, atoms, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pairs within the cutoff, from a fresh list or from the Verlet list when still valid."""
+        """Pairs within the cutoff, from a fresh list or from the Verlet list when still valid.
+
+        Also sets ``self.min_distance`` (Å), the shortest pair distance, which the MD driver
+        watches to stop a simulation that blows up.
+        """
         cutoff = self.potential.cutoff
-        if self.skin == 0.0:
-            return neighbor_pairs(torch.as_tensor(positions, device=self.device), atoms.cell.array,
-                                  atoms.pbc, cutoff, self.neighbor_backend)
-        if self._verlet_is_stale(atoms, positions):
+        reach = cutoff + self.skin
+        if self.skin == 0.0 or self._verlet_is_stale(atoms, positions):
             pair_index, pair_shifts = neighbor_pairs(
                 torch.as_tensor(positions, device=self.device), atoms.cell.array, atoms.pbc,
-                cutoff + self.skin, self.neighbor_backend)
-            self._verlet = (pair_index, pair_shifts, positions.copy(), atoms.cell.array.copy(),
-                            atoms.pbc.copy(), atoms.numbers.copy())
-        pair_index, pair_shifts = self._verlet[:2]
-        # Keep the pairs inside the cutoff, in list order: the same pairs, in the same order,
-        # as a fresh list would give, so results are identical to skin = 0.
+                reach, self.neighbor_backend)
+            if self.skin > 0.0:
+                self._verlet = (pair_index, pair_shifts, positions.copy(), atoms.cell.array.copy(),
+                                atoms.pbc.copy(), atoms.numbers.copy())
+        else:
+            pair_index, pair_shifts = self._verlet[:2]
         pos = torch.as_tensor(positions, device=self.device)
         cell = torch.as_tensor(atoms.cell.array, dtype=torch.float64, device=self.device)
         vectors = pos[pair_index[1]] - pos[pair_index[0]] + pair_shifts.to(torch.float64) @ cell
-        inside = vectors.pow(2).sum(dim=1) < cutoff * cutoff
+        distance2 = vectors.pow(2).sum(dim=1)
+        self.min_distance = float(distance2.min().sqrt()) if distance2.numel() else float("inf")
+        if self.skin == 0.0:
+            return pair_index, pair_shifts
+        # Keep the pairs inside the cutoff, in list order: the same pairs, in the same order,
+        # as a fresh list would give, so results are identical to skin = 0.
+        inside = distance2 < cutoff * cutoff
         return pair_index[:, inside], pair_shifts[inside]
 
     def _verlet_is_stale(self, atoms, positions: np.ndarray) -> bool:

@@ -9,7 +9,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 from ase.build import bulk
 

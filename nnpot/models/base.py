@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 

@@ -56,6 +56,8 @@ class LossConfig:
     stress: float = 100.0                     # weight of Δσ², (eV/Å³)²
     type: str = "mse"                         # mse | huber
     huber_delta: float = 0.01                 # for huber, in the units of each term
+    final_energy: Optional[float] = None      # energy weight for the final stage (None: no stage)
+    final_fraction: float = 0.25              # share of the budget (epochs or time) in that stage
 
 
 @dataclass
@@ -86,7 +88,7 @@ class TrainingConfig:
 
 @dataclass
 class TrainConfig:
-    output: str = "runs/train"                # run directory
+    output: str = "runs/train"                # run directory (relative: to the config file)
     seed: int = 0
     device: str = "cpu"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -185,6 +187,8 @@ def _check_values(config: TrainConfig) -> None:
     require(t.checkpoint_every >= 1, "training.checkpoint_every must be ≥ 1")
     require(t.scheduler.type in ("plateau", "cosine", "none"),
             f"training.scheduler.type must be plateau, cosine or none, got {t.scheduler.type!r}")
+    require(0.0 < t.loss.final_fraction <= 1.0,
+            f"training.loss.final_fraction must be in (0, 1], got {t.loss.final_fraction}")
     require(t.loss.type in ("mse", "huber"),
             f"training.loss.type must be mse or huber, got {t.loss.type!r}")
     require(t.ema_decay is None or 0.0 < t.ema_decay < 1.0,
@@ -192,10 +196,12 @@ def _check_values(config: TrainConfig) -> None:
 
 
 def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
-    """Checked config from a mapping; relative data paths are taken from ``base_dir``."""
+    """Checked config from a mapping; relative paths (data, output) are taken from ``base_dir``."""
     config = _build(TrainConfig, values, "")
     _check_values(config)
     base = Path(base_dir)
+    output = Path(config.output).expanduser()
+    config.output = str(output if output.is_absolute() else (base / output).resolve())
     for name in ("train", "validation", "test"):
         value = getattr(config.data, name)
         if value:
@@ -208,7 +214,7 @@ def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read and check a YAML config; data paths are relative to the config file's folder."""
+    """Read and check a YAML config; its relative paths are taken from the file's folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")

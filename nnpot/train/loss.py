@@ -37,11 +37,24 @@ def residuals(out: dict, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 
 class WeightedLoss:
-    """w_E·⟨(ΔE/N)²⟩ + w_F·⟨ΔF²⟩ + w_σ·⟨Δσ²⟩ (or Huber in place of the squares)."""
+    """w_E·⟨(ΔE/N)²⟩ + w_F·⟨ΔF²⟩ + w_σ·⟨Δσ²⟩ (or Huber in place of the squares).
+
+    With ``final_energy`` set, the energy weight switches to it for the last
+    ``final_fraction`` of the run (``set_progress``): forces are learnt first, and energies are
+    sharpened at the end with a small learning rate (the two-stage recipe MACE uses).
+    """
 
     def __init__(self, config: LossConfig):
         self.config = config
         self.weights = {"energy": config.energy, "forces": config.forces, "stress": config.stress}
+
+    def set_progress(self, progress: float) -> bool:
+        """``progress`` ∈ [0, 1]: share of the run's budget spent. True when the stage changes."""
+        final = self.config.final_energy is not None and progress >= 1 - self.config.final_fraction
+        weight = self.config.final_energy if final else self.config.energy
+        changed = weight != self.weights["energy"]
+        self.weights["energy"] = weight
+        return changed
 
     def penalty(self, diff: torch.Tensor) -> torch.Tensor:
         if self.config.type == "huber":

@@ -203,7 +203,7 @@ class Trainer:
         self.potential = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift)
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
         self.optimizer = make_optimizer(self.potential.parameters(), t)
-        self.schedule = EpochSchedule(self.optimizer, t.scheduler, t.max_epochs, t.lr)
+        self.schedule = EpochSchedule(self.optimizer, t.scheduler, t.lr)
         self.ema = ExponentialMovingAverage(self.potential, t.ema_decay) if t.ema_decay else None
         self.loss = WeightedLoss(t.loss)
         self.want_stress = t.loss.stress > 0 and bool(self.train_set.arrays("has_stress").any())
@@ -229,6 +229,7 @@ class Trainer:
             "rng": torch.get_rng_state(), "elapsed": self.elapsed,
             "best": {"loss": self.best_loss, "epoch": self.best_epoch, "since": self.since_best},
             "history": self.history, "stop_reason": self.stop_reason,
+            "loss_weights": dict(self.loss.weights),
         }
 
     def save_checkpoint(self) -> None:
@@ -254,6 +255,7 @@ class Trainer:
         best = state["best"]
         self.best_loss, self.best_epoch, self.since_best = best["loss"], best["epoch"], best["since"]
         self.history = list(state["history"])
+        self.loss.weights.update(state["loss_weights"])
         self._log(f"resumed {self.out} after epoch {self.epoch}")
 
     @property
@@ -351,11 +353,17 @@ class Trainer:
                 self.stop_reason = stop or self.stop_reason or "stopped by rank 0"
                 break
             start = time.perf_counter()
+            if self.loss.set_progress(self._progress()):
+                # The final stage weighs energy differently: its losses are not comparable with
+                # the first stage's, so the best model is chosen among final-stage epochs.
+                self.best_loss, self.since_best = math.inf, 0
+                self._log("final stage: energy weight "
+                          f"{self.config.training.loss.final_energy:g}")
             train_loss, train_metrics = self.train_epoch()
             val_loss, val_metrics = self.validate()
             self.epoch += 1
             monitored = val_loss if self.val_set is not None else train_loss
-            self.schedule.step(monitored)
+            self.schedule.step(monitored, self._progress())
             improved = monitored < self.best_loss
             if improved:
                 self.best_loss, self.best_epoch, self.since_best = monitored, self.epoch, 0
@@ -376,6 +384,14 @@ class Trainer:
             self.finish()
         self.dist.barrier()
         return self.best_path
+
+    def _progress(self) -> float:
+        """Share of the run's budget spent: epochs, or wall time when that runs out first."""
+        t = self.config.training
+        progress = self.epoch / t.max_epochs
+        if t.max_time_min:
+            progress = max(progress, self.elapsed / (60 * t.max_time_min))
+        return min(1.0, progress)
 
     def _stop_reason(self, last_epoch_time: float) -> str:
         t = self.config.training

@@ -1,0 +1,237 @@
+"""The ``nnpot`` command line: train, eval, md, relax, bench, demo.
+
+Every command reports bad input in one line (``nnpot: error: ...``) and exits non-zero; a
+traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+# -------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .train import fit
+
+    best = fit(args.config, resume=args.resume)
+    print(f"best model: {best}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .potential import load
+    from .train.config import KeysConfig
+    from .train.evaluate import evaluate, labelled_graphs
+    from .train.report import metrics_table, plot_parity
+
+    potential = load(args.model, device=args.device).eval()
+    keys = KeysConfig(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key,
+                      virial=args.virial_key)
+    graphs = labelled_graphs(args.data, potential.cutoff, keys)
+    potential.species_index(torch.cat([g.numbers for g in graphs]))  # unknown elements: clear error
+    metrics, values = evaluate(potential, graphs, args.batch_size, args.device, keep_values=True)
+    summary = metrics.summary()
+    name = Path(args.data).name
+    print(metrics_table({name: {"frames": len(graphs), "metrics": summary}}))
+    if not args.no_plots:
+        plot_dir = Path(args.plots_dir)
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        plot_path = plot_dir / f"parity_{Path(args.data).stem}.png"
+        plot_parity(values, summary, plot_path, f"{Path(args.model).name} on {name}")
+        print(f"parity plot: {plot_path}")
+    if args.json is not None:
+        result = {"model": str(args.model), "data": str(args.data), "frames": len(graphs), **summary}
+        text = json.dumps(result, indent=1, ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
+            print(f"metrics: {args.json}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import numpy as np
+    import torch
+    from ase.build import bulk
+
+    from .calculator import NNPCalculator
+    from .models import SchNet
+    from .potential import Potential
+
+    torch.set_num_threads(args.threads)
+    if args.model:
+        potential, element = args.model, None
+    else:
+        torch.manual_seed(0)
+        potential = Potential(SchNet(species=["Cu"], cutoff=5.0))
+        element = "Cu"
+    calc = NNPCalculator(potential, device=args.device, dtype=args.dtype, skin=0.0)
+    element = element or calc.potential.species[0]
+    print(f"{'atoms':>6} | {'ms/call (median)':>16} | {'min':>7}")
+    for n in args.sizes:
+        atoms = bulk(element, "fcc", a=args.lattice, cubic=True).repeat((n, n, n))
+        atoms.rattle(0.05, seed=1)
+        atoms.calc = calc
+        atoms.get_forces()
+        times = []
+        for _ in range(args.repeats):
+            atoms.positions += 1e-4
+            start = time.perf_counter()
+            atoms.get_forces()
+            times.append((time.perf_counter() - start) * 1e3)
+        print(f"{len(atoms):>6} | {np.median(times):16.1f} | {min(times):7.1f}")
+    return 0
+
+
+def cmd_md(args) -> int:
+    from .drivers import MDInstabilityError, md
+
+    try:
+        result = md(args.structure, args.model, ensemble=args.ensemble,
+                    temperature=args.temperature, timestep=args.timestep, steps=args.steps,
+                    pressure=args.pressure, friction=args.friction, seed=args.seed,
+                    output=args.output, log=args.log, interval=args.interval, plot=args.plot,
+                    device=args.device, dtype=args.dtype, skin=args.skin,
+                    progress=not args.quiet)
+    except MDInstabilityError as error:
+        kept = [p for p in (args.output, args.log) if p]
+        print(f"nnpot: error: {error}" + (f"; kept what was written: {', '.join(kept)}" if kept else ""),
+              file=sys.stderr)
+        return 3
+    print(result.summary())
+    for label, path in (("trajectory", args.output), ("log", args.log), ("plot", args.plot)):
+        if path:
+            print(f"{label}: {path}")
+    return 0
+
+
+def cmd_relax(args) -> int:
+    from .drivers import relax
+
+    result = relax(args.structure, args.model, cell=args.cell, fmax=args.fmax, steps=args.steps,
+                   optimizer=args.optimizer, fix_symmetry=args.fix_symmetry,
+                   pressure=args.pressure, output=args.output, device=args.device,
+                   dtype=args.dtype, log="-" if args.verbose else None)
+    print(result.summary())
+    if args.output:
+        print(f"relaxed structure: {args.output}")
+    if not result.converged:
+        print(f"nnpot: error: not converged to fmax = {args.fmax} eV/Å in {args.steps} steps "
+              f"(raise --steps or loosen --fmax)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.output), minutes=args.minutes)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnpot", description="Machine-learning interatomic "
+                                     "potentials: train, evaluate, simulate.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fit a potential to extxyz data (YAML config)")
+    p.add_argument("config", help="YAML config (see README)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="errors of a model on labelled extxyz data")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="also write the metrics as JSON (to FILE, or stdout)")
+    p.add_argument("--energy-key", default="energy")
+    p.add_argument("--forces-key", default="forces")
+    p.add_argument("--stress-key", default="stress")
+    p.add_argument("--virial-key", default="virial")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--plots-dir", default=".", help="where the parity plot goes")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="ms per energy+forces call on fcc supercells")
+    p.add_argument("model", nargs="?", help="model file (default: an untrained Cu SchNet)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8],
+                   help="conventional cells per side (4·n³ atoms)")
+    p.add_argument("--lattice", type=float, default=3.61, help="fcc lattice constant, Å")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("md", help="molecular dynamics (ASE integrators)")
+    p.add_argument("model", help="model file")
+    p.add_argument("structure", help="any ASE-readable structure file (extxyz, CIF, POSCAR, ...)")
+    p.add_argument("--ensemble", default="nvt",
+                   choices=["nve", "nvt", "langevin", "bussi", "nose-hoover", "npt", "npt-aniso"])
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--timestep", type=float, default=1.0, help="fs")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--pressure", type=float, default=0.0, help="GPa (NPT)")
+    p.add_argument("--friction", type=float, default=0.01, help="1/fs (Langevin)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="trajectory: .extxyz or .h5")
+    p.add_argument("--log", help="CSV log")
+    p.add_argument("--interval", type=int, default=10, help="steps between frames/log lines")
+    p.add_argument("--plot", help="PNG of energy/temperature(/pressure/volume) traces")
+    p.add_argument("--skin", type=float, default=0.5, help="Verlet skin, Å")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, choices=[None, "float32", "float64"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("relax", help="relax positions (and cell)")
+    p.add_argument("model", help="model file")
+    p.add_argument("structure", help="any ASE-readable structure file")
+    p.add_argument("--cell", action="store_true", help="relax the cell too (FrechetCellFilter)")
+    p.add_argument("--fmax", type=float, default=0.01, help="eV/Å")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS", "LBFGS"])
+    p.add_argument("--fix-symmetry", action="store_true")
+    p.add_argument("--pressure", type=float, default=0.0, help="GPa (with --cell)")
+    p.add_argument("--output", help="relaxed structure (format from the extension)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, choices=[None, "float32", "float64"])
+    p.add_argument("--verbose", action="store_true", help="print the optimiser's steps")
+    p.set_defaults(func=cmd_relax)
+
+    p = sub.add_parser("demo", help="the main job: data → training → relaxation → MD, with plots")
+    p.add_argument("--output", default="demo_output")
+    p.add_argument("--minutes", type=float, default=2.5, help="training budget")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("nnpot: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, TypeError,
+            OSError) as error:
+        if args.debug:
+            raise
+        print(f"nnpot: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""MD and relaxation drivers, with the shipped Cu potential and with bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+
+import nnpot
+from nnpot.cli import main as cli_main
+from nnpot.drivers import MDInstabilityError, md, relax
+from nnpot.properties import equation_of_state
+from nnpot.reference_data import emt_lattice_constant
+from nnpot.trajectory import read_trajectory
+
+from conftest import make_potential
+
+CU_MODEL = Path(__file__).resolve().parents[1] / "potentials" / "cu" / "model.pt"
+
+
+def cu_cell(n: int = 4, a: float = 3.59) -> Atoms:
+    return bulk("Cu", "fcc", a=a, cubic=True).repeat((n, n, n))
+
+
+# ------------------------------------------------------------------ acceptance (potentials/cu)
+def test_nve_energy_drift_is_small():
+    result = md(cu_cell(4), nnpot.NNPCalculator(CU_MODEL, dtype="float64", skin=0.5),
+                ensemble="nve", temperature=300, timestep=1.0, steps=2000, interval=10,
+                progress=False)
+    assert len(result.atoms) == 256
+    assert abs(result.drift_mev_per_atom_ps) < 0.5, result.summary()
+
+
+def test_langevin_holds_the_temperature():
+    result = md(cu_cell(4), CU_MODEL, ensemble="nvt", temperature=600, timestep=2.0, steps=1000,
+                interval=5, seed=3, progress=False)
+    temperatures = result.log["temperature_K"]
+    second_half = temperatures[len(temperatures) // 2:]
+    assert abs(np.mean(second_half) / 600 - 1) < 0.05, np.mean(second_half)
+
+
+def test_cell_relaxation_reaches_the_lattice_constant(tmp_path, capsys):
+    a_emt = emt_lattice_constant()
+    strained = cu_cell(2, a=a_emt * 1.03)
+    ase.io.write(tmp_path / "strained.vasp", strained, format="vasp")
+    out = tmp_path / "relaxed.extxyz"
+    code = cli_main(["relax", str(CU_MODEL), str(tmp_path / "strained.vasp"), "--cell",
+                     "--fmax", "0.005", "--output", str(out), "--dtype", "float64"])
+    assert code == 0, capsys.readouterr()
+    relaxed = ase.io.read(out)
+    a_relaxed = np.cbrt(relaxed.get_volume() / 8)
+    a_own, _, _ = equation_of_state(nnpot.NNPCalculator(CU_MODEL, dtype="float64"), a_guess=a_emt)
+    assert abs(a_relaxed / a_own - 1) < 0.002
+    assert abs(a_own / a_emt - 1) < 0.01
+    assert "converged" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ outputs
+def test_md_writes_trajectory_log_and_plot(tmp_path):
+    result = md(cu_cell(2), CU_MODEL, ensemble="nvt", temperature=500, timestep=2.0, steps=40,
+                interval=10, output=tmp_path / "t.extxyz", log=tmp_path / "md.csv",
+                plot=tmp_path / "md.png", progress=False)
+    frames = ase.io.read(tmp_path / "t.extxyz", ":")
+    assert len(frames) == 5 and frames[-1].info["step"] == 40
+    assert frames[-1].get_forces().shape == (32, 3)
+    header = (tmp_path / "md.csv").read_text().splitlines()[0]
+    assert header == "step,time_ps,epot_eV,ekin_eV,etot_eV,temperature_K,pressure_GPa,volume_A3"
+    assert (tmp_path / "md.png").stat().st_size > 1000
+    assert "mean T" in result.summary()
+
+
+@pytest.mark.parametrize("ensemble", ["bussi", "nose-hoover", "npt", "npt-aniso"])
+def test_other_ensembles_run(ensemble):
+    atoms = cu_cell(2)
+    volume = atoms.get_volume()
+    result = md(atoms, CU_MODEL, ensemble=ensemble, temperature=800, timestep=2.0, steps=30,
+                pressure=1.0, interval=5, progress=False)
+    assert np.isfinite(result.log["etot_eV"]).all()
+    if ensemble.startswith("npt"):
+        assert result.atoms.get_volume() != volume
+
+
+def test_md_from_a_pymatgen_structure():
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    structure = AseAtomsAdaptor.get_structure(cu_cell(2))
+    result = md(structure, CU_MODEL, steps=10, interval=5, progress=False)
+    assert len(result.atoms) == 32
+
+
+def test_hdf5_trajectory_survives_a_kill(tmp_path):
+    ase.io.write(tmp_path / "start.extxyz", cu_cell(3))
+    traj = tmp_path / "traj.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "nnpot.cli", "md", str(CU_MODEL),
+                             str(tmp_path / "start.extxyz"), "--steps", "100000", "--interval", "2",
+                             "--output", str(traj), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if traj.exists() and len(read_trajectory(traj)) >= 5:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    frames = read_trajectory(traj)
+    assert len(frames) >= 5
+    assert np.isfinite(frames[-1].positions).all()
+    assert frames[-1].get_potential_energy() < 0
+
+
+# ------------------------------------------------------------------ bad input
+def test_unreadable_structure_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "broken.cif"
+    bad.write_text("this is not a crystal")
+    assert cli_main(["md", str(CU_MODEL), str(bad), "--steps", "5"]) != 0
+    assert "broken.cif" in capsys.readouterr().err
+    assert cli_main(["relax", str(CU_MODEL), str(tmp_path / "missing.vasp")]) != 0
+    assert "missing.vasp" in capsys.readouterr().err
+
+
+def test_unknown_elements_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"Fe.*not known.*Cu"):
+        md(bulk("Fe", "bcc", a=2.87, cubic=True), CU_MODEL, steps=5, progress=False)
+
+
+def test_npt_needs_a_periodic_cell():
+    cluster = cu_cell(1)
+    cluster.pbc = False
+    with pytest.raises(ValueError, match="periodic in all three directions"):
+        md(cluster, CU_MODEL, ensemble="npt", steps=5, progress=False)
+    with pytest.raises(ValueError, match="periodic"):
+        relax(cluster, CU_MODEL, cell=True)
+
+
+def test_a_blown_up_run_stops_and_keeps_its_trajectory(tmp_path):
+    atoms = cu_cell(2)
+    with pytest.raises(MDInstabilityError, match="blew up"):
+        md(atoms, CU_MODEL, ensemble="nve", temperature=20000, timestep=25.0, steps=500,
+           interval=1, output=tmp_path / "t.extxyz", log=tmp_path / "md.csv", progress=False)
+    frames = ase.io.read(tmp_path / "t.extxyz", ":")
+    assert len(frames) >= 1
+    assert len((tmp_path / "md.csv").read_text().splitlines()) == len(frames) + 1
+
+
+def test_blow_up_exit_code_from_the_cli(tmp_path, capsys):
+    ase.io.write(tmp_path / "start.extxyz", cu_cell(2))
+    code = cli_main(["md", str(CU_MODEL), str(tmp_path / "start.extxyz"), "--ensemble", "nve",
+                     "--temperature", "20000", "--timestep", "25", "--steps", "500",
+                     "--interval", "1", "--output", str(tmp_path / "t.extxyz"), "--quiet"])
+    assert code == 3
+    assert "kept what was written" in capsys.readouterr().err
+
+
+def test_relaxation_that_runs_out_of_steps_says_so(tmp_path, capsys):
+    atoms = cu_cell(2)
+    atoms.rattle(0.2, seed=1)
+    ase.io.write(tmp_path / "rattled.extxyz", atoms)
+    code = cli_main(["relax", str(CU_MODEL), str(tmp_path / "rattled.extxyz"), "--fmax", "1e-6",
+                     "--steps", "3"])
+    assert code == 1
+    assert "not converged" in capsys.readouterr().err
+
+
+def test_isolated_molecule_md_works_without_stress():
+    potential = make_potential(species=("C", "H", "O"), dtype=__import__("torch").float64)
+    result = md(molecule("CH3CH2OH"), potential, ensemble="nvt", temperature=300, timestep=0.5,
+                steps=20, interval=5, progress=False)
+    assert np.isnan(result.mean_pressure) and np.isfinite(result.mean_temperature)

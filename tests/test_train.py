@@ -1,0 +1,299 @@
+"""The trainer: data errors, statistics, masked losses, resume, DDP, eval JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+import nnpot
+from nnpot.cli import main as cli_main
+from nnpot.train import ConfigError, DataError, config_from_dict, fit, load_config
+from nnpot.train.data import build_cache, frame_labels
+from nnpot.train.config import KeysConfig
+from nnpot.train.loss import WeightedLoss
+from nnpot.train.config import LossConfig
+from nnpot.train.statistics import fit_e0
+from nnpot.graph import AtomicGraph, batch_graphs
+
+
+def emt_frames(n: int, seed: int = 0, drop_forces=(), drop_stress=()):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+        strain = np.eye(3) + rng.uniform(-0.02, 0.02, (3, 3))
+        atoms.set_cell(atoms.cell.array @ (strain + strain.T) / 2, scale_atoms=True)
+        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        results = {"energy": atoms.get_potential_energy()}
+        if k not in drop_forces:
+            results["forces"] = atoms.get_forces()
+        if k not in drop_stress:
+            results["stress"] = atoms.get_stress()
+        frame = atoms.copy()
+        frame.calc = SinglePointCalculator(frame, **results)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture
+def emt_file(tmp_path) -> Path:
+    path = tmp_path / "emt.extxyz"
+    ase.io.write(path, emt_frames(16), format="extxyz")
+    return path
+
+
+def small_config(tmp_path, train, **training) -> dict:
+    return {
+        "output": str(tmp_path / "run"), "seed": 3,
+        "model": {"type": "SchNet", "cutoff": 4.0,
+                  "params": {"n_features": 8, "n_interactions": 1, "n_rbf": 8}},
+        "data": {"train": str(train), "validation_fraction": 0.25,
+                 "cache_dir": str(tmp_path / "cache")},
+        "training": {"batch_size": 4, "max_epochs": 4, "lr": 5e-3, "progress": False,
+                     "checkpoint_every": 1, "threads": 1, **training},
+    }
+
+
+# -------------------------------------------------------------------------------------------
+def test_training_writes_a_usable_run(tmp_path, emt_file):
+    best = fit(config_from_dict(small_config(tmp_path, emt_file)))
+    run = tmp_path / "run"
+    for name in ["best.pt", "checkpoint.pt", "log.csv", "config.yaml", "learning_curves.png",
+                 "parity_validation.png", "model_card.md", "metrics.json"]:
+        assert (run / name).is_file(), name
+    atoms = emt_frames(1, seed=9)[0]
+    atoms.calc = nnpot.NNPCalculator(best)
+    assert np.isfinite(atoms.get_potential_energy())
+    card = (run / "model_card.md").read_text()
+    assert "SHA-256" in card and "forces MAE" in card
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["validation"]["frames"] == 4
+    log = (run / "log.csv").read_text().splitlines()
+    assert len(log) == 1 + 4  # header + epochs
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, emt_file, monkeypatch):
+    config = small_config(tmp_path, emt_file, checkpoint_every=2,
+                          scheduler={"type": "cosine", "warmup_epochs": 1})
+    config["output"] = str(tmp_path / "straight")
+    fit(config_from_dict(config))
+
+    from nnpot.train import trainer as trainer_module
+    original = trainer_module.Trainer.train_epoch
+
+    def dies_in_epoch_3(self):
+        if self.epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self)
+
+    config["output"] = str(tmp_path / "killed")
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config_from_dict(config))
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", original)
+    with pytest.raises(ConfigError, match="--resume"):  # never silently overwrite a run
+        fit(config_from_dict(config))
+    fit(config_from_dict(config), resume=True)
+
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]["shadow"]:
+        assert torch.equal(a["ema"]["shadow"][key], b["ema"]["shadow"][key]), key
+
+
+def test_same_seed_gives_the_same_model(tmp_path, emt_file):
+    first = small_config(tmp_path, emt_file, max_epochs=2)
+    first["output"] = str(tmp_path / "one")
+    second = dict(first, output=str(tmp_path / "two"))
+    p1, p2 = fit(config_from_dict(first)), fit(config_from_dict(second))
+    s1, s2 = nnpot.load(p1).state_dict(), nnpot.load(p2).state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_ddp_with_two_gloo_processes_trains_and_writes_one_model(tmp_path, emt_file):
+    config = small_config(tmp_path, emt_file, max_epochs=1)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", "-m", "nnpot.cli", "train", str(path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "checkpoint.pt"]
+    model = nnpot.load(run / "best.pt")
+    assert model.species == ["Cu"]
+    assert len((run / "log.csv").read_text().splitlines()) == 2
+    assert proc.stdout.count("wrote") == 1  # only rank 0 reports and writes
+
+
+# -------------------------------------------------------------------------------------------
+def test_e0_regression_recovers_known_values():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 20, (40, 3)).astype(float)
+    e0_true = np.array([-3.7, -1.9, -0.5])
+    energies = counts @ e0_true + rng.normal(0, 1e-6, 40)
+    e0 = fit_e0(counts, energies, ["Cu", "O", "H"])
+    assert np.allclose([e0["Cu"], e0["O"], e0["H"]], e0_true, atol=1e-6)
+
+
+def test_frames_without_forces_or_stress_are_masked(tmp_path):
+    path = tmp_path / "partial.extxyz"
+    ase.io.write(path, emt_frames(12, drop_forces=(0, 5, 7), drop_stress=(1, 2, 3, 9)),
+                 format="extxyz")
+    cache = build_cache(path, 4.0, KeysConfig(), tmp_path / "cache", progress=False)
+    from nnpot.train.data import GraphDataset
+    ds = GraphDataset(cache)
+    assert ds.arrays("has_forces").tolist() == [k not in (0, 5, 7) for k in range(12)]
+    assert ds.arrays("has_stress").tolist() == [k not in (1, 2, 3, 9) for k in range(12)]
+    best = fit(config_from_dict(small_config(tmp_path, path, max_epochs=2)))
+    assert nnpot.load(best) is not None
+
+
+def test_masked_entries_cannot_poison_the_loss():
+    atoms = emt_frames(2)
+    graphs = []
+    for k, a in enumerate(atoms):
+        g = AtomicGraph.from_atoms(a, 4.0)
+        g.energy = torch.tensor([a.get_potential_energy()], dtype=torch.float64)
+        g.forces = torch.from_numpy(a.get_forces())
+        g.stress = torch.from_numpy(a.get_stress()).reshape(1, 6)
+        g.has_forces = torch.tensor([k == 0])
+        g.has_stress = torch.tensor([k == 1])
+        graphs.append(g)
+    batch = batch_graphs(graphs)
+    pred = {"energy": torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True),
+            "forces": torch.full((batch.num_nodes, 3), float("nan"), requires_grad=True),
+            "stress": torch.full((2, 6), float("nan"), requires_grad=True)}
+    n0 = graphs[0].num_nodes
+    with torch.no_grad():  # valid predictions only where labels exist
+        pred["forces"][:n0] = 0.0
+        pred["stress"][1] = 0.0
+    loss = WeightedLoss(LossConfig())(pred, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(pred["forces"].grad).all() and torch.isfinite(pred["stress"].grad).all()
+    assert (pred["forces"].grad[n0:] == 0).all()
+
+
+def test_virial_becomes_stress(tmp_path):
+    atoms = emt_frames(1)[0]
+    stress = atoms.get_stress(voigt=False)
+    frame = atoms.copy()
+    frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy())
+    frame.info["virial"] = -stress * frame.get_volume()  # W = −σV
+    labels = frame_labels(frame, KeysConfig(), "frame 0")
+    assert np.allclose(labels["stress"], atoms.get_stress())
+
+
+# -------------------------------------------------------------------------------------------
+def test_missing_energy_key_names_file_frame_and_keys(tmp_path, emt_file):
+    config = small_config(tmp_path, emt_file)
+    config["data"]["keys"] = {"energy": "REF_energy"}
+    with pytest.raises(DataError, match=r"emt.extxyz, frame 0 has no energy key 'REF_energy'; "
+                                        r"keys found: \['energy', 'forces', 'stress'\]"):
+        fit(config_from_dict(config))
+
+
+def test_custom_keys_are_read(tmp_path):
+    frames = emt_frames(8)
+    for f in frames:
+        f.info["dft_energy"] = f.get_potential_energy()
+        f.arrays["REF_forces"] = f.get_forces()
+        f.calc = None
+    path = tmp_path / "custom.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    config = small_config(tmp_path, path, max_epochs=1, loss={"stress": 0.0})
+    config["data"]["keys"] = {"energy": "dft_energy", "forces": "REF_forces"}
+    assert nnpot.load(fit(config_from_dict(config))).species == ["Cu"]
+
+
+def test_forces_key_absent_everywhere_is_an_error(tmp_path, emt_file):
+    config = small_config(tmp_path, emt_file)
+    config["data"]["keys"] = {"forces": "REF_forces"}
+    with pytest.raises(DataError, match="no training frame has forces under the key 'REF_forces'"):
+        fit(config_from_dict(config))
+
+
+def test_wrong_force_shape_names_the_frame(tmp_path):
+    frames = emt_frames(3)
+    frames[2].info["bad_forces"] = np.zeros(5)
+    path = tmp_path / "bad.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    with pytest.raises(DataError, match="frame 2: forces 'bad_forces' have shape"):
+        frame_labels(ase.io.read(path, 2), KeysConfig(forces="bad_forces"), f"{path}, frame 2")
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"training": {"lr": "fast"}}, "training.lr must be a number"),
+    ({"training": {"learning_rate": 1e-3}}, "unknown key 'training.learning_rate'"),
+    ({"modle": {}}, "unknown key 'modle'"),
+    ({"model": {"type": "Transformer"}}, "model.type 'Transformer' is not a known model"),
+    ({"data": {"train": "nowhere.extxyz"}}, "data.train: file nowhere.extxyz not found"),
+    ({"training": {"batch_size": 0}}, "training.batch_size must be ≥ 1"),
+    ({"data": {"e0": "guess"}}, "data.e0 must be"),
+])
+def test_config_errors_name_the_key(tmp_path, emt_file, patch, message):
+    config = small_config(tmp_path, emt_file)
+    for section, values in patch.items():
+        if isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(config)
+
+
+def test_yaml_config_paths_are_relative_to_the_file(tmp_path, emt_file):
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"train": "../emt.extxyz"}}))
+    assert load_config(path).data.train == str(emt_file.resolve())
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_graph_cache_is_reused(tmp_path, emt_file):
+    first = build_cache(emt_file, 4.0, KeysConfig(), tmp_path / "c", progress=False)
+    stamp = first.stat().st_mtime_ns
+    again = build_cache(emt_file, 4.0, KeysConfig(), tmp_path / "c", progress=False)
+    assert again == first and again.stat().st_mtime_ns == stamp
+    other = build_cache(emt_file, 3.0, KeysConfig(), tmp_path / "c", progress=False)
+    assert other != first  # the cutoff is part of the key
+
+
+def test_eval_json_has_the_documented_keys(tmp_path, emt_file, capsys):
+    best = fit(config_from_dict(small_config(tmp_path, emt_file, max_epochs=1)))
+    out = tmp_path / "metrics.json"
+    assert cli_main(["eval", str(best), str(emt_file), "--json", str(out),
+                     "--plots-dir", str(tmp_path)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"model", "data", "frames", "energy", "forces", "stress"}
+    for name in ("energy", "forces", "stress"):
+        assert set(result[name]) == {"mae", "rmse", "count", "unit"}
+    assert result["frames"] == 16
+    assert (tmp_path / "parity_emt.png").is_file()
+    assert "energy MAE" in capsys.readouterr().out
+
+
+def test_final_stage_switches_the_energy_weight():
+    loss = WeightedLoss(LossConfig(energy=1.0, final_energy=30.0, final_fraction=0.25))
+    assert not loss.set_progress(0.5) and loss.weights["energy"] == 1.0
+    assert loss.set_progress(0.8) and loss.weights["energy"] == 30.0
+    assert not loss.set_progress(0.9)
