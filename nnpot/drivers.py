@@ -198,9 +198,10 @@ def md(atoms, potential, ensemble: str = "nvt", temperature: float = 300.0,
     started = time.perf_counter()
 
     def on_step() -> None:
-        if dynamics.nsteps % interval != 0:
+        if dynamics.nsteps % interval != 0:  # observe() checks on its own steps
             _check_stability(atoms, calc, dynamics.nsteps)
-        bar.update(1)
+        if dynamics.nsteps > 0:  # observers also run once before the first step
+            bar.update(1)
 
     dynamics.attach(observe, interval=interval)
     dynamics.attach(on_step, interval=1)

@@ -202,6 +202,9 @@ def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
     base = Path(base_dir)
     output = Path(config.output).expanduser()
     config.output = str(output if output.is_absolute() else (base / output).resolve())
+    if config.data.cache_dir:
+        cache = Path(config.data.cache_dir).expanduser()
+        config.data.cache_dir = str(cache if cache.is_absolute() else (base / cache).resolve())
     for name in ("train", "validation", "test"):
         value = getattr(config.data, name)
         if value:

@@ -78,6 +78,7 @@ def card() -> None:
         table.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {100 * (a / b - 1):+.2f} % |")
 
     training_card = (HERE / "run" / "model_card.md").read_text() if (HERE / "run").exists() else ""
+    training_card = training_card.replace(str(HERE.parents[1]) + "/", "")  # paths from the repo root
     text = [
         "# Cu — SchNet fitted to EMT",
         "",
