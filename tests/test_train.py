@@ -297,3 +297,15 @@ def test_final_stage_switches_the_energy_weight():
     assert not loss.set_progress(0.5) and loss.weights["energy"] == 1.0
     assert loss.set_progress(0.8) and loss.weights["energy"] == 30.0
     assert not loss.set_progress(0.9)
+
+
+def test_stratified_split_takes_every_group():
+    from nnpot.train.data import split_indices
+
+    groups = ["bulk"] * 50 + ["surface"] * 10 + ["vacancy"] * 20
+    train, validation = split_indices(80, 0.1, seed=0, groups=groups)
+    picked = [groups[k] for k in validation]
+    assert (picked.count("bulk"), picked.count("surface"), picked.count("vacancy")) == (5, 1, 2)
+    assert sorted(np.concatenate([train, validation]).tolist()) == list(range(80))
+    again = split_indices(80, 0.1, seed=0, groups=groups)
+    assert np.array_equal(again[1], validation)  # seeded

@@ -35,6 +35,7 @@ class KeysConfig:
     forces: str = "forces"
     stress: str = "stress"
     virial: str = "virial"                    # used when a frame has no stress: σ = −W/V
+    group: str = "config_type"                # info key naming each frame's kind (for stratify)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class DataConfig:
     train: str = ""                           # extxyz file (required)
     validation: Optional[str] = None          # separate validation file, or
     validation_fraction: float = 0.1          # a seeded random share of the training file
+    stratify: bool = False                    # take that share from every group (keys.group)
     test: Optional[str] = None                # evaluated once at the end (model card)
     keys: KeysConfig = field(default_factory=KeysConfig)
     e0: Union[str, dict] = "fit"              # fit (least squares) | isolated_atoms | {El: eV}

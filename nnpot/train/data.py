@@ -25,7 +25,7 @@ from ..graph import AtomicGraph
 from ..neighbors import neighbor_pairs
 from .config import KeysConfig
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 class DataError(ValueError):
@@ -149,6 +149,7 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
     frames = read_frames(path)
     numbers, positions, forces, cells, pbcs, energies, stresses = [], [], [], [], [], [], []
     has_forces, has_stress, atom_counts, pair_counts, pair_index, pair_shifts = [], [], [], [], [], []
+    groups = []
     for index, atoms in enumerate(tqdm(frames, desc=f"graphs of {Path(path).name}",
                                        disable=not progress, leave=False)):
         where = f"{path}, frame {index}"
@@ -158,6 +159,7 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
                                            backend)
         except ValueError as error:
             raise DataError(f"{where}: {error}") from None
+        groups.append(str(atoms.info.get(keys.group, "")))
         numbers.append(atoms.numbers)
         positions.append(atoms.positions)
         cells.append(atoms.cell.array)
@@ -192,6 +194,7 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
             h5["stress"] = np.stack(stresses)
             h5["has_forces"] = np.asarray(has_forces)
             h5["has_stress"] = np.asarray(has_stress)
+            h5["group"] = np.asarray(groups, dtype=h5py.string_dtype())
             h5["pair_index"] = np.concatenate(pair_index, axis=1).astype(np.int64)
             h5["pair_shifts"] = np.concatenate(pair_shifts).astype(np.int64)
         os.replace(tmp, target)
@@ -262,13 +265,24 @@ class GraphDataset(torch.utils.data.Dataset):
         )
 
 
-def split_indices(n_frames: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split into (train, validation) frame indices."""
-    order = torch.randperm(n_frames, generator=torch.Generator().manual_seed(seed)).numpy()
-    n_validation = int(round(fraction * n_frames))
-    if fraction > 0 and n_validation == 0:
-        n_validation = 1
-    if n_validation >= n_frames:
+def split_indices(n_frames: int, fraction: float, seed: int,
+                  groups: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split into (train, validation) frame indices.
+
+    With ``groups`` (one label per frame) the split is stratified: each group gives the same
+    share of its frames, so a small, heterogeneous data set validates on every kind of frame.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    labels = np.asarray(groups) if groups is not None else np.zeros(n_frames, dtype=int)
+    validation = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        order = members[torch.randperm(len(members), generator=generator).numpy()]
+        validation.extend(order[:int(round(fraction * len(members)))].tolist())
+    if fraction > 0 and not validation:
+        validation = [int(torch.randint(n_frames, (1,), generator=generator))]
+    validation = np.sort(np.asarray(validation, dtype=np.int64))
+    if len(validation) >= n_frames:
         raise DataError(f"validation_fraction {fraction} leaves no training frames "
                         f"out of {n_frames}")
-    return np.sort(order[n_validation:]), np.sort(order[:n_validation])
+    return np.setdiff1d(np.arange(n_frames), validation), validation

@@ -41,11 +41,15 @@ def table_header() -> str:
 
 
 def table_row(row: dict) -> str:
+    def num(key: str, width: int, digits: int) -> str:
+        value = row[key]
+        return f"{'–':>{width}}" if value != value else f"{value:{width}.{digits}f}"  # NaN: absent
+
     return (f"{row['epoch']:5d} {row['lr']:8.2e} {row['train_loss']:9.3e} {row['val_loss']:9.3e} | "
-            f"{row['train_energy_mae']:6.1f} {row['train_forces_mae']:6.1f} | "
-            f"{row['val_energy_mae']:9.2f} {row['val_energy_rmse']:6.2f} "
-            f"{row['val_forces_mae']:9.1f} {row['val_forces_rmse']:6.1f} "
-            f"{row['val_stress_mae']:9.2f} | {row['time_s']:5.0f}s")
+            f"{num('train_energy_mae', 6, 1)} {num('train_forces_mae', 6, 1)} | "
+            f"{num('val_energy_mae', 9, 2)} {num('val_energy_rmse', 6, 2)} "
+            f"{num('val_forces_mae', 9, 1)} {num('val_forces_rmse', 6, 1)} "
+            f"{num('val_stress_mae', 9, 2)} | {row['time_s']:5.0f}s")
 
 
 def write_csv(history: Sequence[dict], path: Path) -> None:

@@ -142,7 +142,10 @@ class Trainer:
         if cfg.validation:
             self.train_set, self.val_set = full, GraphDataset(caches["validation"])
         elif cfg.validation_fraction > 0:
-            train_idx, val_idx = split_indices(len(full), cfg.validation_fraction, self.config.seed)
+            groups = [g.decode() if isinstance(g, bytes) else str(g) for g in full.arrays("group")] \
+                if cfg.stratify else None
+            train_idx, val_idx = split_indices(len(full), cfg.validation_fraction, self.config.seed,
+                                               groups)
             self.train_set, self.val_set = full.subset(train_idx), full.subset(val_idx)
         else:
             self.train_set, self.val_set = full, None
@@ -421,7 +424,7 @@ class Trainer:
                                f"{self.config.model.type} — {name} set")
         if self.history:
             report.plot_learning_curves(self.history, self.out / "learning_curves.png")
-        (self.out / "metrics.json").write_text(json.dumps(results, indent=1))
+        (self.out / "metrics.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
         best.provenance["metrics"] = {k: v["metrics"] for k, v in results.items()}
         best.save(self.best_path)
         data = {}
