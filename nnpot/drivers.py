@@ -248,7 +248,7 @@ def _progress_bar(steps: int, timestep_fs: float, enabled: bool):
         @property
         def format_dict(self):
             d = super().format_dict
-            rate = d.get("rate") or 0.0  # steps per second
+            rate = d.get("rate") or (d["n"] / d["elapsed"] if d.get("elapsed") else 0.0)  # steps/s
             d["postfix"] = f"{rate * timestep_fs * 1e-6 * 86400:.3f} ns/day"
             return d
 

@@ -87,7 +87,8 @@ def test_training_writes_a_usable_run(tmp_path, emt_file):
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, emt_file, monkeypatch):
     config = small_config(tmp_path, emt_file, checkpoint_every=2,
-                          scheduler={"type": "cosine", "warmup_epochs": 1})
+                          scheduler={"type": "cosine", "warmup_epochs": 1},
+                          loss={"final_energy": 5.0, "final_fraction": 0.5})
     config["output"] = str(tmp_path / "straight")
     fit(config_from_dict(config))
 

@@ -357,11 +357,7 @@ class Trainer:
                 break
             start = time.perf_counter()
             if self.loss.set_progress(self._progress()):
-                # The final stage weighs energy differently: its losses are not comparable with
-                # the first stage's, so the best model is chosen among final-stage epochs.
-                self.best_loss, self.since_best = math.inf, 0
-                self._log("final stage: energy weight "
-                          f"{self.config.training.loss.final_energy:g}")
+                self._start_final_stage()
             train_loss, train_metrics = self.train_epoch()
             val_loss, val_metrics = self.validate()
             self.epoch += 1
@@ -387,6 +383,21 @@ class Trainer:
             self.finish()
         self.dist.barrier()
         return self.best_path
+
+    def _start_final_stage(self) -> None:
+        """Refine the energies of the best model so far (not of the latest, over-fitted one).
+
+        The final stage weighs energy differently, so its validation losses are not comparable
+        with the first stage's: the best model is chosen among final-stage epochs.
+        """
+        if self.best_path.is_file():
+            best = torch.load(self.best_path, map_location=self.device, weights_only=True)
+            self.potential.load_state_dict(best["state_dict"])
+            if self.ema:
+                self.ema = ExponentialMovingAverage(self.potential, self.ema.decay)
+        self.best_loss, self.since_best = math.inf, 0
+        self._log(f"final stage from the best epoch ({self.best_epoch}): energy weight "
+                  f"{self.config.training.loss.final_energy:g}")
 
     def _progress(self) -> float:
         """Share of the run's budget spent: epochs, or wall time when that runs out first."""
