@@ -137,6 +137,12 @@ def cmd_demo(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------
+def _add_device_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                   help="default: the dtype the model was saved in")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnpot", description="Machine-learning interatomic "
                                      "potentials: train, evaluate, simulate.")
@@ -170,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lattice", type=float, default=3.61, help="fcc lattice constant, Å")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None)
+    _add_device_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("md", help="molecular dynamics (ASE integrators)")
@@ -190,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=int, default=10, help="steps between frames/log lines")
     p.add_argument("--plot", help="PNG of energy/temperature(/pressure/volume) traces")
     p.add_argument("--skin", type=float, default=0.5, help="Verlet skin, Å")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, choices=[None, "float32", "float64"])
+    _add_device_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_md)
 
@@ -205,8 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix-symmetry", action="store_true")
     p.add_argument("--pressure", type=float, default=0.0, help="GPa (with --cell)")
     p.add_argument("--output", help="relaxed structure (format from the extension)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, choices=[None, "float32", "float64"])
+    _add_device_arguments(p)
     p.add_argument("--verbose", action="store_true", help="print the optimiser's steps")
     p.set_defaults(func=cmd_relax)
 
