@@ -310,3 +310,26 @@ def test_stratified_split_takes_every_group():
     assert sorted(np.concatenate([train, validation]).tolist()) == list(range(80))
     again = split_indices(80, 0.1, seed=0, groups=groups)
     assert np.array_equal(again[1], validation)  # seeded
+
+
+def test_final_stage_starts_from_the_best_model(tmp_path, emt_file, monkeypatch):
+    """At the switch, the (EMA) weights of best.pt replace the latest weights; best tracking restarts."""
+    from nnpot.train.trainer import Trainer
+
+    seen = {}
+    original = Trainer._start_final_stage
+
+    def same_as_best(trainer) -> bool:
+        best = torch.load(trainer.best_path, weights_only=True)["state_dict"]
+        current = trainer.potential.state_dict()
+        return all(torch.equal(value, current[key]) for key, value in best.items())
+
+    def spy(trainer):
+        seen["before"] = same_as_best(trainer)
+        original(trainer)
+        seen["after"], seen["best_loss"] = same_as_best(trainer), trainer.best_loss
+
+    monkeypatch.setattr(Trainer, "_start_final_stage", spy)
+    fit(config_from_dict(small_config(tmp_path, emt_file, ema_decay=0.9,
+                                      loss={"final_energy": 5.0, "final_fraction": 0.5})))
+    assert seen == {"before": False, "after": True, "best_loss": float("inf")}
