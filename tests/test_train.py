@@ -128,7 +128,9 @@ def test_same_seed_gives_the_same_model(tmp_path, emt_file):
 
 
 def test_ddp_with_two_gloo_processes_trains_and_writes_one_model(tmp_path, emt_file):
-    config = small_config(tmp_path, emt_file, max_epochs=1)
+    # two epochs with a final stage in the second: the ranks share best.pt's weights by broadcast
+    config = small_config(tmp_path, emt_file, max_epochs=2,
+                          loss={"final_energy": 5.0, "final_fraction": 0.5})
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -140,7 +142,8 @@ def test_ddp_with_two_gloo_processes_trains_and_writes_one_model(tmp_path, emt_f
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "checkpoint.pt"]
     model = nnpot.load(run / "best.pt")
     assert model.species == ["Cu"]
-    assert len((run / "log.csv").read_text().splitlines()) == 2
+    assert len((run / "log.csv").read_text().splitlines()) == 3
+    assert proc.stdout.count("final stage") == 1
     assert proc.stdout.count("wrote") == 1  # only rank 0 reports and writes
 
 

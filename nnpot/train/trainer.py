@@ -66,6 +66,12 @@ class Distributed:
         torch.distributed.broadcast(value, src=0)
         return bool(value.item())
 
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's parameters and buffers (in place)."""
+        if self.world > 1:
+            for tensor in module.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+
     def mean(self, value: float) -> float:
         if self.world == 1:
             return value
@@ -390,11 +396,12 @@ class Trainer:
         The final stage weighs energy differently, so its validation losses are not comparable
         with the first stage's: the best model is chosen among final-stage epochs.
         """
-        if self.best_path.is_file():
+        if self.dist.is_main and self.best_path.is_file():
             best = torch.load(self.best_path, map_location=self.device, weights_only=True)
             self.potential.load_state_dict(best["state_dict"])
-            if self.ema:
-                self.ema = ExponentialMovingAverage(self.potential, self.ema.decay)
+        self.dist.broadcast_module(self.potential)  # other ranks need not see rank 0's disk
+        if self.ema:
+            self.ema = ExponentialMovingAverage(self.potential, self.ema.decay)
         self.best_loss, self.since_best = math.inf, 0
         self._log(f"final stage from the best epoch ({self.best_epoch}): energy weight "
                   f"{self.config.training.loss.final_energy:g}")
