@@ -336,3 +336,6 @@ def test_final_stage_starts_from_the_best_model(tmp_path, emt_file, monkeypatch)
     fit(config_from_dict(small_config(tmp_path, emt_file, ema_decay=0.9,
                                       loss={"final_energy": 5.0, "final_fraction": 0.5})))
     assert seen == {"before": False, "after": True, "best_loss": float("inf")}
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    column = log[0].split(",").index("energy_weight")
+    assert [float(line.split(",")[column]) for line in log[1:]] == [1.0, 1.0, 5.0, 5.0]

@@ -13,20 +13,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-COLUMNS = ["epoch", "time_s", "lr", "train_loss", "val_loss",
+COLUMNS = ["epoch", "time_s", "lr", "energy_weight", "train_loss", "val_loss",
            "train_energy_mae", "train_forces_mae", "train_stress_mae",
            "val_energy_mae", "val_energy_rmse", "val_forces_mae", "val_forces_rmse",
            "val_stress_mae", "val_stress_rmse"]
 
 
 def history_row(epoch: int, elapsed: float, lr: float, train_loss: float, val_loss: float,
-                train: dict, val: dict) -> dict:
+                train: dict, val: dict, energy_weight: float = float("nan")) -> dict:
     """One epoch of the log; metrics in meV/atom, meV/Å, meV/Å³ (NaN when absent)."""
     def get(metrics, name, stat):
         return metrics.get(name, {}).get(stat, float("nan"))
 
-    row = {"epoch": epoch, "time_s": elapsed, "lr": lr, "train_loss": train_loss,
-           "val_loss": val_loss}
+    row = {"epoch": epoch, "time_s": elapsed, "lr": lr, "energy_weight": energy_weight,
+           "train_loss": train_loss, "val_loss": val_loss}
     for name in ("energy", "forces", "stress"):
         row[f"train_{name}_mae"] = get(train, name, "mae")
         row[f"val_{name}_mae"] = get(val, name, "mae")
@@ -69,7 +69,13 @@ def plot_learning_curves(history: Sequence[dict], path: Path) -> None:
         ax.semilogy(epochs, [r[f"train_{name}_mae"] for r in history], label="train")
         ax.semilogy(epochs, [r[f"val_{name}_mae"] for r in history], label="validation")
         ax.set_ylabel(f"{name} MAE ({unit})")
+    # The loss changes meaning where the energy weight changes (the final stage): mark it.
+    weights = [r.get("energy_weight", float("nan")) for r in history]
+    stage_starts = [e for e, w, w_before in zip(epochs[1:], weights[1:], weights) if w != w_before
+                    and w == w and w_before == w_before]
     for ax in axes:
+        for epoch in stage_starts:
+            ax.axvline(epoch - 0.5, color="grey", ls="--", lw=0.8)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()

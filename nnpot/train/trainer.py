@@ -376,7 +376,8 @@ class Trainer:
             else:
                 self.since_best += 1
             row = report.history_row(self.epoch, self.elapsed, self.optimizer.param_groups[0]["lr"],
-                                     train_loss, val_loss, train_metrics, val_metrics)
+                                     train_loss, val_loss, train_metrics, val_metrics,
+                                     energy_weight=self.loss.weights["energy"])
             self.history.append(row)
             self._log(report.table_row(row) + (" *" if improved else ""))
             if self.dist.is_main:
