@@ -282,6 +282,27 @@ def test_graph_cache_is_reused(tmp_path, emt_file):
     assert other != first  # the cutoff is part of the key
 
 
+def test_graph_cache_written_in_chunks_holds_every_frame(tmp_path, emt_file):
+    """The cache is streamed in chunks (files larger than memory); chunking must not show."""
+    from nnpot.neighbors import neighbor_pairs
+    from nnpot.train.data import GraphDataset
+
+    chunked = GraphDataset(build_cache(emt_file, 4.0, KeysConfig(), tmp_path / "a",
+                                       progress=False, chunk_frames=3))
+    frames = ase.io.read(emt_file, ":")
+    assert len(chunked) == len(frames) == 16
+    for k in (0, 2, 3, 7, 15):  # frames at chunk borders and inside chunks
+        graph, atoms = chunked[k], frames[k]
+        pairs, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, 4.0)
+        assert torch.equal(graph.pos, torch.from_numpy(atoms.positions))
+        assert torch.equal(graph.pair_index, pairs) and torch.equal(graph.pair_shifts, shifts)
+        assert float(graph.energy) == atoms.get_potential_energy()
+        assert torch.equal(graph.forces, torch.from_numpy(atoms.get_forces()))
+    whole = GraphDataset(build_cache(emt_file, 4.0, KeysConfig(), tmp_path / "b", progress=False))
+    for name in ("positions", "pair_index", "pair_ptr", "atom_ptr", "stress", "has_stress"):
+        assert np.array_equal(chunked.arrays(name), whole.arrays(name)), name
+
+
 def test_eval_json_has_the_documented_keys(tmp_path, emt_file, capsys):
     best = fit(config_from_dict(small_config(tmp_path, emt_file, max_epochs=1)))
     out = tmp_path / "metrics.json"

@@ -25,7 +25,7 @@ from ..graph import AtomicGraph
 from ..neighbors import neighbor_pairs
 from .config import KeysConfig
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: written in chunks, with per-frame atom/pair counts
 
 
 class DataError(ValueError):
@@ -35,20 +35,37 @@ class DataError(ValueError):
 # -------------------------------------------------------------------------------------------
 # Reading frames and their labels
 # -------------------------------------------------------------------------------------------
+def _check_readable(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"data file {path} not found")
+
+
 def read_frames(path: str | Path):
     """All frames of an extxyz (or any ASE-readable) file, as ``ase.Atoms``."""
+    return list(iter_frames(path))
+
+
+def iter_frames(path: str | Path):
+    """The frames of an extxyz (or any ASE-readable) file one by one (``ase.io.iread``), so a
+    file larger than memory can be read; a malformed frame → DataError naming file and frame."""
     import ase.io
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} not found")
-    try:
-        frames = ase.io.read(path, index=":")
-    except Exception as error:  # ASE raises many types for malformed files
-        raise DataError(f"{path}: cannot read as extxyz: {type(error).__name__}: {error}") from None
-    if not frames:
+    _check_readable(path)
+    frames = ase.io.iread(path, index=":")
+    index = 0
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            break
+        except Exception as error:  # ASE raises many types for malformed files
+            raise DataError(f"{path}, frame {index}: cannot read as extxyz: "
+                            f"{type(error).__name__}: {error}") from None
+        yield atoms
+        index += 1
+    if index == 0:
         raise DataError(f"{path} holds no frames")
-    return frames
 
 
 def _available_keys(atoms) -> list[str]:
@@ -139,64 +156,106 @@ def cache_path_for(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir:
     return Path(cache_dir) / name
 
 
+class _ChunkWriter:
+    """Collects per-frame arrays and appends them, a chunk at a time, to resizable HDF5 datasets
+    (so building the cache needs memory for one chunk, not for the whole file)."""
+
+    # name → (dtype, shape of one row, growing axis, one row per frame? else per atom or pair)
+    LAYOUT = {
+        "numbers": (np.int64, (), 0, False), "positions": (np.float64, (3,), 0, False),
+        "forces": (np.float64, (3,), 0, False), "pair_index": (np.int64, (2,), 1, False),
+        "pair_shifts": (np.int64, (3,), 0, False),
+        "cell": (np.float64, (3, 3), 0, True), "pbc": (np.bool_, (3,), 0, True),
+        "energy": (np.float64, (), 0, True), "stress": (np.float64, (6,), 0, True),
+        "has_forces": (np.bool_, (), 0, True), "has_stress": (np.bool_, (), 0, True),
+        "group": (h5py.string_dtype(), (), 0, True),
+        "atom_count": (np.int64, (), 0, True), "pair_count": (np.int64, (), 0, True),
+    }
+
+    CHUNK_ROWS = 4096  # HDF5 chunk length along the growing axis
+
+    def __init__(self, h5: h5py.File, chunk_frames: int = 512):
+        self.h5, self.chunk_frames = h5, chunk_frames
+        self.pending: dict[str, list] = {name: [] for name in self.LAYOUT}
+        for name, (dtype, row, axis, _) in self.LAYOUT.items():
+            shape = list(row)
+            shape.insert(axis, 0)
+            maxshape, chunks = list(shape), list(shape)
+            maxshape[axis] = None
+            chunks[axis] = self.CHUNK_ROWS
+            h5.create_dataset(name, shape=tuple(shape), maxshape=tuple(maxshape), dtype=dtype,
+                              chunks=tuple(chunks))
+
+    def add(self, **rows) -> None:
+        for name, value in rows.items():
+            self.pending[name].append(value)
+        if len(self.pending["energy"]) >= self.chunk_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        for name, (dtype, row, axis, per_frame) in self.LAYOUT.items():
+            values = self.pending[name]
+            if not values:
+                continue
+            block = (np.asarray(values, dtype=dtype) if per_frame
+                     else np.concatenate(values, axis=axis).astype(dtype, copy=False))
+            dataset = self.h5[name]
+            old = dataset.shape[axis]
+            dataset.resize(old + block.shape[axis], axis=axis)
+            index = [slice(None)] * dataset.ndim
+            index[axis] = slice(old, None)
+            dataset[tuple(index)] = block
+            values.clear()
+
+
 def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: str | Path,
-                backend: str = "auto", progress: bool = True) -> Path:
-    """Return the cache file of ``path``, building it first if needed (atomically)."""
+                backend: str = "auto", progress: bool = True, chunk_frames: int = 512) -> Path:
+    """Return the cache file of ``path``, building it first if needed (atomically).
+
+    Frames are read, turned into graphs and written ``chunk_frames`` at a time, so the file may
+    be larger than memory.
+    """
     sha256 = file_sha256(path)
     target = cache_path_for(path, cutoff, keys, cache_dir, sha256)
     if target.is_file():
         return target
-    frames = read_frames(path)
-    numbers, positions, forces, cells, pbcs, energies, stresses = [], [], [], [], [], [], []
-    has_forces, has_stress, atom_counts, pair_counts, pair_index, pair_shifts = [], [], [], [], [], []
-    groups = []
-    for index, atoms in enumerate(tqdm(frames, desc=f"graphs of {Path(path).name}",
-                                       disable=not progress, leave=False)):
-        where = f"{path}, frame {index}"
-        labels = frame_labels(atoms, keys, where)
-        try:
-            pairs, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
-                                           backend)
-        except ValueError as error:
-            raise DataError(f"{where}: {error}") from None
-        groups.append(str(atoms.info.get(keys.group, "")))
-        numbers.append(atoms.numbers)
-        positions.append(atoms.positions)
-        cells.append(atoms.cell.array)
-        pbcs.append(atoms.pbc)
-        energies.append(labels["energy"])
-        has_forces.append(labels["forces"] is not None)
-        forces.append(labels["forces"] if labels["forces"] is not None else np.zeros((len(atoms), 3)))
-        has_stress.append(labels["stress"] is not None)
-        stresses.append(labels["stress"] if labels["stress"] is not None else np.zeros(6))
-        atom_counts.append(len(atoms))
-        pair_counts.append(pairs.shape[1])
-        pair_index.append(pairs.numpy())
-        pair_shifts.append(shifts.numpy())
-
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)
     try:
         with h5py.File(tmp, "w") as h5:
+            writer = _ChunkWriter(h5, chunk_frames)
+            n_frames, frame0_keys = 0, []
+            for index, atoms in enumerate(tqdm(iter_frames(path), desc=f"graphs of {Path(path).name}",
+                                               unit=" frames", disable=not progress, leave=False)):
+                where = f"{path}, frame {index}"
+                labels = frame_labels(atoms, keys, where)
+                try:
+                    pairs, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc,
+                                                   cutoff, backend)
+                except ValueError as error:
+                    raise DataError(f"{where}: {error}") from None
+                if index == 0:
+                    frame0_keys = _available_keys(atoms)
+                writer.add(
+                    numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array,
+                    pbc=atoms.pbc, energy=labels["energy"],
+                    has_forces=labels["forces"] is not None,
+                    forces=labels["forces"] if labels["forces"] is not None
+                    else np.zeros((len(atoms), 3)),
+                    has_stress=labels["stress"] is not None,
+                    stress=labels["stress"] if labels["stress"] is not None else np.zeros(6),
+                    group=str(atoms.info.get(keys.group, "")),
+                    pair_index=pairs.numpy(), pair_shifts=shifts.numpy(),
+                    atom_count=len(atoms), pair_count=pairs.shape[1])
+                n_frames += 1
+            writer.flush()
+            h5["atom_ptr"] = np.concatenate([[0], np.cumsum(h5["atom_count"][:])]).astype(np.int64)
+            h5["pair_ptr"] = np.concatenate([[0], np.cumsum(h5["pair_count"][:])]).astype(np.int64)
             h5.attrs.update({"source": str(Path(path).resolve()), "sha256": sha256,
                              "cutoff": cutoff, "keys": json.dumps(asdict(keys)),
-                             "format": CACHE_FORMAT, "n_frames": len(frames),
-                             "frame0_keys": json.dumps(_available_keys(frames[0]))})
-            h5["atom_ptr"] = np.concatenate([[0], np.cumsum(atom_counts)]).astype(np.int64)
-            h5["pair_ptr"] = np.concatenate([[0], np.cumsum(pair_counts)]).astype(np.int64)
-            h5["numbers"] = np.concatenate(numbers).astype(np.int64)
-            h5["positions"] = np.concatenate(positions)
-            h5["forces"] = np.concatenate(forces)
-            h5["cell"] = np.stack(cells)
-            h5["pbc"] = np.stack(pbcs)
-            h5["energy"] = np.asarray(energies)
-            h5["stress"] = np.stack(stresses)
-            h5["has_forces"] = np.asarray(has_forces)
-            h5["has_stress"] = np.asarray(has_stress)
-            h5["group"] = np.asarray(groups, dtype=h5py.string_dtype())
-            h5["pair_index"] = np.concatenate(pair_index, axis=1).astype(np.int64)
-            h5["pair_shifts"] = np.concatenate(pair_shifts).astype(np.int64)
+                             "format": CACHE_FORMAT, "n_frames": n_frames,
+                             "frame0_keys": json.dumps(frame0_keys)})
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
