@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import Sequence
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .allocator import keep_buffers_in_heap
@@ -63,7 +65,8 @@ class NNPCalculator(Calculator):
         self.min_distance = float("inf")
 
     # ---------------------------------------------------------------------------------------
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
+                  system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         periodic = bool(atoms.pbc.all())

@@ -11,10 +11,11 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 
 # -------------------------------------------------------------------------------------------
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
 
     best = fit(args.config, resume=args.resume)
@@ -22,7 +23,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .potential import load
@@ -56,7 +57,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from ase.build import bulk
@@ -90,7 +91,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_md(args) -> int:
+def cmd_md(args: argparse.Namespace) -> int:
     from .drivers import MDInstabilityError, md
 
     try:
@@ -112,7 +113,7 @@ def cmd_md(args) -> int:
     return 0
 
 
-def cmd_relax(args) -> int:
+def cmd_relax(args: argparse.Namespace) -> int:
     from .drivers import relax
 
     result = relax(args.structure, args.model, cell=args.cell, fmax=args.fmax, steps=args.steps,
@@ -129,7 +130,7 @@ def cmd_relax(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(Path(args.output), minutes=args.minutes)
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

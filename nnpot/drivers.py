@@ -15,13 +15,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from ase import Atoms, units
 
 from .calculator import NNPCalculator
 from .trajectory import TrajectoryWriter
+
+if TYPE_CHECKING:
+    from pymatgen.core import Molecule, Structure
+
+    from .potential import Potential
+
+# What the drivers accept: a structure (Atoms, pymatgen, or any ASE-readable file) and a
+# potential (a Potential, a calculator, or a model file).
+StructureLike = Union[Atoms, "Structure", "Molecule", str, os.PathLike]
+PotentialLike = Union["Potential", NNPCalculator, str, os.PathLike]
 
 ENSEMBLES = ("nve", "nvt", "langevin", "bussi", "nose-hoover", "npt", "npt-aniso")
 NEEDS_STRESS = ("npt", "npt-aniso")
@@ -33,7 +43,7 @@ class MDInstabilityError(RuntimeError):
     """The simulation blew up (atoms too close, or a non-finite energy)."""
 
 
-def read_structure(source) -> Atoms:
+def read_structure(source: StructureLike) -> Atoms:
     """``ase.Atoms`` from Atoms, a pymatgen Structure/Molecule, or any ASE-readable file."""
     if isinstance(source, Atoms):
         return source
@@ -55,7 +65,8 @@ def read_structure(source) -> Atoms:
     return atoms
 
 
-def as_calculator(potential, device: str = "cpu", dtype=None, skin: float = 0.5) -> NNPCalculator:
+def as_calculator(potential: PotentialLike, device: str = "cpu", dtype: str | None = None,
+                  skin: float = 0.5) -> NNPCalculator:
     """An NNPCalculator from a calculator (returned as is), a Potential or a model file path."""
     if isinstance(potential, NNPCalculator):
         return potential
@@ -96,7 +107,7 @@ def _integrator(atoms: Atoms, ensemble: str, timestep_fs: float, temperature: fl
                 rng: np.random.Generator):
     from ase.md.bussi import Bussi
     from ase.md.langevin import Langevin
-    from ase.md.nose_hoover_chain import IsotropicMTKNPT, MTKNPT, NoseHooverChainNVT
+    from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT, NoseHooverChainNVT
     from ase.md.verlet import VelocityVerlet
 
     dt = timestep_fs * units.fs
@@ -116,7 +127,7 @@ def _integrator(atoms: Atoms, ensemble: str, timestep_fs: float, temperature: fl
                tdamp=tdamp_fs * units.fs, pdamp=pdamp_fs * units.fs)
 
 
-def md(atoms, potential, ensemble: str = "nvt", temperature: float = 300.0,
+def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt", temperature: float = 300.0,
        timestep: float = 1.0, steps: int = 1000, pressure: float = 0.0,
        friction: float = 0.01, tdamp: float | None = None, pdamp: float | None = None,
        seed: int = 0, output: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
@@ -306,7 +317,7 @@ class RelaxResult:
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 
 
-def relax(atoms, potential, cell: bool = False, fmax: float = 0.01, steps: int = 500,
+def relax(atoms: StructureLike, potential: PotentialLike, cell: bool = False, fmax: float = 0.01, steps: int = 500,
           optimizer: str = "FIRE", fix_symmetry: bool = False, pressure: float = 0.0,
           output: str | os.PathLike | None = None, trajectory: str | os.PathLike | None = None,
           device: str = "cpu", dtype: str | None = None, log: Any = "-") -> RelaxResult:

@@ -18,13 +18,17 @@ present as DESIGN.md asks, to models that need it. Batching many structures with
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
 from .neighbors import neighbor_pairs
+
+if TYPE_CHECKING:
+    from ase import Atoms
+    from pymatgen.core import Molecule, Structure
 
 
 class AtomicGraph(Data):
@@ -68,20 +72,21 @@ class AtomicGraph(Data):
         )
 
     @classmethod
-    def from_atoms(cls, atoms, cutoff: float, backend: str = "auto") -> "AtomicGraph":
+    def from_atoms(cls, atoms: "Atoms", cutoff: float, backend: str = "auto") -> "AtomicGraph":
         """Build the graph of an ``ase.Atoms``."""
         return cls.from_arrays(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
                                cutoff, backend)
 
     @classmethod
-    def from_structure(cls, structure, cutoff: float, backend: str = "auto") -> "AtomicGraph":
+    def from_structure(cls, structure: "Structure | Molecule", cutoff: float, backend: str = "auto") -> "AtomicGraph":
         """Build the graph of a pymatgen ``Structure`` or ``Molecule``."""
         from pymatgen.io.ase import AseAtomsAdaptor
 
         return cls.from_atoms(AseAtomsAdaptor.get_atoms(structure), cutoff, backend)
 
 
-def to_graph(structure, cutoff: float, backend: str = "auto") -> AtomicGraph:
+def to_graph(structure: "Atoms | Structure | Molecule | Data", cutoff: float,
+             backend: str = "auto") -> AtomicGraph:
     """An ``AtomicGraph`` from ``ase.Atoms``, a pymatgen structure, or a graph (returned as is)."""
     if isinstance(structure, Data):
         return structure

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
+from torch_geometric.data import Data
 
 from .graph import pair_vectors
 from .models import MODELS, AtomisticModel
@@ -105,7 +106,7 @@ class Potential(nn.Module):
         return index
 
     # ---------------------------------------------------------------------------------------
-    def forward(self, graph, forces: bool = True, stress: bool = False,
+    def forward(self, graph: Data, forces: bool = True, stress: bool = False,
                 create_graph: bool = False) -> dict[str, torch.Tensor]:
         """Energies and their derivatives for a graph or a batch of B graphs.
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import units
 from ase.build import bulk
+from ase.calculators.calculator import Calculator
 from ase.eos import EquationOfState
 
 
@@ -28,7 +29,7 @@ class CubicProperties:
         return dict(self.__dict__)
 
 
-def equation_of_state(calc, element: str = "Cu", crystal: str = "fcc", a_guess: float = 3.6,
+def equation_of_state(calc: Calculator, element: str = "Cu", crystal: str = "fcc", a_guess: float = 3.6,
                       span: float = 0.04, points: int = 11) -> tuple[float, float, float]:
     """Fit E(V) (Birch–Murnaghan) of the conventional cubic cell over a ± ``span`` range of a.
 
@@ -46,7 +47,7 @@ def equation_of_state(calc, element: str = "Cu", crystal: str = "fcc", a_guess: 
     return float(v0 ** (1 / 3)), float(e0 / n_atoms), float(b / units.GPa)
 
 
-def cubic_elastic_constants(calc, lattice_constant: float, element: str = "Cu",
+def cubic_elastic_constants(calc: Calculator, lattice_constant: float, element: str = "Cu",
                             crystal: str = "fcc", delta: float = 0.005) -> tuple[float, float, float]:
     """C11, C12, C44 (GPa) by central differences of the stress under ±``delta`` strains.
 
@@ -69,7 +70,7 @@ def cubic_elastic_constants(calc, lattice_constant: float, element: str = "Cu",
             float(d_shear[3] / units.GPa))
 
 
-def cubic_properties(calc, element: str = "Cu", crystal: str = "fcc",
+def cubic_properties(calc: Calculator, element: str = "Cu", crystal: str = "fcc",
                      a_guess: float = 3.6) -> CubicProperties:
     a0, e0, b = equation_of_state(calc, element, crystal, a_guess)
     c11, c12, c44 = cubic_elastic_constants(calc, a0, element, crystal)

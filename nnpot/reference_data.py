@@ -17,8 +17,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
-from ase.constraints import FixCom
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 

@@ -19,13 +19,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 import nnpot
 from nnpot.cli import main as cli_main
-from nnpot.train import ConfigError, DataError, config_from_dict, fit, load_config
-from nnpot.train.data import build_cache, frame_labels
-from nnpot.train.config import KeysConfig
-from nnpot.train.loss import WeightedLoss
-from nnpot.train.config import LossConfig
-from nnpot.train.statistics import fit_e0
 from nnpot.graph import AtomicGraph, batch_graphs
+from nnpot.train import ConfigError, DataError, config_from_dict, fit, load_config
+from nnpot.train.config import KeysConfig, LossConfig
+from nnpot.train.data import build_cache, frame_labels
+from nnpot.train.loss import WeightedLoss
+from nnpot.train.statistics import fit_e0
 
 
 def emt_frames(n: int, seed: int = 0, drop_forces=(), drop_stress=()):

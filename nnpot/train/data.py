@@ -14,11 +14,12 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
 import torch
+from ase import Atoms
 from tqdm import tqdm
 
 from ..graph import AtomicGraph
@@ -35,23 +36,19 @@ class DataError(ValueError):
 # -------------------------------------------------------------------------------------------
 # Reading frames and their labels
 # -------------------------------------------------------------------------------------------
-def _check_readable(path: Path) -> None:
-    if not path.is_file():
-        raise DataError(f"data file {path} not found")
-
-
-def read_frames(path: str | Path):
+def read_frames(path: str | Path) -> list[Atoms]:
     """All frames of an extxyz (or any ASE-readable) file, as ``ase.Atoms``."""
     return list(iter_frames(path))
 
 
-def iter_frames(path: str | Path):
+def iter_frames(path: str | Path) -> Iterator[Atoms]:
     """The frames of an extxyz (or any ASE-readable) file one by one (``ase.io.iread``), so a
     file larger than memory can be read; a malformed frame → DataError naming file and frame."""
     import ase.io
 
     path = Path(path)
-    _check_readable(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} not found")
     frames = ase.io.iread(path, index=":")
     index = 0
     while True:
@@ -95,7 +92,7 @@ def _as_voigt(value, what: str, where: str) -> np.ndarray:
     raise DataError(f"{where}: {what} must have 6 (Voigt) or 9 (3×3) values, got {array.size}")
 
 
-def frame_labels(atoms, keys: KeysConfig, where: str) -> dict:
+def frame_labels(atoms: Atoms, keys: KeysConfig, where: str) -> dict:
     """Energy (required), forces and stress (optional) of one frame, checked.
 
     ``where`` names the file and frame in error messages. Stress falls back to the virial

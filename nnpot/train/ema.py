@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ class ExponentialMovingAverage:
             self.shadow[name].lerp_(p.detach(), 1.0 - decay)
 
     @contextmanager
-    def applied(self, module: nn.Module):
+    def applied(self, module: nn.Module) -> Iterator[nn.Module]:
         """Within the block the module holds the averaged weights; the trained ones come back."""
         saved = {name: p.detach().clone() for name, p in module.named_parameters()}
         self.copy_to(module)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch_geometric.data import Batch
 
 from ..graph import AtomicGraph, batch_graphs
 from ..potential import Potential
@@ -31,7 +32,8 @@ def labelled_graphs(path: str, cutoff: float, keys: KeysConfig,
     return graphs
 
 
-def batches(dataset: Sequence, batch_size: int, order: Sequence[int] | None = None):
+def batches(dataset: Sequence, batch_size: int,
+            order: Sequence[int] | None = None) -> Iterator[Batch]:
     """Consecutive batches of ``dataset`` items (in ``order`` when given)."""
     order = range(len(dataset)) if order is None else order
     order = list(order)

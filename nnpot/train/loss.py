@@ -11,6 +11,7 @@ import math
 
 import torch
 from torch.nn import functional as F
+from torch_geometric.data import Batch
 
 from .config import LossConfig
 
@@ -19,7 +20,7 @@ def _atoms_per_graph(batch) -> torch.Tensor:
     return torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
 
 
-def residuals(out: dict, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def residuals(out: dict, batch: Batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-entry prediction − label and the mask of labelled entries, per property.
 
     energy: eV/atom [B]; forces: eV/Å [N, 3]; stress: eV/Å³ [B, 6].
@@ -85,7 +86,7 @@ class ErrorMetrics:
         # per property: [Σ|e|, Σe², count], float64
         self.sums = torch.zeros(3, 3, dtype=torch.float64)
 
-    def add(self, out: dict, batch) -> None:
+    def add(self, out: dict, batch: Batch) -> None:
         for name, (diff, mask) in residuals(out, batch).items():
             d = diff.detach().double()[mask].cpu()
             row = list(self.UNITS).index(name)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 
 from .config import SchedulerConfig, TrainingConfig
 
 
-def make_optimizer(parameters, config: TrainingConfig) -> torch.optim.Optimizer:
+def make_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
