@@ -18,7 +18,13 @@ from typing import Sequence
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
 
-    best = fit(args.config, resume=args.resume)
+    try:
+        best = fit(args.config, resume=args.resume)
+    except KeyboardInterrupt:
+        # Checkpoints are written atomically every checkpoint_every epochs: nothing is corrupt.
+        print(f"nnpot: interrupted; continue from the last checkpoint with "
+              f"`nnpot train {args.config} --resume`", file=sys.stderr)
+        return 130
     print(f"best model: {best}")
     return 0
 

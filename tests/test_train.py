@@ -359,3 +359,14 @@ def test_final_stage_starts_from_the_best_model(tmp_path, emt_file, monkeypatch)
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     column = log[0].split(",").index("energy_weight")
     assert [float(line.split(",")[column]) for line in log[1:]] == [1.0, 1.0, 5.0, 5.0]
+
+
+def test_interrupted_training_says_how_to_resume(monkeypatch, capsys):
+    import nnpot.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnpot.train, "fit", interrupted)
+    assert cli_main(["train", "my.yaml"]) == 130
+    assert "nnpot train my.yaml --resume" in capsys.readouterr().err
