@@ -127,8 +127,8 @@ def _integrator(atoms: Atoms, ensemble: str, timestep_fs: float, temperature: fl
                tdamp=tdamp_fs * units.fs, pdamp=pdamp_fs * units.fs)
 
 
-def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt", temperature: float = 300.0,
-       timestep: float = 1.0, steps: int = 1000, pressure: float = 0.0,
+def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
+       temperature: float = 300.0, timestep: float = 1.0, steps: int = 1000, pressure: float = 0.0,
        friction: float = 0.01, tdamp: float | None = None, pdamp: float | None = None,
        seed: int = 0, output: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
        interval: int = 10, plot: str | os.PathLike | None = None, device: str = "cpu",
@@ -317,8 +317,9 @@ class RelaxResult:
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 
 
-def relax(atoms: StructureLike, potential: PotentialLike, cell: bool = False, fmax: float = 0.01, steps: int = 500,
-          optimizer: str = "FIRE", fix_symmetry: bool = False, pressure: float = 0.0,
+def relax(atoms: StructureLike, potential: PotentialLike, cell: bool = False,
+          fmax: float = 0.01, steps: int = 500, optimizer: str = "FIRE",
+          fix_symmetry: bool = False, pressure: float = 0.0,
           output: str | os.PathLike | None = None, trajectory: str | os.PathLike | None = None,
           device: str = "cpu", dtype: str | None = None, log: Any = "-") -> RelaxResult:
     """Relax positions (and the cell with ``cell=True``) until every force is below ``fmax``.

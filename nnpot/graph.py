@@ -78,7 +78,8 @@ class AtomicGraph(Data):
                                cutoff, backend)
 
     @classmethod
-    def from_structure(cls, structure: "Structure | Molecule", cutoff: float, backend: str = "auto") -> "AtomicGraph":
+    def from_structure(cls, structure: "Structure | Molecule", cutoff: float,
+                       backend: str = "auto") -> "AtomicGraph":
         """Build the graph of a pymatgen ``Structure`` or ``Molecule``."""
         from pymatgen.io.ase import AseAtomsAdaptor
 

@@ -29,8 +29,9 @@ class CubicProperties:
         return dict(self.__dict__)
 
 
-def equation_of_state(calc: Calculator, element: str = "Cu", crystal: str = "fcc", a_guess: float = 3.6,
-                      span: float = 0.04, points: int = 11) -> tuple[float, float, float]:
+def equation_of_state(calc: Calculator, element: str = "Cu", crystal: str = "fcc",
+                      a_guess: float = 3.6, span: float = 0.04,
+                      points: int = 11) -> tuple[float, float, float]:
     """Fit E(V) (Birch–Murnaghan) of the conventional cubic cell over a ± ``span`` range of a.
 
     Returns (lattice constant Å, energy per atom eV, bulk modulus GPa).

@@ -26,7 +26,7 @@ from ..graph import AtomicGraph
 from ..neighbors import neighbor_pairs
 from .config import KeysConfig
 
-CACHE_FORMAT = 3  # 3: written in chunks, with per-frame atom/pair counts
+CACHE_FORMAT = 3  # 3: written in chunks (resizable datasets)
 
 
 class DataError(ValueError):
@@ -166,7 +166,6 @@ class _ChunkWriter:
         "energy": (np.float64, (), 0, True), "stress": (np.float64, (6,), 0, True),
         "has_forces": (np.bool_, (), 0, True), "has_stress": (np.bool_, (), 0, True),
         "group": (h5py.string_dtype(), (), 0, True),
-        "atom_count": (np.int64, (), 0, True), "pair_count": (np.int64, (), 0, True),
     }
 
     CHUNK_ROWS = 4096  # HDF5 chunk length along the growing axis
@@ -190,7 +189,7 @@ class _ChunkWriter:
             self.flush()
 
     def flush(self) -> None:
-        for name, (dtype, row, axis, per_frame) in self.LAYOUT.items():
+        for name, (dtype, _, axis, per_frame) in self.LAYOUT.items():
             values = self.pending[name]
             if not values:
                 continue
@@ -222,7 +221,7 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
     try:
         with h5py.File(tmp, "w") as h5:
             writer = _ChunkWriter(h5, chunk_frames)
-            n_frames, frame0_keys = 0, []
+            atom_counts, pair_counts, frame0_keys = [], [], []  # per frame: small even for 10⁶
             for index, atoms in enumerate(tqdm(iter_frames(path), desc=f"graphs of {Path(path).name}",
                                                unit=" frames", disable=not progress, leave=False)):
                 where = f"{path}, frame {index}"
@@ -243,15 +242,15 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
                     has_stress=labels["stress"] is not None,
                     stress=labels["stress"] if labels["stress"] is not None else np.zeros(6),
                     group=str(atoms.info.get(keys.group, "")),
-                    pair_index=pairs.numpy(), pair_shifts=shifts.numpy(),
-                    atom_count=len(atoms), pair_count=pairs.shape[1])
-                n_frames += 1
+                    pair_index=pairs.numpy(), pair_shifts=shifts.numpy())
+                atom_counts.append(len(atoms))
+                pair_counts.append(pairs.shape[1])
             writer.flush()
-            h5["atom_ptr"] = np.concatenate([[0], np.cumsum(h5["atom_count"][:])]).astype(np.int64)
-            h5["pair_ptr"] = np.concatenate([[0], np.cumsum(h5["pair_count"][:])]).astype(np.int64)
+            h5["atom_ptr"] = np.concatenate([[0], np.cumsum(atom_counts)]).astype(np.int64)
+            h5["pair_ptr"] = np.concatenate([[0], np.cumsum(pair_counts)]).astype(np.int64)
             h5.attrs.update({"source": str(Path(path).resolve()), "sha256": sha256,
                              "cutoff": cutoff, "keys": json.dumps(asdict(keys)),
-                             "format": CACHE_FORMAT, "n_frames": n_frames,
+                             "format": CACHE_FORMAT, "n_frames": len(atom_counts),
                              "frame0_keys": json.dumps(frame0_keys)})
         os.replace(tmp, target)
     finally:
@@ -295,9 +294,12 @@ class GraphDataset(torch.utils.data.Dataset):
         return sub
 
     def arrays(self, name: str) -> np.ndarray:
-        """A whole per-frame or per-atom array of the cache (for statistics)."""
+        """A whole per-frame or per-atom array of the cache (for statistics); text as ``str``."""
         with h5py.File(self.cache_file, "r") as h5:
-            return h5[name][:]
+            dataset = h5[name]
+            if h5py.check_string_dtype(dataset.dtype):
+                return dataset.asstr()[:]
+            return dataset[:]
 
     def __getitem__(self, item: int) -> AtomicGraph:
         if self._h5 is None:

@@ -10,7 +10,8 @@ import torch
 from .config import SchedulerConfig, TrainingConfig
 
 
-def make_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
+def make_optimizer(parameters: Iterable[torch.nn.Parameter],
+                   config: TrainingConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 

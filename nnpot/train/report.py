@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -70,9 +71,9 @@ def plot_learning_curves(history: Sequence[dict], path: Path) -> None:
         ax.semilogy(epochs, [r[f"val_{name}_mae"] for r in history], label="validation")
         ax.set_ylabel(f"{name} MAE ({unit})")
     # The loss changes meaning where the energy weight changes (the final stage): mark it.
-    weights = [r.get("energy_weight", float("nan")) for r in history]
-    stage_starts = [e for e, w, w_before in zip(epochs[1:], weights[1:], weights) if w != w_before
-                    and w == w and w_before == w_before]
+    weights = [r.get("energy_weight", float("nan")) for r in history]  # NaN: not logged
+    stage_starts = [epoch for epoch, weight, before in zip(epochs[1:], weights[1:], weights)
+                    if not (math.isnan(weight) or math.isnan(before)) and weight != before]
     for ax in axes:
         for epoch in stage_starts:
             ax.axvline(epoch - 0.5, color="grey", ls="--", lw=0.8)

@@ -148,8 +148,7 @@ class Trainer:
         if cfg.validation:
             self.train_set, self.val_set = full, GraphDataset(caches["validation"])
         elif cfg.validation_fraction > 0:
-            groups = [g.decode() if isinstance(g, bytes) else str(g) for g in full.arrays("group")] \
-                if cfg.stratify else None
+            groups = list(full.arrays("group")) if cfg.stratify else None
             train_idx, val_idx = split_indices(len(full), cfg.validation_fraction, self.config.seed,
                                                groups)
             self.train_set, self.val_set = full.subset(train_idx), full.subset(val_idx)
