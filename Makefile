@@ -1,17 +1,25 @@
 # The two commands of the README: `make demo` (main job) and `make test` (test suite).
 # Both set up their own virtual environment on a fresh machine.
+#
+# torch is installed first, pinned (one place: TORCH_VERSION). On Linux, PyPI's torch wheel is
+# the CUDA build (several GB, with the CUDA libraries); choose the build with TORCH_INDEX, pip's
+# index options for that one install:
+#   make test                                                              # PyPI's default wheel
+#   make test TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"    # CPU only, ~200 MB
+#   make test TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"  # a CUDA 12.6 build
 PYTHON ?= python3
 VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
 .PHONY: install demo test test-slow bench potential-cu clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q $(TORCH_INDEX) torch==$(TORCH_VERSION)
 	$(PIP) install -q -e ".[test]"
 	touch $@
 

@@ -12,9 +12,11 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .allocator import keep_buffers_in_heap
+from .devices import resolve_device
 from .graph import AtomicGraph
 from .neighbors import neighbor_pairs
 from .potential import Potential, load, resolve_dtype
+from .structure_checks import check_pair_distances, check_structure, pair_distance2
 
 
 class NNPCalculator(Calculator):
@@ -44,7 +46,7 @@ class NNPCalculator(Calculator):
         super().__init__(**kwargs)
         if skin < 0:
             raise ValueError(f"skin must be ≥ 0 Å, got {skin}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if self.device.type == "cpu":
             keep_buffers_in_heap()
         if isinstance(potential, (str, os.PathLike)):
@@ -76,8 +78,7 @@ class NNPCalculator(Calculator):
                     f"stress needs a cell periodic in all three directions (pbc={atoms.pbc.tolist()})")
             self._stress_wanted = True
         positions = np.asarray(atoms.positions, dtype=np.float64)
-        if not np.isfinite(positions).all():
-            raise ValueError("atoms.positions contain NaN or inf")
+        check_structure(atoms.numbers, positions, atoms.cell.array, atoms.pbc)
         # Unknown elements fail here, with the element named, before any neighbour search.
         numbers = torch.as_tensor(atoms.numbers, dtype=torch.long)
         self.potential.species_index(numbers)
@@ -121,11 +122,10 @@ class NNPCalculator(Calculator):
                                 atoms.pbc.copy(), atoms.numbers.copy())
         else:
             pair_index, pair_shifts = self._verlet[:2]
-        pos = torch.as_tensor(positions, device=self.device)
-        cell = torch.as_tensor(atoms.cell.array, dtype=torch.float64, device=self.device)
-        vectors = pos[pair_index[1]] - pos[pair_index[0]] + pair_shifts.to(torch.float64) @ cell
-        distance2 = vectors.pow(2).sum(dim=1)
-        self.min_distance = float(distance2.min().sqrt()) if distance2.numel() else float("inf")
+        distance2 = pair_distance2(torch.as_tensor(positions, device=self.device),
+                                   torch.as_tensor(atoms.cell.array, device=self.device),
+                                   pair_index, pair_shifts)
+        self.min_distance = check_pair_distances(atoms.numbers, distance2, pair_index, pair_shifts)
         if self.skin == 0.0:
             return pair_index, pair_shifts
         # Keep the pairs inside the cutoff, in list order: the same pairs, in the same order,

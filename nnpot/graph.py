@@ -25,6 +25,7 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from .neighbors import neighbor_pairs
+from .structure_checks import check_pair_distances, check_structure, pair_distance2
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -60,7 +61,10 @@ class AtomicGraph(Data):
         cell = torch.zeros(3, 3, dtype=torch.float64) if cell is None else \
             torch.as_tensor(np.asarray(cell, dtype=np.float64))
         pbc = torch.as_tensor(np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy())
+        check_structure(numbers.numpy(), positions.numpy(), cell.numpy(), pbc.numpy())
         pair_index, pair_shifts = neighbor_pairs(positions, cell, pbc, cutoff, backend)
+        check_pair_distances(numbers, pair_distance2(positions, cell, pair_index, pair_shifts),
+                             pair_index, pair_shifts)
         return cls(
             numbers=numbers,
             pos=positions,

@@ -7,7 +7,6 @@ to positions and cell). Forces and stress come from autograd here, in one place,
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,6 +15,8 @@ from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 from torch_geometric.data import Data
 
+from .devices import resolve_device
+from .files import atomic_write
 from .graph import pair_vectors
 from .models import MODELS, AtomisticModel
 from .version import __version__
@@ -204,30 +205,58 @@ def _gradients(output: torch.Tensor, inputs: list[torch.Tensor],
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+# What a model file must hold: key → (accepted types, what it is). One place checks them all.
+MODEL_FILE_ENTRIES = {
+    "format_version": (int, "the format version"),
+    "model_class": (str, "the model class name"),
+    "hparams": (dict, "the model's hyper-parameters"),
+    "e0": (dict, "the per-element reference energies"),
+    "scale": ((int, float), "the energy scale"),
+    "shift": ((int, float), "the energy shift"),
+    "dtype": (str, "the dtype"),
+    "state_dict": (dict, "the weights"),
+}
+
+
+def _check_model_file(path: Path, data: Any) -> None:
+    """Every entry of a model file present and of the right type; a clear ValueError if not."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an nnpot model file (it lacks the '{FORMAT}' marker)")
+    version = data.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ValueError(f"{path} uses model-file format {version}, written by nnpot "
+                         f"{data.get('nnpot_version')}; this nnpot ({__version__}) reads formats "
+                         f"up to {FORMAT_VERSION}. Upgrade nnpot to load it.")
+    for key, (types, what) in MODEL_FILE_ENTRIES.items():
+        if key not in data:
+            raise ValueError(f"{path} is a damaged nnpot model file: the entry {key!r} ({what}) "
+                             f"is missing")
+        if not isinstance(data[key], types) or isinstance(data[key], bool):
+            raise ValueError(f"{path} is a damaged nnpot model file: the entry {key!r} ({what}) "
+                             f"is a {type(data[key]).__name__}")
+    if data["dtype"] not in DTYPES:
+        raise ValueError(f"{path}: unsupported dtype {data['dtype']!r} in the model file "
+                         f"(nnpot models are {' or '.join(DTYPES)})")
+    if data["model_class"] not in MODELS:
+        raise ValueError(f"{path} holds a {data['model_class']!r} model, which this nnpot does not "
+                         f"provide (known: {sorted(MODELS)})")
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potential:
     """Read a model file written by :meth:`Potential.save`.
 
     The file is read with ``torch.load(weights_only=True)``: a model file holds data only and
-    can never run code. A missing, truncated or foreign file, or one written by a newer nnpot
-    format, is a ValueError (FileNotFoundError when missing) that says which.
+    can never run code. A missing, truncated, damaged or foreign file, or one written by a newer
+    nnpot format, is a ValueError (FileNotFoundError when missing) that says which; so is a
+    device this machine does not have.
     """
     path = Path(path)
+    device = resolve_device(device)  # before reading: a missing GPU is not a corrupt file
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a model file")
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
@@ -235,19 +264,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potenti
     except Exception as error:  # torch raises several types for truncated/corrupt/foreign files
         raise ValueError(f"{path} is not a readable nnpot model file (truncated, corrupt or not "
                          f"written by nnpot): {type(error).__name__}: {str(error)[:200]}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an nnpot model file (it lacks the '{FORMAT}' marker)")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{path} uses model-file format {version}, written by nnpot "
-                         f"{data.get('nnpot_version')}; this nnpot ({__version__}) reads formats "
-                         f"up to {FORMAT_VERSION}. Upgrade nnpot to load it.")
-    model_class = MODELS.get(data["model_class"])
-    if model_class is None:
-        raise ValueError(f"{path} holds a {data['model_class']!r} model, which this nnpot does not "
-                         f"provide (known: {sorted(MODELS)})")
-    model = model_class(**data["hparams"])
-    potential = Potential(model, e0=data["e0"], scale=data["scale"], shift=data["shift"])
+    _check_model_file(path, data)
+    try:
+        model = MODELS[data["model_class"]](**data["hparams"])
+        potential = Potential(model, e0=data["e0"], scale=data["scale"], shift=data["shift"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: the stored hyper-parameters do not build a "
+                         f"{data['model_class']}: {error}") from None
     potential.to(device=device, dtype=DTYPES[data["dtype"]])  # before loading: keeps bits exact
     try:
         potential.load_state_dict(data["state_dict"])

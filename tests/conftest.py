@@ -16,6 +16,14 @@ from nnpot.models import SchNet
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def shared_file(name: str) -> Path:
+    """A file of ../shared/data; the test is skipped, saying why, in a clone without it."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{name} is not in {SHARED_DATA} (a clone without ../shared; CI has it)")
+    return path
+
+
 def make_potential(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0,
                    **hparams) -> Potential:
     """A small randomly initialised SchNet potential (deterministic for a seed)."""

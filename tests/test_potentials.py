@@ -10,7 +10,7 @@ import nnpot
 from nnpot.train.config import KeysConfig
 from nnpot.train.evaluate import evaluate, labelled_graphs
 
-from conftest import SHARED_DATA
+from conftest import shared_file
 
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
 
@@ -29,7 +29,7 @@ def test_shipped_potential_is_complete(name):
 def test_cu_potential_on_an_independent_emt_test_set():
     """The shared EMT Cu test set was generated separately (other seeds, recipe and code)."""
     potential = nnpot.load(POTENTIALS / "cu" / "model.pt")
-    graphs = labelled_graphs(str(SHARED_DATA / "emt_cu_test.extxyz"), potential.cutoff, KeysConfig())
+    graphs = labelled_graphs(str(shared_file("emt_cu_test.extxyz")), potential.cutoff, KeysConfig())
     metrics, _ = evaluate(potential, graphs)
     summary = metrics.summary()
     assert summary["energy"]["mae"] < 1.0   # meV/atom (measured: 0.09)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from ase.build import bulk
-from conftest import SHARED_DATA
+from conftest import shared_file
 
 from nnpot.neighbors import neighbor_pairs
 from nnpot.train import fit, load_config
@@ -20,8 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def validation_mae(config_name: str, tmp_path: Path, data_file: str) -> dict[str, float]:
     """Train by benchmarks/<config_name> into tmp_path; validation MAEs (meV/atom, meV/Å)."""
-    if not (SHARED_DATA / data_file).is_file():
-        pytest.skip(f"{data_file} is not in ../shared/data")
+    shared_file(data_file)  # skips in a clone without ../shared
     config = load_config(BENCHMARKS / config_name)
     config.output = str(tmp_path / "run")
     fit(config)

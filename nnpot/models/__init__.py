@@ -3,9 +3,9 @@
 ``MODELS`` names every model class that a model file may ask for; a new model registers here.
 """
 
-from .base import AtomisticModel
+from .base import AtomisticModel, HyperParameterError
 from .schnet import SchNet
 
 MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet}
 
-__all__ = ["AtomisticModel", "SchNet", "MODELS"]
+__all__ = ["AtomisticModel", "HyperParameterError", "SchNet", "MODELS"]

@@ -8,6 +8,23 @@ from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
 
+class HyperParameterError(ValueError):
+    """A model hyper-parameter out of range or of the wrong type; ``name`` is the parameter."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name} {message}")
+        self.name = name
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum``, or a ``HyperParameterError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HyperParameterError(name, f"must be an integer ≥ {minimum}, got {value!r}")
+    if value < minimum:
+        raise HyperParameterError(name, f"must be ≥ {minimum}, got {value}")
+    return value
+
+
 def normalise_species(species: Sequence[str | int]) -> list[str]:
     """Element symbols from symbols or atomic numbers, checked, without duplicates."""
     symbols = []
@@ -46,8 +63,9 @@ class AtomisticModel(nn.Module):
 
     def __init__(self, species: Sequence[str | int], cutoff: float, **hparams: Any):
         super().__init__()
-        if not cutoff > 0:
-            raise ValueError(f"cutoff must be a positive number of Å, got {cutoff}")
+        if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not cutoff > 0 \
+                or cutoff == float("inf"):
+            raise HyperParameterError("cutoff", f"must be a positive number of Å, got {cutoff!r}")
         self.species = normalise_species(species)
         self.cutoff = float(cutoff)
         self.hparams = {"species": list(self.species), "cutoff": self.cutoff, **hparams}

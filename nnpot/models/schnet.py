@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .base import AtomisticModel
+from .base import AtomisticModel, check_int
 from .blocks import CosineCutoff, GaussianRBF, ShiftedSoftplus, pair_convolution
 
 
@@ -50,7 +50,10 @@ class SchNet(AtomisticModel):
 
     def __init__(self, species: Sequence[str | int], cutoff: float = 5.0, n_features: int = 128,
                  n_interactions: int = 3, n_rbf: int = 50, n_filters: int | None = None):
-        n_filters = n_filters or n_features
+        check_int("n_features", n_features, minimum=2)  # the readout halves it
+        check_int("n_interactions", n_interactions)
+        check_int("n_rbf", n_rbf)
+        n_filters = check_int("n_filters", n_filters) if n_filters is not None else n_features
         super().__init__(species, cutoff, n_features=n_features, n_interactions=n_interactions,
                          n_rbf=n_rbf, n_filters=n_filters)
         self.embedding = nn.Embedding(len(self.species), n_features)

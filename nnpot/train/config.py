@@ -47,7 +47,7 @@ class DataConfig:
     test: Optional[str] = None                # evaluated once at the end (model card)
     keys: KeysConfig = field(default_factory=KeysConfig)
     e0: Union[str, dict] = "fit"              # fit (least squares) | isolated_atoms | {El: eV}
-    cache_dir: Optional[str] = None           # graph cache (HDF5); default <output>/../.nnpot_cache
+    cache_dir: Optional[str] = None           # graph cache (HDF5); default ~/.cache/nnpot/graphs
     neighbor_backend: str = "auto"
 
 
@@ -141,8 +141,16 @@ def _coerce(hint, value, where: str):
         names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
         raise ConfigError(f"{where} must be {names}, got {value!r}")
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string: take it as the number it spells.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
+        if value != value:
+            raise ConfigError(f"{where} must be a number, got NaN")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -164,37 +172,96 @@ def _coerce(hint, value, where: str):
 
 
 def _check_values(config: TrainConfig) -> None:
-    from ..models import MODELS
+    """Every value in range, checked before any work starts; messages name the key path."""
+    from ..devices import resolve_device
+    from ..models import MODELS, HyperParameterError
+    from ..neighbors import BACKENDS
 
     def require(condition: bool, message: str) -> None:
         if not condition:
             raise ConfigError(message)
 
-    require(config.model.type in MODELS,
-            f"model.type {config.model.type!r} is not a known model (known: {sorted(MODELS)})")
-    require(config.model.cutoff > 0, f"model.cutoff must be > 0 Å, got {config.model.cutoff}")
-    require(config.model.dtype in ("float32", "float64"),
-            f"model.dtype must be float32 or float64, got {config.model.dtype!r}")
-    require(bool(config.data.train), "data.train (the training extxyz file) is required")
-    require(0.0 <= config.data.validation_fraction < 1.0,
-            f"data.validation_fraction must be in [0, 1), got {config.data.validation_fraction}")
-    if isinstance(config.data.e0, str):
-        require(config.data.e0 in ("fit", "isolated_atoms"),
-                f"data.e0 must be 'fit', 'isolated_atoms' or a mapping element → eV, "
-                f"got {config.data.e0!r}")
+    def positive(key: str, value: float | int | None, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        require(value is not None and value > 0, f"{key} must be > 0{' (or null)' if optional else ''}, "
+                f"got {value}")
+
+    def non_negative(key: str, value: float | int | None, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        require(value is not None and value >= 0, f"{key} must be ≥ 0, got {value}")
+
+    try:
+        resolve_device(config.device)
+    except ValueError as error:
+        raise ConfigError(f"device: {error}") from None
+    m = config.model
+    require(m.type in MODELS, f"model.type {m.type!r} is not a known model (known: {sorted(MODELS)})")
+    require(0 < m.cutoff < float("inf"), f"model.cutoff must be > 0 Å, got {m.cutoff}")
+    require(m.dtype in ("float32", "float64"),
+            f"model.dtype must be float32 or float64, got {m.dtype!r}")
+    try:  # a degenerate model (0 features, a string for a width) fails here, before any work
+        MODELS[m.type](species=["H"], cutoff=m.cutoff, **m.params)
+    except HyperParameterError as error:
+        raise ConfigError(f"model.params.{error.name}: {error}") from None
+    except TypeError as error:
+        raise ConfigError(f"model.params do not fit {m.type}: {error}") from None
+
+    d = config.data
+    require(bool(d.train), "data.train (the training extxyz file) is required")
+    require(0.0 <= d.validation_fraction < 1.0,
+            f"data.validation_fraction must be in [0, 1), got {d.validation_fraction}")
+    require(d.neighbor_backend in BACKENDS,
+            f"data.neighbor_backend must be one of {BACKENDS}, got {d.neighbor_backend!r}")
+    if isinstance(d.e0, str):
+        require(d.e0 in ("fit", "isolated_atoms"),
+                f"data.e0 must be 'fit', 'isolated_atoms' or a mapping element → eV, got {d.e0!r}")
+    else:
+        for element, value in d.e0.items():
+            require(isinstance(value, (int, float)) and not isinstance(value, bool),
+                    f"data.e0.{element} must be a number of eV, got {value!r}")
+
     t = config.training
     require(t.batch_size >= 1, f"training.batch_size must be ≥ 1, got {t.batch_size}")
     require(t.max_epochs >= 1, f"training.max_epochs must be ≥ 1, got {t.max_epochs}")
-    require(t.lr > 0, f"training.lr must be > 0, got {t.lr}")
-    require(t.checkpoint_every >= 1, "training.checkpoint_every must be ≥ 1")
-    require(t.scheduler.type in ("plateau", "cosine", "none"),
-            f"training.scheduler.type must be plateau, cosine or none, got {t.scheduler.type!r}")
-    require(0.0 < t.loss.final_fraction <= 1.0,
-            f"training.loss.final_fraction must be in (0, 1], got {t.loss.final_fraction}")
-    require(t.loss.type in ("mse", "huber"),
-            f"training.loss.type must be mse or huber, got {t.loss.type!r}")
+    positive("training.max_time_min", t.max_time_min, optional=True)
+    positive("training.lr", t.lr)
+    non_negative("training.weight_decay", t.weight_decay)
+    positive("training.grad_clip", t.grad_clip, optional=True)
+    positive("training.early_stopping_patience", t.early_stopping_patience, optional=True)
+    require(t.checkpoint_every >= 1, f"training.checkpoint_every must be ≥ 1, got {t.checkpoint_every}")
+    positive("training.threads", t.threads, optional=True)
     require(t.ema_decay is None or 0.0 < t.ema_decay < 1.0,
-            f"training.ema_decay must be in (0, 1), got {t.ema_decay}")
+            f"training.ema_decay must be in (0, 1) (or null), got {t.ema_decay}")
+    s = t.scheduler
+    require(s.type in ("plateau", "cosine", "none"),
+            f"training.scheduler.type must be plateau, cosine or none, got {s.type!r}")
+    require(0.0 < s.factor < 1.0, f"training.scheduler.factor must be in (0, 1), got {s.factor}")
+    non_negative("training.scheduler.patience", s.patience)
+    non_negative("training.scheduler.warmup_epochs", s.warmup_epochs)
+    non_negative("training.scheduler.min_lr", s.min_lr)
+    require(s.min_lr <= t.lr, f"training.scheduler.min_lr ({s.min_lr}) must not exceed "
+                              f"training.lr ({t.lr})")
+    loss = t.loss
+    for name in ("energy", "forces", "stress"):
+        non_negative(f"training.loss.{name}", getattr(loss, name))
+    require(loss.energy + loss.forces + loss.stress > 0,
+            "training.loss: at least one of energy, forces, stress must have a weight > 0")
+    non_negative("training.loss.final_energy", loss.final_energy, optional=True)
+    require(loss.type in ("mse", "huber"), f"training.loss.type must be mse or huber, got {loss.type!r}")
+    positive("training.loss.huber_delta", loss.huber_delta)
+    require(0.0 < loss.final_fraction <= 1.0,
+            f"training.loss.final_fraction must be in (0, 1], got {loss.final_fraction}")
+
+
+def _folder(key: str, value: str, base: Path) -> str:
+    """An absolute folder path for ``key``; an existing file there is a ConfigError."""
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else (base / path).resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}: {path} exists and is not a folder")
+    return str(path)
 
 
 def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
@@ -202,11 +269,9 @@ def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
     config = _build(TrainConfig, values, "")
     _check_values(config)
     base = Path(base_dir)
-    output = Path(config.output).expanduser()
-    config.output = str(output if output.is_absolute() else (base / output).resolve())
+    config.output = _folder("output", config.output, base)
     if config.data.cache_dir:
-        cache = Path(config.data.cache_dir).expanduser()
-        config.data.cache_dir = str(cache if cache.is_absolute() else (base / cache).resolve())
+        config.data.cache_dir = _folder("data.cache_dir", config.data.cache_dir, base)
     for name in ("train", "validation", "test"):
         value = getattr(config.data, name)
         if value:

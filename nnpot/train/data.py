@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from ..graph import AtomicGraph
 from ..neighbors import neighbor_pairs
+from ..structure_checks import StructureError, check_pair_distances, check_structure, pair_distance2
 from .config import KeysConfig
 
 CACHE_FORMAT = 3  # 3: written in chunks (resizable datasets)
@@ -214,7 +216,11 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
     sha256 = file_sha256(path)
     target = cache_path_for(path, cutoff, keys, cache_dir, sha256)
     if target.is_file():
-        return target
+        problem = cache_problem(target, sha256)
+        if problem is None:
+            return target
+        warnings.warn(f"graph cache {target} is damaged ({problem}); rebuilding it")
+        target.unlink()
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)
@@ -226,11 +232,7 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
                                                unit=" frames", disable=not progress, leave=False)):
                 where = f"{path}, frame {index}"
                 labels = frame_labels(atoms, keys, where)
-                try:
-                    pairs, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc,
-                                                   cutoff, backend)
-                except ValueError as error:
-                    raise DataError(f"{where}: {error}") from None
+                pairs, shifts = frame_pairs(atoms, cutoff, backend, where)
                 if index == 0:
                     frame0_keys = _available_keys(atoms)
                 writer.add(
@@ -252,11 +254,57 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
                              "cutoff": cutoff, "keys": json.dumps(asdict(keys)),
                              "format": CACHE_FORMAT, "n_frames": len(atom_counts),
                              "frame0_keys": json.dumps(frame0_keys)})
+        with open(tmp, "rb+") as f:  # on disk before the rename: a crash leaves no half cache
+            os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def frame_pairs(atoms: Atoms, cutoff: float, backend: str, where: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked half pair list of one frame; a structure no physics allows is a DataError
+    naming ``where`` (file and frame)."""
+    try:
+        check_structure(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, where)
+        pairs, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
+                                       backend)
+        distance2 = pair_distance2(torch.from_numpy(atoms.positions),
+                                   torch.from_numpy(atoms.cell.array), pairs, shifts)
+        check_pair_distances(atoms.numbers, distance2, pairs, shifts, where)
+    except StructureError as error:
+        raise DataError(str(error)) from None
+    except ValueError as error:
+        raise DataError(f"{where}: {error}") from None
+    return pairs, shifts
+
+
+def cache_problem(cache_file: Path, sha256: str) -> str | None:
+    """What is wrong with a cache file (None when it is whole and matches ``sha256``).
+
+    A cache that cannot be opened, comes from another format or file, or whose arrays do not
+    have the lengths its offsets promise is never trusted: the caller rebuilds it.
+    """
+    try:
+        with h5py.File(cache_file, "r") as h5:
+            if h5.attrs.get("format") != CACHE_FORMAT or h5.attrs.get("sha256") != sha256:
+                return "another format or source file"
+            n_frames = int(h5.attrs["n_frames"])
+            atom_ptr, pair_ptr = h5["atom_ptr"][:], h5["pair_ptr"][:]
+            if len(atom_ptr) != n_frames + 1 or len(pair_ptr) != n_frames + 1:
+                return "frame offsets of the wrong length"
+            lengths = {"atom": int(atom_ptr[-1]), "pair": int(pair_ptr[-1]), "frame": n_frames}
+            for name, (_, row, axis, per_frame) in _ChunkWriter.LAYOUT.items():
+                kind = "frame" if per_frame else ("pair" if name.startswith("pair") else "atom")
+                shape = list(row)
+                shape.insert(axis, lengths[kind])
+                if h5[name].shape != tuple(shape):
+                    return f"{name} has shape {h5[name].shape}, expected {tuple(shape)}"
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 class GraphDataset(torch.utils.data.Dataset):
@@ -301,6 +349,29 @@ class GraphDataset(torch.utils.data.Dataset):
                 return dataset.asstr()[:]
             return dataset[:]
 
+    def atom_blocks(self, names: Sequence[str], max_atoms: int = 1 << 20
+                    ) -> Iterator[tuple[np.ndarray, list[dict[str, np.ndarray]]]]:
+        """This dataset's frames in blocks of about ``max_atoms`` atoms, read from the cache
+        block by block (so statistics over a file larger than memory stream through it).
+
+        Yields ``(frames, arrays)``: the cache frame numbers of the block and, for each frame,
+        ``{name: its per-atom rows}`` for the per-atom arrays in ``names`` (numbers, forces, …).
+        """
+        frames = np.sort(self.indices)
+        ptr = self.atom_ptr
+        with h5py.File(self.cache_file, "r") as h5:
+            start = 0
+            while start < len(frames):
+                stop = start + 1
+                while stop < len(frames) and ptr[frames[stop] + 1] - ptr[frames[start]] <= max_atoms:
+                    stop += 1
+                block = frames[start:stop]
+                a0, a1 = ptr[block[0]], ptr[block[-1] + 1]
+                rows = {name: h5[name][a0:a1] for name in names}
+                yield block, [{name: rows[name][ptr[k] - a0:ptr[k + 1] - a0] for name in names}
+                              for k in block]
+                start = stop
+
     def __getitem__(self, item: int) -> AtomicGraph:
         if self._h5 is None:
             self._h5 = h5py.File(self.cache_file, "r")
@@ -328,7 +399,8 @@ def split_indices(n_frames: int, fraction: float, seed: int,
     """Seeded random split into (train, validation) frame indices.
 
     With ``groups`` (one label per frame) the split is stratified: each group gives the same
-    share of its frames, so a small, heterogeneous data set validates on every kind of frame.
+    share of its frames, and every group of two frames or more gives at least one and keeps at
+    least one, so a small, heterogeneous data set validates on every kind of frame.
     """
     generator = torch.Generator().manual_seed(seed)
     labels = np.asarray(groups) if groups is not None else np.zeros(n_frames, dtype=int)
@@ -336,7 +408,10 @@ def split_indices(n_frames: int, fraction: float, seed: int,
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         order = members[torch.randperm(len(members), generator=generator).numpy()]
-        validation.extend(order[:int(round(fraction * len(members)))].tolist())
+        take = int(round(fraction * len(members)))
+        if groups is not None and fraction > 0 and len(members) >= 2:
+            take = min(max(take, 1), len(members) - 1)
+        validation.extend(order[:take].tolist())
     if fraction > 0 and not validation:
         validation = [int(torch.randint(n_frames, (1,), generator=generator))]
     validation = np.sort(np.asarray(validation, dtype=np.int64))

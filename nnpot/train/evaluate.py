@@ -11,7 +11,7 @@ from torch_geometric.data import Batch
 from ..graph import AtomicGraph, batch_graphs
 from ..potential import Potential
 from .config import KeysConfig
-from .data import frame_labels, read_frames
+from .data import DataError, frame_labels, read_frames
 from .loss import ErrorMetrics
 
 
@@ -20,8 +20,12 @@ def labelled_graphs(path: str, cutoff: float, keys: KeysConfig,
     """Every frame of an extxyz file as a graph carrying its labels (in memory)."""
     graphs = []
     for index, atoms in enumerate(read_frames(path)):
-        labels = frame_labels(atoms, keys, f"{path}, frame {index}")
-        graph = AtomicGraph.from_atoms(atoms, cutoff, backend)
+        where = f"{path}, frame {index}"
+        labels = frame_labels(atoms, keys, where)
+        try:
+            graph = AtomicGraph.from_atoms(atoms, cutoff, backend)
+        except ValueError as error:  # a structure no physics allows: name the frame
+            raise DataError(f"{where}: {error}") from None
         graph.energy = torch.tensor([labels["energy"]], dtype=torch.float64)
         has_forces, has_stress = labels["forces"] is not None, labels["stress"] is not None
         graph.forces = torch.from_numpy(labels["forces"] if has_forces else np.zeros((len(atoms), 3)))

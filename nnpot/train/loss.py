@@ -63,7 +63,9 @@ class WeightedLoss:
                                 delta=self.config.huber_delta)
         return diff.pow(2)
 
-    def __call__(self, out: dict, batch) -> torch.Tensor:
+    def __call__(self, out: dict, batch) -> torch.Tensor | None:
+        """The weighted loss of a batch; None when the batch has no labelled, weighted term
+        (e.g. energy weight 0 and no frame with forces), which the trainer skips."""
         total = None
         for name, (diff, mask) in residuals(out, batch).items():
             weight = self.weights[name]
@@ -72,8 +74,8 @@ class WeightedLoss:
             safe = torch.where(mask, diff, torch.zeros_like(diff))
             term = weight * self.penalty(safe).sum() / mask.sum()
             total = term if total is None else total + term
-        if total is None:
-            raise ValueError("the loss has no term: every weight is 0 or no frame has the labels")
+        if total is None:  # every weighted label is missing from this batch: nothing to learn
+            return None
         return total.float() if total.dtype == torch.float64 else total
 
 

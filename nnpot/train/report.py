@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +14,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+
+from ..files import atomic_write_text  # noqa: E402
 
 COLUMNS = ["epoch", "time_s", "lr", "energy_weight", "train_loss", "val_loss",
            "train_energy_mae", "train_forces_mae", "train_stress_mae",
@@ -54,10 +57,12 @@ def table_row(row: dict) -> str:
 
 
 def write_csv(history: Sequence[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(history)
+    """The epoch log, written atomically (a kill never leaves half a log)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())
 
 
 def plot_learning_curves(history: Sequence[dict], path: Path) -> None:
@@ -150,4 +155,4 @@ def write_model_card(path: Path, *, config: dict, data: dict, statistics: dict, 
               "Plots: `learning_curves.png`, `parity_validation.png`"
               + (", `parity_test.png`" if "test" in results else "") + ".", "",
               "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))

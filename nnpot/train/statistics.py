@@ -1,23 +1,16 @@
-"""Energy reference and scale from the training data: E0 per element and the force scale."""
+"""Energy reference and scale from the training data: E0 per element and the force scale.
+
+``scan_dataset`` reads the cache in blocks of atoms, so these statistics need memory for one
+block and per-frame counts, never for the whole data set.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
-
-
-def element_counts(numbers: np.ndarray, atom_ptr: np.ndarray, frames: Sequence[int],
-                   species: Sequence[str]) -> np.ndarray:
-    """[F, S] number of atoms of each species in each of the given frames."""
-    column = {atomic_numbers[s]: k for k, s in enumerate(species)}
-    counts = np.zeros((len(frames), len(species)))
-    for row, k in enumerate(frames):
-        z, n = np.unique(numbers[atom_ptr[k]:atom_ptr[k + 1]], return_counts=True)
-        for zi, ni in zip(z, n):
-            counts[row, column[int(zi)]] = ni
-    return counts
+from ase.data import chemical_symbols
 
 
 def fit_e0(counts: np.ndarray, energies: np.ndarray, species: Sequence[str]) -> dict[str, float]:
@@ -31,13 +24,13 @@ def fit_e0(counts: np.ndarray, energies: np.ndarray, species: Sequence[str]) -> 
     return {s: float(v) for s, v in zip(species, solution)}
 
 
-def isolated_atom_e0(numbers: np.ndarray, atom_ptr: np.ndarray, energies: np.ndarray,
+def isolated_atom_e0(scan: "DatasetScan", energies: np.ndarray,
                      species: Sequence[str]) -> dict[str, float]:
-    """E0 from single-atom frames; every species needs one."""
+    """E0 from single-atom frames (``energies`` indexed by cache frame); every species needs one."""
     e0 = {}
-    for k in range(len(atom_ptr) - 1):
-        if atom_ptr[k + 1] - atom_ptr[k] == 1:
-            e0.setdefault(chemical_symbols[int(numbers[atom_ptr[k]])], float(energies[k]))
+    for row, k in enumerate(scan.frames):
+        if scan.counts[row].sum() == 1:
+            e0.setdefault(scan.species[int(np.argmax(scan.counts[row]))], float(energies[k]))
     missing = [s for s in species if s not in e0]
     if missing:
         raise ValueError(f"data.e0 = isolated_atoms, but the training data has no single-atom "
@@ -45,6 +38,46 @@ def isolated_atom_e0(numbers: np.ndarray, atom_ptr: np.ndarray, energies: np.nda
     return {s: e0[s] for s in species}
 
 
-def force_scale(forces: np.ndarray) -> float:
-    """RMS of the force components, eV/Å (the natural scale of the per-atom energy network)."""
-    return float(np.sqrt(np.mean(forces**2))) if forces.size else 1.0
+@dataclass
+class DatasetScan:
+    """What the statistics need from a data set, gathered in one streaming pass.
+
+    ``species`` sorted by atomic number; ``counts`` [F, S] atoms of each species per frame (in
+    the order of ``frames``, the cache frame numbers); the force sum of squares (eV²/Å²) and
+    number of components over frames with forces; ``max_abs_force`` eV/Å.
+    """
+    species: list[str]
+    frames: np.ndarray
+    counts: np.ndarray
+    force_sum_squares: float
+    force_components: int
+    max_abs_force: float
+
+    @property
+    def force_rms(self) -> float:
+        """RMS force component, eV/Å (1.0 when no frame has forces)."""
+        if self.force_components == 0:
+            return 1.0
+        return float(np.sqrt(self.force_sum_squares / self.force_components))
+
+
+def scan_dataset(dataset, max_atoms: int = 1 << 20) -> DatasetScan:
+    """One pass over ``dataset`` (a ``GraphDataset``) in blocks of ``max_atoms`` atoms."""
+    has_forces = dataset.arrays("has_forces")
+    frames, per_frame, sum_squares, components, max_force = [], [], 0.0, 0, 0.0
+    for block, arrays in dataset.atom_blocks(("numbers", "forces"), max_atoms):
+        for k, rows in zip(block, arrays):
+            frames.append(int(k))
+            per_frame.append(np.unique(rows["numbers"], return_counts=True))
+            if has_forces[k] and rows["forces"].size:
+                sum_squares += float(np.square(rows["forces"]).sum())
+                components += rows["forces"].size
+                max_force = max(max_force, float(np.abs(rows["forces"]).max()))
+    present = sorted({int(z) for numbers, _ in per_frame for z in numbers})
+    species = [chemical_symbols[z] for z in present]
+    column = {z: c for c, z in enumerate(present)}
+    counts = np.zeros((len(frames), len(species)))
+    for row, (numbers, n) in enumerate(per_frame):
+        counts[row, [column[int(z)] for z in numbers]] = n
+    return DatasetScan(species, np.asarray(frames, dtype=np.int64), counts, sum_squares,
+                       components, max_force)

@@ -6,11 +6,20 @@ EMA weights of the best validation epoch: a model file ``NNPCalculator`` loads),
 ``learning_curves.png``, ``parity_validation.png`` (and ``parity_test.png``), ``metrics.json``
 and ``model_card.md``.
 
-Resuming restores model, optimiser, scheduler, EMA, RNG state and epoch; the order of the
-training frames in an epoch depends only on (seed, epoch), so a run killed and resumed ends with
-the same weights as one never interrupted. Under ``torchrun`` the run is data-parallel
-(DistributedDataParallel, gloo on CPU, nccl on GPU): every process trains on its share of each
-epoch's batches; only rank 0 writes files.
+Resuming restores model, optimiser, scheduler, EMA, RNG state, epoch and the best model so far
+(its weights travel in the checkpoint, so ``best.pt`` is rewritten from them and always belongs
+to the resumed history); the order of the training frames in an epoch depends only on
+(seed, epoch), so a run limited by epochs, killed and resumed, ends with the same weights as one
+never interrupted. With ``max_time_min`` the budget is wall-clock time: the time of the epochs
+kept in the checkpoint counts, epochs lost to a kill are run again and not counted twice, but
+where the run stops (and the cosine schedule, which follows the time spent) depends on how fast
+the epochs run, so such a run is resumed consistently, not bitwise. Resume refuses a config that
+would change the data split, the epoch order or the optimisation (naming the key); only the
+budget and run-time keys may change.
+
+Under ``torchrun`` the run is data-parallel (DistributedDataParallel, gloo on CPU, nccl on GPU):
+every process trains on its share of each epoch's batches; only rank 0 writes files. A failure on
+one rank (a data error while rank 0 builds the cache, a non-finite loss) stops every rank.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +39,8 @@ import yaml
 from tqdm import tqdm
 
 from ..allocator import keep_buffers_in_heap
+from ..devices import resolve_device
+from ..files import atomic_write_text
 from ..models import MODELS
 from ..potential import Potential, atomic_torch_save, load
 from . import report
@@ -38,9 +50,29 @@ from .ema import ExponentialMovingAverage
 from .evaluate import batches, evaluate
 from .loss import ErrorMetrics, WeightedLoss
 from .optim import EpochSchedule, make_optimizer
-from .statistics import element_counts, fit_e0, force_scale, isolated_atom_e0
+from .statistics import fit_e0, isolated_atom_e0, scan_dataset
 
 CHECKPOINT_FORMAT = "nnpot-checkpoint"
+CHECKPOINT_VERSION = 2  # 2: the best model's weights, the seed and the world size
+
+# Keys a resumed run may change: the budget and how the run is executed. Anything else would
+# change the data split, the epoch order or the optimisation, and is refused (named).
+RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
+                     "training.early_stopping_patience", "training.checkpoint_every",
+                     "training.threads", "training.progress"}
+
+
+def _differences(saved: dict, current: dict, where: str = "") -> list[tuple[str, object, object]]:
+    """Key paths where two config dicts differ, with both values."""
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        path = f"{where}.{key}" if where else key
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and not path.endswith(("params", "e0")):
+            found += _differences(a, b, path)
+        elif a != b:
+            found.append((path, a, b))
+    return found
 
 
 @dataclass
@@ -72,6 +104,35 @@ class Distributed:
             for tensor in module.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
 
+    def sum_flags(self, *flags: bool) -> list[int]:
+        """For each flag, on how many ranks it is set (every rank gets the same answer)."""
+        values = torch.tensor([int(f) for f in flags], dtype=torch.int64, device=self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(values)
+        return values.tolist()
+
+    def run_on_main(self, work):
+        """``work()`` on rank 0 while the others wait; its exception is raised on every rank
+        (on the others as a RuntimeError quoting it), so no rank hangs waiting for a failed one.
+        Returns rank 0's result on rank 0 and None elsewhere."""
+        result, message = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as error:
+                if self.world == 1:
+                    raise
+                message = f"{type(error).__name__}: {error}"
+                failure = error
+        if self.world > 1:
+            box = [message]
+            torch.distributed.broadcast_object_list(box, src=0)
+            if box[0] is not None:
+                if self.is_main:
+                    raise failure
+                raise RuntimeError(f"rank 0 failed, so rank {self.rank} stops too: {box[0]}")
+        return result
+
     def mean(self, value: float) -> float:
         if self.world == 1:
             return value
@@ -81,6 +142,7 @@ class Distributed:
 
 
 def _setup_distributed(device: str) -> tuple[Distributed, torch.device]:
+    resolve_device(device)  # a missing GPU: one clear line, before any process group
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed(), torch.device(device)
@@ -117,7 +179,14 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def _check_run_directory(self) -> None:
         if self.resume and not self.checkpoint_path.is_file():
-            raise ConfigError(f"--resume: no checkpoint at {self.checkpoint_path}")
+            if not (self.out / "config.yaml").is_file():
+                raise ConfigError(f"--resume: {self.out} holds no training run to resume "
+                                  f"(no checkpoint.pt, no config.yaml)")
+            # Killed before the first checkpoint (e.g. while building the graph cache):
+            # nothing was trained yet, so resuming is starting again.
+            self._log(f"--resume: {self.out} has no checkpoint yet (the run was stopped before "
+                      f"its first one); starting from the beginning")
+            self.resume = False
         if not self.resume and self.checkpoint_path.is_file():
             raise ConfigError(f"{self.out} already holds a training run ({self.checkpoint_path}); "
                               f"continue it with --resume or choose another output directory")
@@ -132,19 +201,20 @@ class Trainer:
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else \
             Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nnpot" / "graphs"
         files = {"train": cfg.train, "validation": cfg.validation, "test": cfg.test}
-        caches = {}
-        if self.dist.is_main:  # one process builds the caches, the others wait and read them
-            for role, path in files.items():
-                if path:
-                    caches[role] = build_cache(path, self.config.model.cutoff, cfg.keys, cache_dir,
-                                               cfg.neighbor_backend, self.config.training.progress)
-        self.dist.barrier()
+
+        def build_all() -> dict:
+            return {role: build_cache(path, self.config.model.cutoff, cfg.keys, cache_dir,
+                                      cfg.neighbor_backend, self.config.training.progress)
+                    for role, path in files.items() if path}
+
+        # One process builds the caches; the others wait and read them (or stop with its error).
+        caches = self.dist.run_on_main(build_all)
         if not self.dist.is_main:
             from .data import cache_path_for
             caches = {role: cache_path_for(path, self.config.model.cutoff, cfg.keys, cache_dir)
                       for role, path in files.items() if path}
 
-        full = GraphDataset(caches["train"])
+        self.full_train = full = GraphDataset(caches["train"])
         if cfg.validation:
             self.train_set, self.val_set = full, GraphDataset(caches["validation"])
         elif cfg.validation_fraction > 0:
@@ -152,6 +222,13 @@ class Trainer:
             train_idx, val_idx = split_indices(len(full), cfg.validation_fraction, self.config.seed,
                                                groups)
             self.train_set, self.val_set = full.subset(train_idx), full.subset(val_idx)
+            if groups is not None:
+                taken = {}
+                for k in val_idx:
+                    taken[groups[k]] = taken.get(groups[k], 0) + 1
+                sizes = {g: groups.count(g) for g in dict.fromkeys(groups)}
+                self._log("stratified validation split (group: validation/frames): " + ", ".join(
+                    f"{g or '(none)'}: {taken.get(g, 0)}/{n}" for g, n in sizes.items()))
         else:
             self.train_set, self.val_set = full, None
         self.test_set = GraphDataset(caches["test"]) if cfg.test else None
@@ -167,37 +244,37 @@ class Trainer:
                             f"(set data.keys.forces, or training.loss.forces: 0)")
 
     def compute_statistics(self) -> None:
-        ds = self.train_set
-        numbers, atom_ptr = ds.arrays("numbers"), ds.atom_ptr
-        frames = ds.indices
-        atom_rows = np.concatenate([np.arange(atom_ptr[k], atom_ptr[k + 1]) for k in frames])
-        from ase.data import chemical_symbols
-        self.species = [chemical_symbols[z] for z in np.unique(numbers[atom_rows])]
+        """Species, E0 and the force scale, streamed over the cache (see ``scan_dataset``)."""
+        scan = scan_dataset(self.train_set)
+        self.species = scan.species
         for other in (self.val_set, self.test_set):
             if other is None:
                 continue
-            extra = sorted(set(chemical_symbols[z] for z in np.unique(other.arrays("numbers")))
-                           - set(self.species))
+            extra = sorted(set(scan_dataset(other).species) - set(self.species))
             if extra:
                 raise DataError(f"{other.source}: element(s) {extra} do not occur in the training "
                                 f"frames (training species: {self.species})")
-        energies = ds.arrays("energy")
+        energies = self.train_set.arrays("energy")
         e0_setting = self.config.data.e0
         if isinstance(e0_setting, dict):
             missing = [s for s in self.species if s not in e0_setting]
             if missing:
                 raise ConfigError(f"data.e0 gives no value for {missing}")
             self.e0 = {s: float(e0_setting[s]) for s in self.species}
-        elif e0_setting == "isolated_atoms":
-            self.e0 = isolated_atom_e0(numbers, atom_ptr, energies, self.species)
+        elif e0_setting == "isolated_atoms":  # single-atom frames may sit on either side of a split
+            try:
+                self.e0 = isolated_atom_e0(scan_dataset(self.full_train), energies, self.species)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         else:
-            counts = element_counts(numbers, atom_ptr, frames, self.species)
-            self.e0 = fit_e0(counts, energies[frames], self.species)
-        has_forces = ds.arrays("has_forces")
-        forces = ds.arrays("forces")
-        rows = np.concatenate([np.arange(atom_ptr[k], atom_ptr[k + 1]) for k in frames
-                               if has_forces[k]] or [np.zeros(0, dtype=np.int64)])
-        self.scale = force_scale(forces[rows]) if len(rows) else 1.0
+            self.e0 = fit_e0(scan.counts, energies[scan.frames], self.species)
+        if (self.config.training.loss.forces > 0 and scan.force_components > 0
+                and scan.max_abs_force == 0.0):
+            raise DataError(f"{self.train_set.source}: every force label under the key "
+                            f"{self.config.data.keys.forces!r} is exactly 0 in the training frames "
+                            f"— nothing to learn from them (a wrong key, or forces not written?); "
+                            f"fix the data or set training.loss.forces: 0")
+        self.scale = scan.force_rms
         self.shift = 0.0
 
     def build(self) -> None:
@@ -221,13 +298,15 @@ class Trainer:
                 self.potential, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.epoch, self.elapsed_before = 0, 0.0
         self.best_loss, self.best_epoch, self.since_best = math.inf, 0, 0
+        self.best_state: dict | None = None  # weights (EMA applied) of the best epoch, on CPU
         self.history: list[dict] = []
         self.stop_reason = ""
 
     # ---------------------------------------------------------------------------------------
     def _state(self) -> dict:
         return {
-            "format": CHECKPOINT_FORMAT, "format_version": 1, "epoch": self.epoch,
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+            "epoch": self.epoch, "world_size": self.dist.world, "best_state": self.best_state,
             "config": self.config.to_dict(),
             "statistics": {"species": self.species, "e0": self.e0, "scale": self.scale,
                            "shift": self.shift},
@@ -245,14 +324,31 @@ class Trainer:
             atomic_torch_save(self._state(), self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        except Exception as error:  # truncated or damaged outside nnpot (writes are atomic)
+            raise ConfigError(f"--resume: {self.checkpoint_path} cannot be read ({type(error).__name__}: "
+                              f"{str(error)[:200]}); it was damaged after it was written. "
+                              f"Start a new run in another output directory") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{self.checkpoint_path} is not an nnpot training checkpoint")
-        saved, current = state["config"], self.config.to_dict()
-        for section in ("model", "data"):
-            if saved[section] != current[section]:
-                raise ConfigError(f"--resume: the '{section}' section of the config differs from "
-                                  f"the run in {self.out}; resume needs the same model and data")
+        if state.get("format_version") != CHECKPOINT_VERSION:
+            raise ConfigError(f"--resume: {self.checkpoint_path} has checkpoint format "
+                              f"{state.get('format_version')}, this nnpot writes "
+                              f"{CHECKPOINT_VERSION}; resume it with the nnpot that wrote it")
+        changed = [(key, a, b) for key, a, b in _differences(state["config"], self.config.to_dict())
+                   if key not in RESUMABLE_CHANGES and key != "output"]
+        if changed:
+            key, a, b = changed[0]
+            raise ConfigError(
+                f"--resume: {key} is {b!r} in the config but {a!r} in the run in {self.out}; "
+                f"resuming with it changed would alter the data split, the epoch order or the "
+                f"optimisation (only {', '.join(sorted(RESUMABLE_CHANGES))} may change). "
+                f"Restore it, or start a new run in another output directory")
+        if state["world_size"] != self.dist.world:
+            raise ConfigError(f"--resume: the run in {self.out} used {state['world_size']} "
+                              f"process(es), this one {self.dist.world}; the epoch order depends "
+                              f"on it, so resume with the same number")
         self.potential.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -262,9 +358,18 @@ class Trainer:
         self.epoch, self.elapsed_before = state["epoch"], state["elapsed"]
         best = state["best"]
         self.best_loss, self.best_epoch, self.since_best = best["loss"], best["epoch"], best["since"]
+        self.best_state = state["best_state"]
         self.history = list(state["history"])
         self.loss.weights.update(state["loss_weights"])
-        self._log(f"resumed {self.out} after epoch {self.epoch}")
+        # best.pt may have been written after this checkpoint by epochs now lost: make it the
+        # resumed history's best again (or remove it when that history has none yet).
+        if self.dist.is_main:
+            if self.best_state is not None:
+                self._write_best()
+            elif self.best_path.is_file():
+                self.best_path.unlink()
+        self._log(f"resumed {self.out} after epoch {self.epoch} (best so far: epoch "
+                  f"{self.best_epoch})")
 
     @property
     def elapsed(self) -> float:
@@ -280,7 +385,7 @@ class Trainer:
         per_rank = len(order) // self.dist.world  # every rank takes the same number of steps
         mine = order[self.dist.rank::self.dist.world][:per_rank]
         n_batches = math.ceil(len(mine) / t.batch_size)
-        metrics, total = ErrorMetrics(), 0.0
+        metrics, total, skipped = ErrorMetrics(), 0.0, 0
         bar = tqdm(batches(self.train_set, t.batch_size, mine), total=n_batches, leave=False,
                    desc=f"epoch {self.epoch + 1}/{t.max_epochs}",
                    disable=not (t.progress and self.dist.is_main), dynamic_ncols=True,
@@ -289,9 +394,19 @@ class Trainer:
             batch = batch.to(self.device)
             out = self.net(batch, forces=True, stress=self.want_stress, create_graph=True)
             loss = self.loss(out, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the training loss became {float(loss)} in epoch "
-                                         f"{self.epoch + 1}; lower training.lr or check the data")
+            # Every rank learns what every other rank found, so all stop or skip together.
+            no_term, not_finite = self.dist.sum_flags(
+                loss is None, loss is not None and not bool(torch.isfinite(loss)))
+            if not_finite:
+                value = float(loss) if loss is not None and not torch.isfinite(loss) else "NaN/inf"
+                raise FloatingPointError(
+                    f"the training loss became {value} in epoch {self.epoch + 1} (on {not_finite} "
+                    f"of {self.dist.world} process(es)); lower training.lr or check the data")
+            if no_term == self.dist.world:
+                skipped += 1
+                continue
+            if loss is None:  # this rank's batch has no labelled term; the others' still count
+                loss = 0.0 * out["energy"].sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
@@ -302,8 +417,12 @@ class Trainer:
             metrics.add(out, batch)
             total += float(loss.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.3e}")
+        if skipped and self.dist.is_main:
+            warnings.warn(f"epoch {self.epoch + 1}: skipped {skipped} of {n_batches} batches "
+                          f"with no labelled term of non-zero weight (e.g. energy weight 0 and "
+                          f"frames without forces)")
         metrics.all_reduce(self.dist.device)
-        return self.dist.mean(total / max(1, n_batches)), metrics.summary()
+        return self.dist.mean(total / max(1, n_batches - skipped)), metrics.summary()
 
     def validate(self) -> tuple[float, dict]:
         if self.val_set is None:
@@ -323,12 +442,22 @@ class Trainer:
         return sum(weights[name] * (m["rmse"] / 1e3) ** 2 for name, m in summary.items()
                    if weights[name] > 0)
 
-    def save_best(self) -> None:
-        if not self.dist.is_main:
-            return
+    def remember_best(self) -> None:
+        """Keep the current (EMA) weights as the best so far, and write them to best.pt."""
         context = self.ema.applied(self.potential) if self.ema else nullcontext(self.potential)
         with context:
+            self.best_state = {k: v.detach().cpu().clone()
+                               for k, v in self.potential.state_dict().items()}
+        if self.dist.is_main:
+            self._write_best()
+
+    def _write_best(self) -> None:
+        current = {k: v.clone() for k, v in self.potential.state_dict().items()}
+        self.potential.load_state_dict(self.best_state)
+        try:
             self.potential.save(self.best_path, provenance=self._provenance())
+        finally:
+            self.potential.load_state_dict(current)
 
     def _provenance(self) -> dict:
         return {"config": self.config.to_dict(), "train_sha256": self.train_set.sha256,
@@ -339,14 +468,17 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def run(self) -> Path:
         self._segment_start = time.perf_counter()
+        if self.dist.is_main and not self.resume:  # first, so a run killed early can be resumed
+            atomic_write_text(self.out / "config.yaml",
+                              yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         self.prepare_data()
         self.compute_statistics()
         self.build()
         if self.resume:
             self.load_checkpoint()
-        elif self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+            if self.dist.is_main:  # the budget keys may have changed: record what runs now
+                atomic_write_text(self.out / "config.yaml",
+                                  yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         self._segment_start = time.perf_counter()
         t = self.config.training
         n_params = sum(p.numel() for p in self.potential.parameters())
@@ -371,7 +503,7 @@ class Trainer:
             improved = monitored < self.best_loss
             if improved:
                 self.best_loss, self.best_epoch, self.since_best = monitored, self.epoch, 0
-                self.save_best()
+                self.remember_best()
             else:
                 self.since_best += 1
             row = report.history_row(self.epoch, self.elapsed, self.optimizer.param_groups[0]["lr"],
@@ -385,9 +517,7 @@ class Trainer:
                 self.save_checkpoint()
             last_epoch_time = time.perf_counter() - start
         self.save_checkpoint()
-        if self.dist.is_main:
-            self.finish()
-        self.dist.barrier()
+        self.dist.run_on_main(self.finish)  # the others wait, or stop with rank 0's error
         return self.best_path
 
     def _start_final_stage(self) -> None:
@@ -396,10 +526,9 @@ class Trainer:
         The final stage weighs energy differently, so its validation losses are not comparable
         with the first stage's: the best model is chosen among final-stage epochs.
         """
-        if self.dist.is_main and self.best_path.is_file():
-            best = torch.load(self.best_path, map_location=self.device, weights_only=True)
-            self.potential.load_state_dict(best["state_dict"])
-        self.dist.broadcast_module(self.potential)  # other ranks need not see rank 0's disk
+        if self.best_state is not None:  # in memory (and in the checkpoint): never a stale file
+            self.potential.load_state_dict(self.best_state)
+        self.dist.broadcast_module(self.potential)  # every rank starts from rank 0's weights
         if self.ema:
             self.ema = ExponentialMovingAverage(self.potential, self.ema.decay)
         self.best_loss, self.since_best = math.inf, 0
@@ -427,8 +556,10 @@ class Trainer:
     def finish(self) -> None:
         """Evaluate the best model; write plots, metrics.json and the model card."""
         self._log(f"stopped: {self.stop_reason}; best epoch {self.best_epoch}")
-        if not self.best_path.is_file():  # no epoch ran in this directory's history
-            self.save_best()
+        if self.best_state is None:  # no epoch ran (a budget already spent)
+            raise ConfigError(f"{self.out}: the run stopped ({self.stop_reason}) before any "
+                              f"epoch was trained, so there is no model to save; raise "
+                              f"training.max_epochs or training.max_time_min")
         best = load(self.best_path, device=self.device)
         results = {}
         for name, dataset in (("validation", self.val_set), ("test", self.test_set)):
@@ -442,7 +573,7 @@ class Trainer:
                                f"{self.config.model.type} — {name} set")
         if self.history:
             report.plot_learning_curves(self.history, self.out / "learning_curves.png")
-        (self.out / "metrics.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+        atomic_write_text(self.out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
         best.provenance["metrics"] = {k: v["metrics"] for k, v in results.items()}
         best.save(self.best_path)
         data = {}
