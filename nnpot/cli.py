@@ -1,7 +1,9 @@
 """The ``nnpot`` command line: train, eval, md, relax, bench, demo.
 
-Every command reports bad input in one line (``nnpot: error: ...``) and exits non-zero; a
-traceback is shown only with ``--debug``.
+Exit status: 0 done; 1 a user error (bad input, named in one line on stderr: ``nnpot: error:
+...``); 2 argparse's usage error; 3 an MD run that blew up; 130 interrupted. An unexpected
+exception (a bug) is reported in one line with the hint to rerun with ``--debug``, which shows
+the traceback and may stand anywhere on the command line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+from ase.calculators.calculator import PropertyNotImplementedError
+
+from .version import __version__
 
 
 # -------------------------------------------------------------------------------------------
@@ -122,9 +128,11 @@ def cmd_md(args: argparse.Namespace) -> int:
 def cmd_relax(args: argparse.Namespace) -> int:
     from .drivers import relax
 
+    if args.pressure is not None and not args.cell:
+        raise ValueError("--pressure acts on the cell: it needs --cell")
     result = relax(args.structure, args.model, cell=args.cell, fmax=args.fmax, steps=args.steps,
                    optimizer=args.optimizer, fix_symmetry=args.fix_symmetry,
-                   pressure=args.pressure, output=args.output, device=args.device,
+                   pressure=args.pressure or 0.0, output=args.output, device=args.device,
                    dtype=args.dtype, log="-" if args.verbose else None)
     print(result.summary())
     if args.output:
@@ -139,11 +147,30 @@ def cmd_relax(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.output), minutes=args.minutes)
+    run_demo(Path(args.output), **({"epochs": args.epochs} if args.epochs else {}))
     return 0
 
 
 # -------------------------------------------------------------------------------------------
+def _number(kind, minimum: float, inclusive: bool, what: str):
+    """An argparse type: ``kind`` (int/float) with a lower bound, and a message naming it."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value != value or (value < minimum if inclusive else value <= minimum):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, True, "a whole number ≥ 1")
+NON_NEGATIVE_INT = _number(int, 0, True, "a whole number ≥ 0")
+POSITIVE = _number(float, 0.0, False, "a number > 0")
+NON_NEGATIVE = _number(float, 0.0, True, "a number ≥ 0")
+
+
 def _add_device_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"],
@@ -153,7 +180,9 @@ def _add_device_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnpot", description="Machine-learning interatomic "
                                      "potentials: train, evaluate, simulate.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks (may also stand after the command)")
+    parser.add_argument("--version", action="version", version=f"nnpot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fit a potential to extxyz data (YAML config)")
@@ -164,13 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="errors of a model on labelled extxyz data")
     p.add_argument("model")
     p.add_argument("data")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="also write the metrics as JSON (to FILE, or stdout)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the metrics as JSON to FILE ('-': standard output)")
     p.add_argument("--energy-key", default="energy")
     p.add_argument("--forces-key", default="forces")
     p.add_argument("--stress-key", default="stress")
     p.add_argument("--virial-key", default="virial")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--plots-dir", default=".", help="where the parity plot goes")
     p.add_argument("--no-plots", action="store_true")
@@ -178,11 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="ms per energy+forces call on fcc supercells")
     p.add_argument("model", nargs="?", help="model file (default: an untrained Cu SchNet)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8],
+    p.add_argument("--sizes", type=POSITIVE_INT, nargs="+", default=[3, 5, 8],
                    help="conventional cells per side (4·n³ atoms)")
-    p.add_argument("--lattice", type=float, default=3.61, help="fcc lattice constant, Å")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lattice", type=POSITIVE, default=3.61, help="fcc lattice constant, Å")
+    p.add_argument("--repeats", type=POSITIVE_INT, default=10)
+    p.add_argument("--threads", type=POSITIVE_INT, default=2)
     _add_device_arguments(p)
     p.set_defaults(func=cmd_bench)
 
@@ -191,17 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("structure", help="any ASE-readable structure file (extxyz, CIF, POSCAR, ...)")
     p.add_argument("--ensemble", default="nvt",
                    choices=["nve", "nvt", "langevin", "bussi", "nose-hoover", "npt", "npt-aniso"])
-    p.add_argument("--temperature", type=float, default=300.0, help="K")
-    p.add_argument("--timestep", type=float, default=1.0, help="fs")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--temperature", type=NON_NEGATIVE, default=300.0, help="K")
+    p.add_argument("--timestep", type=POSITIVE, default=1.0, help="fs")
+    p.add_argument("--steps", type=NON_NEGATIVE_INT, default=1000)
     p.add_argument("--pressure", type=float, default=0.0, help="GPa (NPT)")
-    p.add_argument("--friction", type=float, default=0.01, help="1/fs (Langevin)")
+    p.add_argument("--friction", type=POSITIVE, default=0.01, help="1/fs (Langevin)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="trajectory: .extxyz or .h5")
     p.add_argument("--log", help="CSV log")
-    p.add_argument("--interval", type=int, default=10, help="steps between frames/log lines")
+    p.add_argument("--interval", type=POSITIVE_INT, default=10,
+                   help="steps between frames/log lines")
     p.add_argument("--plot", help="PNG of energy/temperature(/pressure/volume) traces")
-    p.add_argument("--skin", type=float, default=0.5, help="Verlet skin, Å")
+    p.add_argument("--skin", type=NON_NEGATIVE, default=0.5, help="Verlet skin, Å")
     _add_device_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_md)
@@ -210,11 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file")
     p.add_argument("structure", help="any ASE-readable structure file")
     p.add_argument("--cell", action="store_true", help="relax the cell too (FrechetCellFilter)")
-    p.add_argument("--fmax", type=float, default=0.01, help="eV/Å")
-    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--fmax", type=POSITIVE, default=0.01, help="eV/Å")
+    p.add_argument("--steps", type=NON_NEGATIVE_INT, default=500)
     p.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS", "LBFGS"])
     p.add_argument("--fix-symmetry", action="store_true")
-    p.add_argument("--pressure", type=float, default=0.0, help="GPa (with --cell)")
+    p.add_argument("--pressure", type=float, default=None, help="GPa (needs --cell; default 0)")
     p.add_argument("--output", help="relaxed structure (format from the extension)")
     _add_device_arguments(p)
     p.add_argument("--verbose", action="store_true", help="print the optimiser's steps")
@@ -222,12 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: data → training → relaxation → MD, with plots")
     p.add_argument("--output", default="demo_output")
-    p.add_argument("--minutes", type=float, default=2.5, help="training budget")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None,
+                   help="training epochs (default: the demo's fixed amount)")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+# Exceptions that mean "the input is wrong" (nnpot's own errors — ConfigError, DataError,
+# StructureError — are ValueErrors); anything else is a bug and is reported as one.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, PropertyNotImplementedError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line, before or after the command
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -235,12 +274,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nnpot: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, TypeError,
-            OSError) as error:
-        if args.debug:
+    except USER_ERRORS as error:
+        if debug:
             raise
-        print(f"nnpot: error: {error}", file=sys.stderr)
-        return 2
+        print(f"nnpot: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if debug:
+            raise
+        print(f"nnpot: internal error: {type(error).__name__}: {_one_line(error)}\n"
+              f"This is a bug in nnpot: rerun with --debug to see the traceback, and please "
+              f"report it.", file=sys.stderr)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 from ase import Atoms, units
 
 from .calculator import NNPCalculator
+from .structure_checks import OverlappingAtomsError
 from .trajectory import TrajectoryWriter
 
 if TYPE_CHECKING:
@@ -155,10 +156,9 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
     Raises ``MDInstabilityError`` when atoms come closer than 0.5 Å or the energy is not
     finite; the trajectory and log written so far are kept.
     """
-    if ensemble not in ENSEMBLES:
-        raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {ENSEMBLES}")
-    if timestep <= 0 or steps < 0 or interval < 1:
-        raise ValueError("timestep must be > 0 fs, steps ≥ 0 and interval ≥ 1")
+    _check_md_arguments(ensemble=ensemble, temperature=temperature, timestep=timestep,
+                        steps=steps, friction=friction, tdamp=tdamp, pdamp=pdamp,
+                        interval=interval, skin=skin)
     atoms = read_structure(atoms)
     calc = as_calculator(potential, device, dtype, skin)
     _check_elements(atoms, calc)
@@ -168,13 +168,17 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
                          f"all three directions (pbc = {atoms.pbc.tolist()})")
     atoms.calc = calc
     rng = np.random.default_rng(seed)
+    # One atom has no motion but its centre of mass: removing that would leave no degree of
+    # freedom (temperature 0/0), so a single atom keeps it.
+    several = len(atoms) > 1
     if init_velocities:
         from ase.md.velocitydistribution import Stationary, thermalize_momenta
         thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
-        Stationary(atoms)
+        if several:
+            Stationary(atoms)
     dynamics = _integrator(atoms, ensemble, timestep, temperature, pressure, friction,
                            tdamp or 100 * timestep, pdamp or 1000 * timestep, rng)
-    hold_centre = ensemble in ("nvt", "langevin") and not atoms.constraints
+    hold_centre = ensemble in ("nvt", "langevin") and not atoms.constraints and several
     if hold_centre:
         from ase.constraints import FixCom
         atoms.set_constraint(FixCom())
@@ -218,6 +222,9 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
     dynamics.attach(on_step, interval=1)
     try:
         dynamics.run(steps)
+    except OverlappingAtomsError as error:  # atoms met within one step: a blow-up
+        raise MDInstabilityError(f"step {dynamics.nsteps}: {error}; the simulation blew up "
+                                 f"(try a smaller timestep)") from None
     finally:
         bar.close()
         if hold_centre:
@@ -239,6 +246,27 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
     if plot:
         plot_md_traces(result.log, plot, title=f"{ensemble.upper()} MD, {n_atoms} atoms")
     return result
+
+
+def _check_md_arguments(**values: Any) -> None:
+    """Each MD argument in range, or a ValueError naming it (the CLI's option is the same name)."""
+    if values["ensemble"] not in ENSEMBLES:
+        raise ValueError(f"unknown ensemble {values['ensemble']!r}; choose one of {ENSEMBLES}")
+    rules = {"temperature": (0.0, True, "K"), "timestep": (0.0, False, "fs"),
+             "friction": (0.0, False, "1/fs"), "tdamp": (0.0, False, "fs"),
+             "pdamp": (0.0, False, "fs"), "skin": (0.0, True, "Å")}
+    for name, (bound, inclusive, unit) in rules.items():
+        value = values[name]
+        if value is None and name in ("tdamp", "pdamp"):
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value \
+                or (value < bound if inclusive else value <= bound):
+            raise ValueError(f"{name} must be {'≥' if inclusive else '>'} {bound:g} {unit}, "
+                             f"got {value!r}")
+    for name, minimum in (("steps", 0), ("interval", 1)):
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
 
 
 def _check_stability(atoms: Atoms, calc: NNPCalculator, step: int) -> None:
@@ -267,18 +295,31 @@ def _progress_bar(steps: int, timestep_fs: float, enabled: bool):
                dynamic_ncols=True)
 
 
+def trace_panels(log: dict[str, np.ndarray]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The panels worth drawing for an MD log: (axis label, [(log column, legend)]).
+
+    Energy and temperature always; pressure for periodic cells (at fixed volume it says whether
+    the cell is at equilibrium); volume only where it changes (NPT): a flat line carries nothing.
+    """
+    panels = [("energy (eV)", [("epot_eV", "potential"), ("etot_eV", "total")]),
+              ("temperature (K)", [("temperature_K", "T")])]
+    if np.isfinite(log["pressure_GPa"]).any():
+        panels.append(("pressure (GPa)", [("pressure_GPa", "P")]))
+        volume = log["volume_A3"]
+        if np.isfinite(volume).all() and np.ptp(volume) > 1e-9 * np.abs(volume).max():
+            panels.append(("volume (Å³)", [("volume_A3", "V")]))
+    return panels
+
+
 def plot_md_traces(log: dict[str, np.ndarray], path: str | os.PathLike, title: str = "") -> None:
-    """PNG of energy, temperature and (for periodic cells) pressure and volume against time."""
+    """PNG of energy, temperature, pressure (periodic cells) and volume (when it varies, NPT)
+    against time."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = log["time_ps"]
-    panels = [("energy (eV)", [("epot_eV", "potential"), ("etot_eV", "total")]),
-              ("temperature (K)", [("temperature_K", "T")])]
-    if np.isfinite(log["pressure_GPa"]).any():
-        panels += [("pressure (GPa)", [("pressure_GPa", "P")]),
-                   ("volume (Å³)", [("volume_A3", "V")])]
+    panels = trace_panels(log)
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.2 * len(panels)), sharex=True)
     for ax, (label, series) in zip(np.atleast_1d(axes), panels):
         for key, name in series:
@@ -342,6 +383,12 @@ def relax(atoms: StructureLike, potential: PotentialLike, cell: bool = False,
 
     if optimizer.upper() not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+    if not isinstance(fmax, (int, float)) or not fmax > 0:
+        raise ValueError(f"fmax must be > 0 eV/Å, got {fmax!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number ≥ 0, got {steps!r}")
+    if pressure and not cell:
+        raise ValueError("pressure acts on the cell: it needs cell=True")
     atoms = read_structure(atoms)
     calc = as_calculator(potential, device, dtype, skin=0.0)
     _check_elements(atoms, calc)
@@ -349,15 +396,18 @@ def relax(atoms: StructureLike, potential: PotentialLike, cell: bool = False,
         raise ValueError(f"--cell relaxation needs a cell periodic in all three directions "
                          f"(pbc = {atoms.pbc.tolist()})")
     atoms.calc = calc
+    own_constraints = list(atoms.constraints)  # e.g. FixAtoms from a POSCAR's selective dynamics
     if fix_symmetry:
         from ase.constraints import FixSymmetry
-        atoms.set_constraint(FixSymmetry(atoms))
+        atoms.set_constraint(own_constraints + [FixSymmetry(atoms)])
     target = FrechetCellFilter(atoms, scalar_pressure=pressure * GPA) if cell else atoms
     opt_class = getattr(ase.optimize, optimizer.upper())
     opt = opt_class(target, logfile=log, trajectory=str(trajectory) if trajectory else None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    if fix_symmetry:
-        atoms.set_constraint()
+    try:
+        converged = bool(opt.run(fmax=fmax, steps=steps))
+    finally:
+        if fix_symmetry:
+            atoms.set_constraint(own_constraints)
     forces = atoms.get_forces()
     result = RelaxResult(
         atoms=atoms, converged=converged, steps=opt.nsteps, energy=atoms.get_potential_energy(),

@@ -178,3 +178,36 @@ def test_isolated_molecule_md_works_without_stress():
     result = md(molecule("CH3CH2OH"), potential, ensemble="nvt", temperature=300, timestep=0.5,
                 steps=20, interval=5, progress=False)
     assert np.isnan(result.mean_pressure) and np.isfinite(result.mean_temperature)
+
+
+def test_md_plot_draws_volume_only_where_it_changes():
+    from nnpot.drivers import trace_panels
+
+    nvt = md(cu_cell(2), CU_MODEL, ensemble="nvt", steps=10, interval=5, progress=False)
+    npt = md(cu_cell(2), CU_MODEL, ensemble="npt", steps=10, interval=5, pressure=2.0,
+             progress=False)
+    molecule_run = md(Atoms("Cu2", positions=[[0, 0, 0], [2.4, 0, 0]]), CU_MODEL, steps=10,
+                      interval=5, progress=False)
+    names = lambda result: [label.split()[0] for label, _ in trace_panels(result.log)]  # noqa: E731
+    assert names(nvt) == ["energy", "temperature", "pressure"]
+    assert names(npt) == ["energy", "temperature", "pressure", "volume"]
+    assert names(molecule_run) == ["energy", "temperature"]
+
+
+def test_a_single_atom_runs_md_at_finite_temperature():
+    atom = Atoms("Cu", positions=[[0, 0, 0]], cell=np.eye(3) * 2.6, pbc=True)
+    result = md(atom, CU_MODEL, ensemble="nvt", temperature=300, steps=50, interval=10,
+                progress=False)
+    assert np.isfinite(result.log["temperature_K"]).all() and result.log["temperature_K"].max() > 0
+
+
+def test_fix_symmetry_keeps_and_restores_the_users_constraints():
+    from ase.constraints import FixAtoms
+
+    atoms = cu_cell(2, a=3.65)
+    atoms.rattle(0.02, seed=4)
+    fixed = atoms.positions[:4].copy()
+    atoms.set_constraint(FixAtoms(indices=[0, 1, 2, 3]))
+    result = relax(atoms, CU_MODEL, fix_symmetry=True, fmax=0.05, steps=50, log=None)
+    assert np.allclose(result.atoms.positions[:4], fixed)  # FixAtoms held during the relaxation
+    assert [type(c).__name__ for c in result.atoms.constraints] == ["FixAtoms"]  # and restored

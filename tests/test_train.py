@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ase.io
@@ -370,3 +372,78 @@ def test_interrupted_training_says_how_to_resume(monkeypatch, capsys):
     monkeypatch.setattr(nnpot.train, "fit", interrupted)
     assert cli_main(["train", "my.yaml"]) == 130
     assert "nnpot train my.yaml --resume" in capsys.readouterr().err
+
+
+# A torchrun entry point that breaks one rank on purpose, then runs `nnpot train`.
+FAULTY_RANK = r'''
+import os, sys
+import torch
+fault = sys.argv[1]
+if fault == "nan-loss" and os.environ["RANK"] == "1":
+    import nnpot.train.loss as loss
+    loss.WeightedLoss.__call__ = lambda self, out, batch: out["energy"].sum() * float("nan")
+from nnpot.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("bad-data", r"frame 3: the structure has no atoms"),
+    ("nan-loss", r"the training loss became nan in epoch 1 \(on 1 of 2 process"),
+])
+def test_a_failure_on_one_ddp_rank_stops_every_rank(tmp_path, emt_file, fault, message):
+    if fault == "bad-data":  # rank 0 fails while building the cache; rank 1 must not wait
+        frames = emt_frames(6)
+        from ase import Atoms
+        empty = Atoms(cell=np.eye(3) * 3, pbc=True)
+        empty.calc = SinglePointCalculator(empty, energy=0.0)
+        frames.insert(3, empty)
+        emt_file = tmp_path / "broken.extxyz"
+        ase.io.write(emt_file, frames, format="extxyz")
+    config = small_config(tmp_path, emt_file, max_epochs=2)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    script = tmp_path / "faulty.py"
+    script.write_text(FAULTY_RANK)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), fault, "train", str(path)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    elapsed = time.perf_counter() - started
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert re.search(message, output), output[-3000:]
+    assert output.count("nnpot: error:") == 2, output[-3000:]  # both ranks report it, one line each
+    assert elapsed < 60, elapsed  # seconds, not a barrier time-out
+
+
+def test_statistics_stream_over_a_cache_larger_than_a_block(tmp_path):
+    """E0 counts and the force scale are gathered block by block: peak memory stays a small
+    fraction of the data (measured with tracemalloc, which sees numpy's buffers)."""
+    import tracemalloc
+
+    from nnpot.train.data import GraphDataset
+    from nnpot.train.statistics import scan_dataset
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(120):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((4, 4, 4))
+        atoms.symbols[rng.choice(len(atoms), 10, replace=False)] = "Ag"
+        frame = atoms.copy()
+        frame.calc = SinglePointCalculator(frame, energy=float(k),
+                                           forces=rng.normal(0, 0.3, (len(atoms), 3)))
+        frames.append(frame)
+    path = tmp_path / "big.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    dataset = GraphDataset(build_cache(path, 2.6, KeysConfig(), tmp_path / "c", progress=False))
+    forces = dataset.arrays("forces")
+    tracemalloc.start()
+    scan = scan_dataset(dataset, max_atoms=1024)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < forces.nbytes / 5, (peak, forces.nbytes)  # measured: ~0.1 of 737 kB
+    assert scan.species == ["Cu", "Ag"]
+    assert scan.force_rms == pytest.approx(float(np.sqrt(np.mean(forces ** 2))), rel=1e-12)
+    assert scan.counts.sum(axis=0).tolist() == [120 * 246, 120 * 10]

@@ -51,6 +51,8 @@ def iter_frames(path: str | Path) -> Iterator[Atoms]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} holds no frames (the file is empty)")
     frames = ase.io.iread(path, index=":")
     index = 0
     while True:

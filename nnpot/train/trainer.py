@@ -75,6 +75,11 @@ def _differences(saved: dict, current: dict, where: str = "") -> list[tuple[str,
     return found
 
 
+class OtherRankFailed(ValueError):
+    """Raised on the other ranks when rank 0 fails: the cause is rank 0's (quoted), and rank 0
+    reports it itself (as a bug or a user error, whichever it is)."""
+
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -130,7 +135,7 @@ class Distributed:
             if box[0] is not None:
                 if self.is_main:
                     raise failure
-                raise RuntimeError(f"rank 0 failed, so rank {self.rank} stops too: {box[0]}")
+                raise OtherRankFailed(f"rank 0 failed, so rank {self.rank} stops too: {box[0]}")
         return result
 
     def mean(self, value: float) -> float:
@@ -187,6 +192,9 @@ class Trainer:
             self._log(f"--resume: {self.out} has no checkpoint yet (the run was stopped before "
                       f"its first one); starting from the beginning")
             self.resume = False
+        if self.resume and self.dist.is_main:
+            for stale in self.out.glob(".*.tmp"):  # temp files of writes a kill interrupted
+                stale.unlink(missing_ok=True)
         if not self.resume and self.checkpoint_path.is_file():
             raise ConfigError(f"{self.out} already holds a training run ({self.checkpoint_path}); "
                               f"continue it with --resume or choose another output directory")
