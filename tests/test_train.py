@@ -447,3 +447,24 @@ def test_statistics_stream_over_a_cache_larger_than_a_block(tmp_path):
     assert scan.species == ["Cu", "Ag"]
     assert scan.force_rms == pytest.approx(float(np.sqrt(np.mean(forces ** 2))), rel=1e-12)
     assert scan.counts.sum(axis=0).tolist() == [120 * 246, 120 * 10]
+
+
+def test_batches_without_a_labelled_term_are_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "partial.extxyz"
+    ase.io.write(path, emt_frames(8, drop_forces=(0, 2, 4, 6)), format="extxyz")
+    config = small_config(tmp_path, path, max_epochs=2, batch_size=1,
+                          loss={"energy": 0.0, "forces": 1.0, "stress": 0.0})
+    with pytest.warns(UserWarning, match=r"skipped \d+ of \d+ batches with no labelled term"):
+        best = fit(config_from_dict(config))
+    assert nnpot.load(best) is not None
+
+
+def test_stratified_split_gives_small_groups_a_validation_frame():
+    from nnpot.train.data import split_indices
+
+    groups = ["bulk"] * 30 + ["dimer"] * 2 + ["surface"] * 3 + ["isolated"]
+    train, validation = split_indices(len(groups), 0.1, seed=1, groups=groups)
+    picked = [groups[k] for k in validation]
+    assert picked.count("dimer") == 1 and picked.count("surface") == 1  # round(0.2), round(0.3) → 1
+    assert picked.count("isolated") == 0  # a single frame stays in training
+    assert picked.count("bulk") == 3

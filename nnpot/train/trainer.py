@@ -33,7 +33,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
@@ -90,10 +89,6 @@ class Distributed:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
 
     def broadcast_flag(self, flag: bool) -> bool:
         """Rank 0's decision, for every rank (all must stop at the same epoch)."""
