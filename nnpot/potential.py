@@ -106,6 +106,16 @@ class Potential(nn.Module):
                              f"(its species: {', '.join(self.species)})")
         return index
 
+    def model_inputs(self, graph: Data, dtype: torch.dtype | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the model sees of a graph or batch: species index [N], pair_index [2, P] and
+        pair vectors [P, 3] Å (in ``dtype``, default the potential's), without strain."""
+        dtype = dtype or self.dtype
+        cell = graph.cell.to(dtype).reshape(-1, 3, 3)
+        vec = pair_vectors(graph.pos.to(dtype), cell, graph.pair_index, graph.pair_shifts,
+                           getattr(graph, "batch", None))
+        return self.species_index(graph.numbers), graph.pair_index, vec
+
     # ---------------------------------------------------------------------------------------
     def forward(self, graph: Data, forces: bool = True, stress: bool = False,
                 create_graph: bool = False) -> dict[str, torch.Tensor]:

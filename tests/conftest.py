@@ -10,8 +10,9 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 
-from nnpot import Potential
-from nnpot.models import SchNet
+from nnpot import AtomicGraph, Potential
+from nnpot.graph import pair_vectors
+from nnpot.models import HDNNP, SchNet
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -38,9 +39,45 @@ def make_potential(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0,
     return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
 
 
-@pytest.fixture
-def potential64() -> Potential:
-    return make_potential()
+# A small set that exercises every kind of function: radial, narrow and wide angular, with
+# shifts and their own (shorter) cutoffs.
+HDNNP_FUNCTIONS = (
+    [{"type": "G2", "eta": eta, "rs": rs, "cutoff": 4.0} for eta, rs in
+     ((0.5, 0.0), (2.0, 1.5), (2.0, 2.5), (4.0, 3.2))]
+    + [{"type": "G3", "eta": 0.1, "zeta": z, "lambda": lam, "cutoff": 3.5}
+       for z in (1, 4) for lam in (1, -1)]
+    + [{"type": "G9", "eta": eta, "zeta": z, "lambda": lam, "cutoff": 3.0, "rs": 0.3}
+       for eta in (0.05, 0.3) for z in (2, 16) for lam in (1, -1)])
+
+
+def make_hdnnp(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0) -> Potential:
+    """A small randomly initialised HDNNP whose descriptor statistics come from real cells, so
+    the centring and scaling are exercised too."""
+    torch.manual_seed(seed)
+    model = HDNNP(species=list(species), cutoff=cutoff, symmetry_functions=HDNNP_FUNCTIONS,
+                  hidden=(12, 10), activation="tanh")
+    inputs = []
+    for cell in [rattled_cell(seed=k) for k in range(3)] + [triclinic_pair()]:
+        if "O" not in model.species:
+            cell.symbols[:] = model.species[0]
+        graph = AtomicGraph.from_atoms(cell, cutoff)
+        species_index = torch.tensor([model.species.index(s) for s in cell.get_chemical_symbols()])
+        vec = pair_vectors(graph.pos, graph.cell, graph.pair_index, graph.pair_shifts, None)
+        inputs.append((species_index, graph.pair_index, vec))
+    model.fit_statistics(inputs)
+    with torch.no_grad():  # forces of O(0.1–1) eV/Å, so derivative tests compare real numbers
+        model.networks.weights[-1].mul_(5.0)
+    e0 = {s: -1.0 - k for k, s in enumerate(species)}
+    return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
+
+
+MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp}
+
+
+@pytest.fixture(params=sorted(MODEL_MAKERS))
+def potential64(request) -> Potential:
+    """Each physics test runs for every model: SchNet and HDNNP."""
+    return MODEL_MAKERS[request.param]()
 
 
 def triclinic_pair() -> Atoms:

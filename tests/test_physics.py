@@ -29,7 +29,7 @@ def attach(atoms, potential, **kwargs):
 def test_forces_are_minus_the_energy_gradient(potential64, name):
     atoms = attach(STRUCTURES[name](), potential64)
     forces = atoms.get_forces()
-    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    numerical = calculate_numerical_forces(atoms, eps=1e-5)
     assert np.abs(forces).max() > 1e-2  # a meaningful comparison
     assert np.abs(forces - numerical).max() < 1e-6
 
@@ -115,7 +115,7 @@ def test_batched_evaluation_equals_one_by_one(potential64):
 def test_isolated_molecule(potential64):
     atoms = attach(ethanol_like(), potential64)
     assert np.isfinite(atoms.get_potential_energy())
-    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    numerical = calculate_numerical_forces(atoms, eps=1e-5)
     assert np.abs(atoms.get_forces() - numerical).max() < 1e-6
     with pytest.raises(PropertyNotImplementedError):
         atoms.get_stress()
@@ -125,7 +125,7 @@ def test_mixed_pbc_slab_has_forces_but_no_stress(potential64):
     slab = rattled_cell()
     slab.pbc = [True, True, False]
     atoms = attach(slab, potential64)
-    assert np.abs(atoms.get_forces() - calculate_numerical_forces(atoms, eps=1e-4)).max() < 1e-6
+    assert np.abs(atoms.get_forces() - calculate_numerical_forces(atoms, eps=1e-5)).max() < 1e-6
     with pytest.raises(PropertyNotImplementedError):
         atoms.get_stress()
 

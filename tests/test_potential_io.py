@@ -12,7 +12,7 @@ from nnpot import NNPCalculator, Potential
 from nnpot.models import SchNet
 from nnpot.potential import FORMAT_VERSION
 
-from conftest import make_potential, rattled_cell
+from conftest import MODEL_MAKERS, make_potential, rattled_cell
 
 
 def test_readme_example(tmp_path):
@@ -32,8 +32,9 @@ def test_readme_example(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_save_load_is_bitwise_identical(tmp_path, dtype):
-    potential = make_potential(dtype=dtype)
+@pytest.mark.parametrize("model", sorted(MODEL_MAKERS))
+def test_save_load_is_bitwise_identical(tmp_path, dtype, model):
+    potential = MODEL_MAKERS[model](dtype=dtype)
     potential.save(tmp_path / "m.pt", provenance={"dataset_sha256": "abc", "metrics": {"f": 1.0}})
     loaded = nnpot.load(tmp_path / "m.pt")
     assert loaded.dtype == dtype

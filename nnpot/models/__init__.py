@@ -4,8 +4,9 @@
 """
 
 from .base import AtomisticModel, HyperParameterError
+from .hdnnp import HDNNP
 from .schnet import SchNet
 
-MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet}
+MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP}
 
-__all__ = ["AtomisticModel", "HyperParameterError", "SchNet", "MODELS"]
+__all__ = ["AtomisticModel", "HyperParameterError", "HDNNP", "SchNet", "MODELS"]

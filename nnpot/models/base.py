@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
+
+import torch
 
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
@@ -59,7 +61,15 @@ class AtomisticModel(nn.Module):
     Pairs may be longer than ``cutoff`` (a Verlet list with a skin); a model must give them
     exactly zero weight. ``hparams`` are the constructor's keyword arguments, saved in model
     files so that the same model can be rebuilt.
+
+    The model-statistics hook: a model that needs constants from the training data (descriptor
+    means and spreads, an average neighbour count) sets ``needs_statistics = True``; the trainer
+    then calls :meth:`fit_statistics` once, before training, with the training set's inputs, and
+    the model keeps what it derives as buffers (saved in the model file, restored on resume).
+    Without it the model still works (identity scaling), so an untrained model can be timed.
     """
+
+    needs_statistics = False
 
     def __init__(self, species: Sequence[str | int], cutoff: float, **hparams: Any):
         super().__init__()
@@ -69,3 +79,8 @@ class AtomisticModel(nn.Module):
         self.species = normalise_species(species)
         self.cutoff = float(cutoff)
         self.hparams = {"species": list(self.species), "cutoff": self.cutoff, **hparams}
+
+    def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                       ) -> None:
+        """Derive data constants from the training set, given as ``(species, pair_index,
+        pair_vec)`` batches (the ``forward`` inputs, no gradient). Default: nothing to derive."""

@@ -289,6 +289,9 @@ class Trainer:
         except TypeError as error:
             raise ConfigError(f"model.params do not fit {cfg.model.type}: {error}") from None
         self.potential = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift)
+        if model.needs_statistics:  # the model-statistics hook: once, before training
+            self._log(f"{cfg.model.type}: statistics of the {len(self.train_set)} training frames")
+            model.fit_statistics(self._model_inputs())
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
         self.optimizer = make_optimizer(self.potential.parameters(), t)
         self.schedule = EpochSchedule(self.optimizer, t.scheduler, t.lr)
@@ -304,6 +307,13 @@ class Trainer:
         self.best_state: dict | None = None  # weights (EMA applied) of the best epoch, on CPU
         self.history: list[dict] = []
         self.stop_reason = ""
+
+    def _model_inputs(self):
+        """The training set as the models' inputs (species, pair_index, pair_vec), float64 on
+        the CPU, batch by batch (streamed from the cache)."""
+        for batch in batches(self.train_set, 16):
+            with torch.no_grad():
+                yield self.potential.model_inputs(batch, torch.float64)
 
     # ---------------------------------------------------------------------------------------
     def _state(self) -> dict:
