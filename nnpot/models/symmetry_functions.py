@@ -150,6 +150,17 @@ def cutoff_function(distance: torch.Tensor, cutoff: torch.Tensor, kind: str) -> 
     return torch.where(inside, value, torch.zeros_like(value))
 
 
+def gaussian(eta: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
+    """exp(−η x²), its exponent held above −60 (e⁻⁶⁰ ≈ 9·10⁻²⁷).
+
+    Why: with sharp Gaussians (η ≈ 20 Å⁻², as in ANI) most pairs give exp(−100…−500), which in
+    float32 are denormal numbers, and x86 arithmetic on denormals is ~100× slower — it made the
+    descriptor several times slower. The floor changes values by < 10⁻²⁶ and derivatives by as
+    little, far below float64 round-off of any energy.
+    """
+    return torch.exp((-eta * shifted * shifted).clamp(min=-60.0))
+
+
 def triplets(center: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every unordered pair (a, b), a ≠ b, of directed edges that share their centre atom.
 
@@ -201,27 +212,56 @@ class _AngularGroup(nn.Module):
                                  persistent=False)
         self.register_buffer("columns", torch.tensor([a * len(radial) + b for a, b in zip(u, r)]),
                              persistent=False)
+        self.single_cutoff = len({g[2] for g in radial}) == 1
+        # 2^{1−ζ} of each table column (applied to the sums: cheaper than to every triplet)
+        self.register_buffer("norm", torch.tensor([2.0 ** (1 - a[0]) for a in angular
+                                                   for _ in radial], dtype=torch.float64),
+                             persistent=False)
+        # (1 + λ cos θ)^ζ by repeated squaring: which λ base and which ζ for each column
+        self.lambdas = sorted({a[1] for a in angular})
+        self.powers = [(self.lambdas.index(a[1]), int(a[0])) for a in angular]
 
     def radial_terms(self, length: torch.Tensor, kind: str) -> torch.Tensor:
         """[E] distances → [E, R]: exp(−η (r − r_s)²) f_c(r) for each distinct radial part."""
         eta, rs, cutoff = (x.to(length.dtype) for x in (self.eta, self.rs, self.cutoff))
         r = length[:, None]
-        return torch.exp(-eta * (r - rs) ** 2) * cutoff_function(r, cutoff, kind)
+        shifted = r - rs
+        if self.single_cutoff:  # the usual case: one f_c column serves every function
+            cutoff = cutoff[:1]
+        return gaussian(eta, shifted) * cutoff_function(r, cutoff, kind)
 
     def forward(self, cos: torch.Tensor, pair_terms: torch.Tensor, segment: torch.Tensor,
-                n_segments: int) -> torch.Tensor:
+                n_segments: int, presorted: bool) -> torch.Tensor:
         """cos [T], pair_terms [T, R] (radial parts of both edges, and of r_jk for G3),
-        segment [T] (centre·n_pairs + element pair) → [n_segments, n_functions]."""
-        zeta, lam = self.zeta.to(cos.dtype), self.lambda_.to(cos.dtype)
-        # (1 + λ cos θ)^ζ ≥ 0; where it is 0 (collinear) the integer power keeps every
-        # derivative finite (see parse_function)
-        angular = 2.0 ** (1.0 - zeta) * (1.0 + lam * cos[:, None]) ** zeta      # [T, U]
-        sums = segment_outer_sums(angular, pair_terms, segment, n_segments)    # [S, U·R]
-        return sums.index_select(1, self.columns)
+        segment [T] (centre·n_pairs + element pair; non-decreasing when ``presorted``)
+        → [n_segments, n_functions]."""
+        angular = torch.stack(self.angular_powers(cos), dim=1)                 # [T, U]
+        sums = segment_outer_sums(angular, pair_terms, segment, n_segments, presorted)
+        return (sums * self.norm.to(sums.dtype)).index_select(1, self.columns)
+
+    def angular_powers(self, cos: torch.Tensor) -> list[torch.Tensor]:
+        """(1 + λ cos θ)^ζ for each distinct (ζ, λ), [T] each, by repeated squaring (a few
+        multiplications instead of exp and log). The base is ≥ 0; where it is 0 (collinear
+        atoms) integer powers keep every derivative finite (see parse_function)."""
+        bases = [1.0 + lam * cos for lam in self.lambdas]
+        squares: dict[tuple[int, int], torch.Tensor] = {}  # (base, 2^k) → base^(2^k)
+
+        def power(base: int, zeta: int) -> torch.Tensor:
+            result, bit = None, 1
+            while bit <= zeta:
+                if (base, bit) not in squares:
+                    squares[(base, bit)] = (bases[base] if bit == 1 else
+                                            squares[(base, bit // 2)] * squares[(base, bit // 2)])
+                if zeta & bit:
+                    result = squares[(base, bit)] if result is None else result * squares[(base, bit)]
+                bit *= 2
+            return result
+
+        return [power(base, zeta) for base, zeta in self.powers]
 
 
 def segment_outer_sums(left: torch.Tensor, right: torch.Tensor, segment: torch.Tensor,
-                       n_segments: int) -> torch.Tensor:
+                       n_segments: int, presorted: bool = False) -> torch.Tensor:
     """Σ_{t in segment s} left[t] ⊗ right[t] for every segment: [T, U], [T, R] → [S, U·R].
 
     Each segment's rows are padded into a block and the sums are one batched matmul
@@ -236,15 +276,16 @@ def segment_outer_sums(left: torch.Tensor, right: torch.Tensor, segment: torch.T
         table = (left[:, :, None] * right[:, None, :]).flatten(1)
         sums = torch.zeros(n_segments, table.shape[1], dtype=table.dtype, device=table.device)
         return sums.index_add(0, segment, table)
-    order = torch.argsort(segment, stable=True)
-    sorted_segment = segment.index_select(0, order)
+    if not presorted:
+        order = torch.argsort(segment, stable=True)
+        segment, left, right = (x.index_select(0, order) for x in (segment, left, right))
     starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(n_rows, device=segment.device) - starts.index_select(0, sorted_segment)
-    flat = sorted_segment * longest + slot                      # row in the padded blocks
+    slot = torch.arange(n_rows, device=segment.device) - starts.index_select(0, segment)
+    flat = segment * longest + slot                             # row in the padded blocks
     left_blocks = left.new_zeros(n_segments * longest, left.shape[1]).index_copy(
-        0, flat, left.index_select(0, order)).view(n_segments, longest, -1)
+        0, flat, left).view(n_segments, longest, -1)
     right_blocks = right.new_zeros(n_segments * longest, right.shape[1]).index_copy(
-        0, flat, right.index_select(0, order)).view(n_segments, longest, -1)
+        0, flat, right).view(n_segments, longest, -1)
     return torch.bmm(left_blocks.transpose(1, 2), right_blocks).flatten(1)
 
 
@@ -276,6 +317,7 @@ class SymmetryFunctionDescriptor(nn.Module):
         self.register_buffer("radial_columns", torch.tensor(
             _unique_columns([(f.eta, f.rs, f.cutoff) for f in radial])[1], dtype=torch.long),
             persistent=False)
+        self.radial_identity = self.radial_columns.tolist() == list(range(len(radial)))
         self.groups = nn.ModuleList(_AngularGroup(g) for g in (narrow, wide) if g)
         self.angular_reach = max((f.cutoff for f in narrow + wide), default=0.0)
         # element pair (a, b) → its channel, for the angular block
@@ -303,7 +345,8 @@ class SymmetryFunctionDescriptor(nn.Module):
     def _radial(self, species, pair_index, distance, n_atoms) -> torch.Tensor:
         """[N, S·n_radial]: each pair counts for i (as a neighbour of j's element) and for j."""
         values = self.radial.radial_terms(distance, self.cutoff_kind)
-        values = values.index_select(1, self.radial_columns)
+        if not self.radial_identity:
+            values = values.index_select(1, self.radial_columns)
         i, j = pair_index
         out = torch.zeros(n_atoms * self.n_species, self.n_radial, dtype=values.dtype,
                           device=values.device)
@@ -317,27 +360,33 @@ class SymmetryFunctionDescriptor(nn.Module):
         # directed edges i→j (vector r) and j→i (−r) of the near pairs
         i, j = pair_index.index_select(1, near)
         center, neighbour = torch.cat([i, j]), torch.cat([j, i])
-        near_vec = pair_vec.index_select(0, near)
-        vec = torch.cat([near_vec, -near_vec])
-        near_length = distance.index_select(0, near)
         a, b = triplets(center, n_atoms)
-        vec_a, vec_b = vec.index_select(0, a), vec.index_select(0, b)
-        length = torch.cat([near_length, near_length])
-        cos = (vec_a * vec_b).sum(dim=1) / (length.index_select(0, a) * length.index_select(0, b))
-        if self.n_species == 1:
-            segment = center.index_select(0, a)
+        near_vec = pair_vec.index_select(0, near)
+        near_length = distance.index_select(0, near)
+        # One table per edge — vector, length and every group's radial parts — gathered once
+        # for each side of the triplets (fewer, larger gathers than one per quantity).
+        radial = [group.radial_terms(near_length, self.cutoff_kind) for group in self.groups]
+        per_pair = torch.cat([near_vec, near_length[:, None], *radial], dim=1)
+        flip = torch.ones(per_pair.shape[1], dtype=per_pair.dtype, device=per_pair.device)
+        flip[:3] = -1.0
+        per_edge = torch.cat([per_pair, per_pair * flip])
+        side_a, side_b = per_edge.index_select(0, a), per_edge.index_select(0, b)
+        vec_a, vec_b = side_a[:, :3], side_b[:, :3]
+        cos = (vec_a * vec_b).sum(dim=1) / (side_a[:, 3] * side_b[:, 3])
+        if self.n_species == 1:  # triplets come out grouped by centre, in centre order
+            segment, presorted = center.index_select(0, a), True
         else:
             channel = self.pair_channel[species.index_select(0, neighbour.index_select(0, a)),
                                         species.index_select(0, neighbour.index_select(0, b))]
-            segment = center.index_select(0, a) * self.n_pairs + channel
-        blocks = []
+            segment, presorted = center.index_select(0, a) * self.n_pairs + channel, False
+        blocks, column = [], 4
         for group in self.groups:
-            per_pair = group.radial_terms(near_length, self.cutoff_kind)      # [P_near, R]
-            per_edge = torch.cat([per_pair, per_pair])
-            terms = per_edge.index_select(0, a) * per_edge.index_select(0, b)
+            width = group.n_radial
+            terms = side_a[:, column:column + width] * side_b[:, column:column + width]
+            column += width
             if group.narrow:  # G3 also weighs the third side, r_jk = |r_ik − r_ij|
                 third = torch.linalg.vector_norm(vec_b - vec_a, dim=1)
                 terms = terms * group.radial_terms(third, self.cutoff_kind)
-            blocks.append(group(cos, terms, segment, n_atoms * self.n_pairs))
+            blocks.append(group(cos, terms, segment, n_atoms * self.n_pairs, presorted))
         out = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         return out.reshape(n_atoms, self.n_pairs * self.n_angular)

@@ -1,0 +1,151 @@
+"""Benchmark: nnpot's HDNNP against TorchANI 2.9, same machine, same run; and an MD step against
+ASE's EMT.
+
+ms per energy+forces call through each package's ASE calculator, fcc Cu of 108, 500 and 2048
+atoms (rattled 0.05 Å), float32, 2 threads, positions nudged before every call so every call
+rebuilds the neighbour list. Matched descriptor: 16 radial functions at 5.1 Å and 32 angular
+ones at 3.5 Å (nnpot: G2 on TorchANI's radial grid, η = 19.7 Å⁻²; G9 with 4 η × ζ ∈ {1, 2, 4, 16}
+× λ = ±1; TorchANI: its ANI-2x-style terms, 8 radial shifts × 4 angle sections), one network
+48-160-128-96-1 each. TorchANI runs in its own virtual environment
+(``../shared/peers/setup.sh DIR torchani``, made on first use); it is not a dependency of nnpot.
+
+Also: ms per MD step (velocity Verlet, 2048 atoms) with nnpot's calculator (Verlet skin 0.5 Å,
+as ``nnpot md`` uses it) and with ASE's EMT.
+
+    python benchmarks/bench_hdnnp.py [--peers DIR] [--repeats 10] [--rounds 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.md.verlet import VelocityVerlet
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from nnpot import NNPCalculator, Potential
+from nnpot.models import HDNNP
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [3, 5, 8]  # conventional fcc cells per side: 108, 500, 2048 atoms
+RADIAL_CUTOFF, ANGULAR_CUTOFF = 5.1, 3.5
+MATCHED = (
+    [{"type": "G2", "eta": 19.7, "rs": 0.8 + k * (RADIAL_CUTOFF - 0.8) / 16, "cutoff": RADIAL_CUTOFF}
+     for k in range(16)]
+    + [{"type": "G9", "eta": eta, "zeta": zeta, "lambda": lam, "cutoff": ANGULAR_CUTOFF}
+       for eta in (0.02, 0.08, 0.2, 0.5) for zeta in (1, 2, 4, 16) for lam in (1, -1)])
+
+
+def copper(n: int):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def hdnnp_potential() -> Potential:
+    torch.manual_seed(0)
+    return Potential(HDNNP(["Cu"], cutoff=RADIAL_CUTOFF, symmetry_functions=MATCHED,
+                           hidden=(160, 128, 96), activation="tanh"))
+
+
+def time_nnpot(repeats: int) -> dict[int, list[float]]:
+    calc = NNPCalculator(hdnnp_potential(), dtype="float32")
+    result = {}
+    for n in SIZES:
+        atoms = copper(n)
+        atoms.calc = calc
+        atoms.get_forces()  # warm-up
+        times = []
+        for _ in range(repeats):
+            atoms.positions += 1e-4
+            start = time.perf_counter()
+            atoms.get_potential_energy()
+            atoms.get_forces()
+            times.append((time.perf_counter() - start) * 1e3)
+        result[len(atoms)] = times
+    return result
+
+
+def peer_python(peers: Path) -> Path:
+    python = peers / "torchani" / "bin" / "python"
+    if not python.exists():
+        setup = ROOT.parent / "shared" / "peers" / "setup.sh"
+        print(f"making the TorchANI environment in {peers} (once) ...", flush=True)
+        subprocess.run(["bash", str(setup), str(peers), "torchani"], check=True)
+    return python
+
+
+def time_torchani(python: Path, repeats: int) -> dict[int, list[float]]:
+    script = ROOT / "benchmarks" / "peers" / "torchani_ani.py"
+    out = subprocess.run([str(python), str(script), "--repeats", str(repeats), "--sizes",
+                          *map(str, SIZES)], check=True, capture_output=True, text=True)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(zip(data["n_atoms"], data["ms"]))
+
+
+def md_step_ms(calc, steps: int = 20) -> float:
+    """Median ms per velocity-Verlet step (2 fs) of 2048 atoms at 300 K."""
+    atoms = copper(8)
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dynamics = VelocityVerlet(atoms, 2 * units.fs)
+    dynamics.run(2)  # warm-up (the first step builds the Verlet list)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        dynamics.run(1)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", type=Path,
+                        default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate the packages this often")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    python = peer_python(args.peers)
+
+    columns: dict[str, dict[int, list[float]]] = {"nnpot": {}, "torchani": {}}
+    for round_ in range(args.rounds):  # interleaved, so machine noise hits both alike
+        print(f"round {round_ + 1}/{args.rounds} ...", flush=True)
+        for name, times in (("nnpot", time_nnpot(args.repeats)),
+                            ("torchani", time_torchani(python, args.repeats))):
+            for n_atoms, values in times.items():
+                columns[name].setdefault(n_atoms, []).extend(values)
+    medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}
+    md = {"nnpot HDNNP (skin 0.5 Å)": md_step_ms(NNPCalculator(hdnnp_potential(), skin=0.5,
+                                                                 dtype="float32")),
+          "ASE EMT": md_step_ms(EMT())}
+
+    print(f"\nHDNNP energy+forces, ms per call (median of {args.rounds}×{args.repeats}), fcc Cu, "
+          f"16 radial ({RADIAL_CUTOFF} Å) + 32 angular ({ANGULAR_CUTOFF} Å) functions, "
+          f"48-160-128-96-1, float32, {torch.get_num_threads()} threads")
+    print(f"{'atoms':>6} | {'nnpot':>8} | {'TorchANI':>8} | {'ratio':>6}")
+    for n_atoms in medians["nnpot"]:
+        ours, peer = medians["nnpot"][n_atoms], medians["torchani"][n_atoms]
+        print(f"{n_atoms:>6} | {ours:8.1f} | {peer:8.1f} | {ours / peer:6.2f}")
+    print("\nMD step, 2048 atoms, velocity Verlet, ms per step (median of 20)")
+    for name, ms in md.items():
+        print(f"{name:>26} | {ms:7.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"call_ms": columns, "median_ms": medians,
+                                         "md_step_ms": md}, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
