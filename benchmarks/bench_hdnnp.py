@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,28 +28,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import units
-from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.md.verlet import VelocityVerlet
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import HDNNP
+from peers.peer_timing import copper, peer_python, run_peer, time_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = [3, 5, 8]  # conventional fcc cells per side: 108, 500, 2048 atoms
 RADIAL_CUTOFF, ANGULAR_CUTOFF = 5.1, 3.5
 MATCHED = (
     [{"type": "G2", "eta": 19.7, "rs": 0.8 + k * (RADIAL_CUTOFF - 0.8) / 16, "cutoff": RADIAL_CUTOFF}
      for k in range(16)]
     + [{"type": "G9", "eta": eta, "zeta": zeta, "lambda": lam, "cutoff": ANGULAR_CUTOFF}
        for eta in (0.02, 0.08, 0.2, 0.5) for zeta in (1, 2, 4, 16) for lam in (1, -1)])
-
-
-def copper(n: int):
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
-    atoms.rattle(0.05, seed=1)
-    return atoms
 
 
 def hdnnp_potential() -> Potential:
@@ -60,45 +52,14 @@ def hdnnp_potential() -> Potential:
 
 
 def time_nnpot(repeats: int) -> dict[int, list[float]]:
-    calc = NNPCalculator(hdnnp_potential(), dtype="float32")
-    result = {}
-    for n in SIZES:
-        atoms = copper(n)
-        atoms.calc = calc
-        atoms.get_forces()  # warm-up
-        times = []
-        for _ in range(repeats):
-            atoms.positions += 1e-4
-            start = time.perf_counter()
-            atoms.get_potential_energy()
-            atoms.get_forces()
-            times.append((time.perf_counter() - start) * 1e3)
-        result[len(atoms)] = times
-    return result
-
-
-def peer_python(peers: Path) -> Path:
-    python = peers / "torchani" / "bin" / "python"
-    if not python.exists():
-        setup = ROOT.parent / "shared" / "peers" / "setup.sh"
-        print(f"making the TorchANI environment in {peers} (once) ...", flush=True)
-        subprocess.run(["bash", str(setup), str(peers), "torchani"], check=True)
-    return python
-
-
-def time_torchani(python: Path, repeats: int) -> dict[int, list[float]]:
-    script = ROOT / "benchmarks" / "peers" / "torchani_ani.py"
-    out = subprocess.run([str(python), str(script), "--repeats", str(repeats), "--sizes",
-                          *map(str, SIZES)], check=True, capture_output=True, text=True)
-    data = json.loads(out.stdout.strip().splitlines()[-1])
-    return dict(zip(data["n_atoms"], data["ms"]))
+    return time_sizes(NNPCalculator(hdnnp_potential(), dtype="float32"), repeats)
 
 
 def md_step_ms(calc, steps: int = 20) -> float:
     """Median ms per velocity-Verlet step (2 fs) of 2048 atoms at 300 K."""
     atoms = copper(8)
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dynamics = VelocityVerlet(atoms, 2 * units.fs)
     dynamics.run(2)  # warm-up (the first step builds the Verlet list)
     times = []
@@ -118,13 +79,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    python = peer_python(args.peers)
+    python = peer_python(args.peers, "torchani")
 
     columns: dict[str, dict[int, list[float]]] = {"nnpot": {}, "torchani": {}}
     for round_ in range(args.rounds):  # interleaved, so machine noise hits both alike
         print(f"round {round_ + 1}/{args.rounds} ...", flush=True)
         for name, times in (("nnpot", time_nnpot(args.repeats)),
-                            ("torchani", time_torchani(python, args.repeats))):
+                            ("torchani", run_peer(python, "torchani_ani.py", args.repeats))):
             for n_atoms, values in times.items():
                 columns[name].setdefault(n_atoms, []).extend(values)
     medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}

@@ -19,54 +19,27 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import SchNet
 from nnpot.neighbors import neighbor_list
+from peers.peer_timing import SIZES, copper, peer_python, run_peer, time_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = [3, 5, 8]  # conventional fcc cells per side: 108, 500, 2048 atoms
 CUTOFF = 5.0
 SAME_HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30)}
-
-
-def copper(n: int):
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
-    atoms.rattle(0.05, seed=1)
-    return atoms
-
-
-def time_calls(atoms, repeats: int) -> list[float]:
-    """ms per energy+forces call, the positions changed before each."""
-    atoms.get_forces()  # warm-up
-    times = []
-    for _ in range(repeats):
-        atoms.positions += 1e-4
-        start = time.perf_counter()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def time_nnpot(repeats: int) -> dict[int, list[float]]:
     torch.manual_seed(0)
     model = SchNet(species=["Cu"], cutoff=CUTOFF, n_features=128, n_interactions=3, n_rbf=50)
-    calc = NNPCalculator(Potential(model), dtype="float32")
-    result = {}
-    for n in SIZES:
-        atoms = copper(n)
-        atoms.calc = calc
-        result[len(atoms)] = time_calls(atoms, repeats)
-    return result
+    return time_sizes(NNPCalculator(Potential(model), dtype="float32"), repeats)
 
 
 def time_neighbor_lists(repeats: int) -> dict[str, dict[int, float]]:
@@ -88,24 +61,6 @@ def time_neighbor_lists(repeats: int) -> dict[str, dict[int, float]]:
     return result
 
 
-def peer_python(peers: Path) -> Path:
-    python = peers / "schnetpack" / "bin" / "python"
-    if not python.exists():
-        setup = ROOT.parent / "shared" / "peers" / "setup.sh"
-        print(f"making the SchNetPack environment in {peers} (once) ...", flush=True)
-        subprocess.run(["bash", str(setup), str(peers), "schnetpack"], check=True)
-    return python
-
-
-def time_schnetpack(python: Path, repeats: int, same_heap: bool) -> dict[int, list[float]]:
-    env = dict(os.environ, **(SAME_HEAP if same_heap else {}))
-    script = ROOT / "benchmarks" / "peers" / "schnetpack_schnet.py"
-    out = subprocess.run([str(python), str(script), "--repeats", str(repeats), "--sizes",
-                          *map(str, SIZES)], env=env, check=True, capture_output=True, text=True)
-    data = json.loads(out.stdout.strip().splitlines()[-1])
-    return dict(zip(data["n_atoms"], data["ms"]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", type=Path, default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
@@ -114,14 +69,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    python = peer_python(args.peers)
+    python = peer_python(args.peers, "schnetpack")
 
     columns = {"nnpot": {}, "schnetpack": {}, "schnetpack_same_heap": {}}
     for round_ in range(args.rounds):  # interleaved, so machine noise hits all alike
         print(f"round {round_ + 1}/{args.rounds} ...", flush=True)
         for name, times in (("nnpot", time_nnpot(args.repeats)),
-                            ("schnetpack", time_schnetpack(python, args.repeats, False)),
-                            ("schnetpack_same_heap", time_schnetpack(python, args.repeats, True))):
+                            ("schnetpack", run_peer(python, "schnetpack_schnet.py", args.repeats)),
+                            ("schnetpack_same_heap", run_peer(python, "schnetpack_schnet.py",
+                                                              args.repeats, SAME_HEAP))):
             for n_atoms, values in times.items():
                 columns[name].setdefault(n_atoms, []).extend(values)
     medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}

@@ -6,11 +6,9 @@ positions nudged before every call so that each call rebuilds the neighbour list
 """
 
 import argparse
-import json
-import time
 
 import torch
-from ase.build import bulk
+from peer_timing import print_json, time_sizes
 
 import schnetpack as spk
 from schnetpack.interfaces import SpkCalculator
@@ -41,19 +39,4 @@ neighbor_list = {"vesin": spk.transform.VesinNeighborList,
 calc = SpkCalculator(model, neighbor_list=neighbor_list, energy_key="energy", force_key="forces",
                      energy_unit="eV", position_unit="Ang", dtype=torch.float32)
 
-result = {"n_atoms": [], "ms": []}
-for n in args.sizes:
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
-    atoms.rattle(0.05, seed=1)
-    atoms.calc = calc
-    atoms.get_forces()  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        atoms.positions += 1e-4  # new positions: a full calculation, neighbour list included
-        start = time.perf_counter()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        times.append((time.perf_counter() - start) * 1e3)
-    result["n_atoms"].append(len(atoms))
-    result["ms"].append(times)
-print(json.dumps(result))
+print_json(time_sizes(calc, args.repeats, args.sizes))

@@ -9,14 +9,12 @@ the neighbour list (its own pure-torch cell list, the faster of its two CPU list
 """
 
 import argparse
-import json
 import os
-import time
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 import torch  # noqa: E402
-from ase.build import bulk  # noqa: E402
+from peer_timing import print_json, time_sizes  # noqa: E402
 from torchani.arch import simple_ani  # noqa: E402
 from torchani.ase import Calculator  # noqa: E402
 
@@ -33,23 +31,8 @@ model = simple_ani(["Cu"], lot="wb97x-631gd", radial_cutoff=5.1, angular_cutoff=
                    radial_start=0.8, angular_start=0.8, cutoff_fn="cosine", repulsion=False,
                    self_energies="zero", neighborlist=args.neighborlist, activation="celu",
                    bias=True).float().eval()
-calc = Calculator(model)
-
-result = {"n_atoms": [], "ms": []}
-for n in args.sizes:
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
-    atoms.rattle(0.05, seed=1)
-    atoms.calc = calc
-    atoms.get_forces()  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        atoms.positions += 1e-4
-        start = time.perf_counter()
-        # One call: TorchANI's calculator stores only what was asked for, so a get_forces()
-        # after get_potential_energy() would run the model twice. get_forces() alone runs
-        # energy and forces in one pass (what an MD step needs): the fair, faster protocol.
-        atoms.get_forces()
-        times.append((time.perf_counter() - start) * 1e3)
-    result["n_atoms"].append(len(atoms))
-    result["ms"].append(times)
-print(json.dumps(result))
+# One call: TorchANI's calculator stores only what was asked for, so a get_forces() after
+# get_potential_energy() would run the model twice. get_forces() alone runs energy and forces in
+# one pass (what an MD step needs): the fair, faster protocol.
+print_json(time_sizes(Calculator(model), args.repeats, args.sizes,
+                      call_of=lambda atoms: atoms.get_forces))

@@ -1,0 +1,75 @@
+"""Timing helpers shared by nnpot's benchmarks and the peer scripts beside this file.
+
+Plain ASE and the standard library only: the peer scripts import it from their own virtual
+environments, where nnpot is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from ase.build import bulk
+
+SIZES = [3, 5, 8]  # conventional fcc cells per side: 108, 500, 2048 atoms
+HERE = Path(__file__).resolve().parent
+
+
+def copper(n: int):
+    """fcc Cu, n×n×n conventional cells (4n³ atoms), a = 3.61 Å, rattled 0.05 Å (seeded)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def time_calls(atoms, repeats: int, call: Callable[[], object] | None = None) -> list[float]:
+    """ms per call (default: energy, then forces), the positions nudged before each so that
+    every call is a full calculation, neighbour list included; one warm-up call first."""
+    call = call or (lambda: (atoms.get_potential_energy(), atoms.get_forces()))
+    atoms.get_forces()
+    times = []
+    for _ in range(repeats):
+        atoms.positions += 1e-4
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def time_sizes(calc, repeats: int, sizes=SIZES, call_of=None) -> dict[int, list[float]]:
+    """{n_atoms: ms per call} over fcc Cu of each size, one calculator."""
+    result = {}
+    for n in sizes:
+        atoms = copper(n)
+        atoms.calc = calc
+        result[len(atoms)] = time_calls(atoms, repeats, call_of(atoms) if call_of else None)
+    return result
+
+
+def peer_python(peers: Path, name: str) -> Path:
+    """The python of a peer's virtual environment, made by ../shared/peers/setup.sh if missing."""
+    python = peers / name / "bin" / "python"
+    if not python.exists():
+        setup = HERE.parents[2] / "shared" / "peers" / "setup.sh"
+        print(f"making the {name} environment in {peers} (once) ...", flush=True)
+        subprocess.run(["bash", str(setup), str(peers), name], check=True)
+    return python
+
+
+def run_peer(python: Path, script: str, repeats: int, env: dict | None = None,
+             sizes=SIZES) -> dict[int, list[float]]:
+    """Run a peer script of this folder in its venv; it prints {"n_atoms", "ms"} as JSON."""
+    out = subprocess.run([str(python), str(HERE / script), "--repeats", str(repeats), "--sizes",
+                          *map(str, sizes)], env=dict(os.environ, **(env or {})), check=True,
+                         capture_output=True, text=True)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(zip(data["n_atoms"], data["ms"]))
+
+
+def print_json(result: dict[int, list[float]]) -> None:
+    """What a peer script prints: one JSON line."""
+    print(json.dumps({"n_atoms": list(result), "ms": list(result.values())}))
