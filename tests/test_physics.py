@@ -1,4 +1,5 @@
-"""Physics every model must pass (DESIGN.md), here for SchNet, in float64."""
+"""Physics every model must pass (DESIGN.md), in float64, for every model (the ``potential64``
+fixture runs each test for SchNet and HDNNP)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,22 @@ def test_skin_gives_identical_trajectories(potential64):
     assert np.array_equal(positions0, positions1)
     assert np.array_equal(energies0, energies1)
     assert np.ptp(energies0) > 1e-3  # the atoms really moved
+
+
+def test_nve_conserves_energy(potential64):
+    """Velocity Verlet with a small step: the total energy wanders, it does not drift."""
+    atoms = rattled_cell()
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(3))
+    atoms.calc = NNPCalculator(potential64, skin=0.5)
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    totals = []
+    dyn.attach(lambda: totals.append(atoms.get_total_energy()), interval=5)
+    dyn.run(400)  # 0.2 ps
+    totals = np.array(totals)
+    time_ps = np.arange(len(totals)) * 5 * 0.5e-3
+    drift = np.polyfit(time_ps, totals, 1)[0] * 1e3 / len(atoms)  # meV/atom/ps
+    kinetic = atoms.get_kinetic_energy()
+    assert kinetic > 0.01 and abs(drift) < 0.5, (drift, np.ptp(totals))
 
 
 def test_float32_agrees_with_float64(potential64):

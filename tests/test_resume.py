@@ -230,3 +230,12 @@ def test_a_damaged_graph_cache_is_rebuilt(tmp_path, data_file):
     assert again == cache
     from nnpot.train.data import GraphDataset
     assert len(GraphDataset(again)) == 16
+
+
+def test_atomically_written_files_get_an_ordinary_files_mode(tmp_path):
+    from nnpot.files import atomic_write_text
+
+    ordinary = tmp_path / "ordinary.txt"
+    ordinary.write_text("x")
+    written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert written.stat().st_mode & 0o777 == ordinary.stat().st_mode & 0o777
