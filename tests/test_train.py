@@ -56,11 +56,21 @@ def emt_file(tmp_path) -> Path:
     return path
 
 
-def small_config(tmp_path, train, **training) -> dict:
+SMALL_MODELS = {
+    "SchNet": {"type": "SchNet", "cutoff": 4.0,
+               "params": {"n_features": 8, "n_interactions": 1, "n_rbf": 8}},
+    "HDNNP": {"type": "HDNNP", "cutoff": 4.0,
+              "params": {"hidden": [8], "symmetry_functions": [
+                  {"type": "G2", "eta": 1.0, "rs": 2.5}, {"type": "G2", "eta": 1.0, "rs": 3.5},
+                  {"type": "G9", "eta": 0.1, "zeta": 2, "lambda": 1, "cutoff": 3.0},
+                  {"type": "G9", "eta": 0.1, "zeta": 2, "lambda": -1, "cutoff": 3.0}]}},
+}
+
+
+def small_config(tmp_path, train, model: str = "SchNet", **training) -> dict:
     return {
         "output": str(tmp_path / "run"), "seed": 3,
-        "model": {"type": "SchNet", "cutoff": 4.0,
-                  "params": {"n_features": 8, "n_interactions": 1, "n_rbf": 8}},
+        "model": SMALL_MODELS[model],
         "data": {"train": str(train), "validation_fraction": 0.25,
                  "cache_dir": str(tmp_path / "cache")},
         "training": {"batch_size": 4, "max_epochs": 4, "lr": 5e-3, "progress": False,
@@ -86,8 +96,9 @@ def test_training_writes_a_usable_run(tmp_path, emt_file):
     assert len(log) == 1 + 4  # header + epochs
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, emt_file, monkeypatch):
-    config = small_config(tmp_path, emt_file, checkpoint_every=2,
+@pytest.mark.parametrize("model", sorted(SMALL_MODELS))
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, emt_file, monkeypatch, model):
+    config = small_config(tmp_path, emt_file, model, checkpoint_every=2,
                           scheduler={"type": "cosine", "warmup_epochs": 1},
                           loss={"final_energy": 5.0, "final_fraction": 0.5})
     config["output"] = str(tmp_path / "straight")
@@ -128,9 +139,10 @@ def test_same_seed_gives_the_same_model(tmp_path, emt_file):
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
 
-def test_ddp_with_two_gloo_processes_trains_and_writes_one_model(tmp_path, emt_file):
+@pytest.mark.parametrize("model", sorted(SMALL_MODELS))
+def test_ddp_with_two_gloo_processes_trains_and_writes_one_model(tmp_path, emt_file, model):
     # two epochs with a final stage in the second: the ranks share best.pt's weights by broadcast
-    config = small_config(tmp_path, emt_file, max_epochs=2,
+    config = small_config(tmp_path, emt_file, model, max_epochs=2,
                           loss={"final_energy": 5.0, "final_fraction": 0.5})
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))
