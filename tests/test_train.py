@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -70,7 +71,7 @@ SMALL_MODELS = {
 def small_config(tmp_path, train, model: str = "SchNet", **training) -> dict:
     return {
         "output": str(tmp_path / "run"), "seed": 3,
-        "model": SMALL_MODELS[model],
+        "model": copy.deepcopy(SMALL_MODELS[model]),  # tests change their copy
         "data": {"train": str(train), "validation_fraction": 0.25,
                  "cache_dir": str(tmp_path / "cache")},
         "training": {"batch_size": 4, "max_epochs": 4, "lr": 5e-3, "progress": False,
