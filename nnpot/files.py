@@ -16,7 +16,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     """Call ``write(f)`` on a binary temporary file, fsync it, and rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Name: .NAME.XXXXXXXX.tmp (hidden; .gitignore's `.*.tmp` matches it)
+    # Name: .NAME.<random>.tmp (hidden; .gitignore's `.*.tmp` matches it)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); give it the mode an ordinary new file gets.
