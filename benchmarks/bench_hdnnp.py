@@ -34,7 +34,7 @@ from ase.md.velocitydistribution import thermalize_momenta
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import HDNNP
-from peers.peer_timing import copper, peer_python, run_peer, time_sizes
+from peers.peer_timing import copper, interleaved_rounds, peer_python, run_peer, time_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 RADIAL_CUTOFF, ANGULAR_CUTOFF = 5.1, 3.5
@@ -81,14 +81,9 @@ def main() -> None:
     torch.set_num_threads(2)
     python = peer_python(args.peers, "torchani")
 
-    columns: dict[str, dict[int, list[float]]] = {"nnpot": {}, "torchani": {}}
-    for round_ in range(args.rounds):  # interleaved, so machine noise hits both alike
-        print(f"round {round_ + 1}/{args.rounds} ...", flush=True)
-        for name, times in (("nnpot", time_nnpot(args.repeats)),
-                            ("torchani", run_peer(python, "torchani_ani.py", args.repeats))):
-            for n_atoms, values in times.items():
-                columns[name].setdefault(n_atoms, []).extend(values)
-    medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}
+    columns, medians = interleaved_rounds(args.rounds, {
+        "nnpot": lambda: time_nnpot(args.repeats),
+        "torchani": lambda: run_peer(python, "torchani_ani.py", args.repeats)})
     md = {"nnpot HDNNP (skin 0.5 Å)": md_step_ms(NNPCalculator(hdnnp_potential(), skin=0.5,
                                                                  dtype="float32")),
           "ASE EMT": md_step_ms(EMT())}

@@ -29,7 +29,8 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from nnpot import NNPCalculator, Potential
 from nnpot.models import SchNet
 from nnpot.neighbors import neighbor_list
-from peers.peer_timing import SIZES, copper, peer_python, run_peer, time_sizes
+from peers.peer_timing import (SIZES, copper, interleaved_rounds, peer_python, run_peer,
+                               time_sizes)
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = 5.0
@@ -71,16 +72,11 @@ def main() -> None:
     torch.set_num_threads(2)
     python = peer_python(args.peers, "schnetpack")
 
-    columns = {"nnpot": {}, "schnetpack": {}, "schnetpack_same_heap": {}}
-    for round_ in range(args.rounds):  # interleaved, so machine noise hits all alike
-        print(f"round {round_ + 1}/{args.rounds} ...", flush=True)
-        for name, times in (("nnpot", time_nnpot(args.repeats)),
-                            ("schnetpack", run_peer(python, "schnetpack_schnet.py", args.repeats)),
-                            ("schnetpack_same_heap", run_peer(python, "schnetpack_schnet.py",
-                                                              args.repeats, SAME_HEAP))):
-            for n_atoms, values in times.items():
-                columns[name].setdefault(n_atoms, []).extend(values)
-    medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}
+    columns, medians = interleaved_rounds(args.rounds, {
+        "nnpot": lambda: time_nnpot(args.repeats),
+        "schnetpack": lambda: run_peer(python, "schnetpack_schnet.py", args.repeats),
+        "schnetpack_same_heap": lambda: run_peer(python, "schnetpack_schnet.py", args.repeats,
+                                                 SAME_HEAP)})
     neighbor = time_neighbor_lists(args.repeats)
 
     print(f"\nSchNet energy+forces, ms per call (median of {args.rounds}×{args.repeats}), "

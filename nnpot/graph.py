@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
-from .neighbors import neighbor_pairs
+from .neighbors import ArrayLike, neighbor_pairs
 from .structure_checks import check_pair_distances, check_structure, pair_distance2
 
 if TYPE_CHECKING:
@@ -61,10 +61,7 @@ class AtomicGraph(Data):
         cell = torch.zeros(3, 3, dtype=torch.float64) if cell is None else \
             torch.as_tensor(np.asarray(cell, dtype=np.float64))
         pbc = torch.as_tensor(np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy())
-        check_structure(numbers.numpy(), positions.numpy(), cell.numpy(), pbc.numpy())
-        pair_index, pair_shifts = neighbor_pairs(positions, cell, pbc, cutoff, backend)
-        check_pair_distances(numbers, pair_distance2(positions, cell, pair_index, pair_shifts),
-                             pair_index, pair_shifts)
+        pair_index, pair_shifts = checked_pairs(numbers, positions, cell, pbc, cutoff, backend)
         return cls(
             numbers=numbers,
             pos=positions,
@@ -88,6 +85,21 @@ class AtomicGraph(Data):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         return cls.from_atoms(AseAtomsAdaptor.get_atoms(structure), cutoff, backend)
+
+
+def checked_pairs(numbers: ArrayLike, positions: ArrayLike, cell: ArrayLike, pbc: ArrayLike,
+                  cutoff: float, backend: str = "auto", where: str = ""
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The half pair list of a structure physics allows (``nnpot.structure_checks`` before and
+    after the search; ``where`` starts every message). numbers [N], positions [N, 3] Å,
+    cell [3, 3] Å, pbc [3] → pair_index [2, P], pair_shifts [P, 3]."""
+    numbers, positions, cell = (torch.as_tensor(np.asarray(x)) for x in (numbers, positions, cell))
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    check_structure(numbers.numpy(), positions.numpy(), cell.numpy(), pbc, where)
+    pair_index, pair_shifts = neighbor_pairs(positions, cell, pbc, cutoff, backend)
+    check_pair_distances(numbers, pair_distance2(positions, cell, pair_index, pair_shifts),
+                         pair_index, pair_shifts, where)
+    return pair_index, pair_shifts
 
 
 def to_graph(structure: "Atoms | Structure | Molecule | Data", cutoff: float,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -68,6 +69,21 @@ def run_peer(python: Path, script: str, repeats: int, env: dict | None = None,
                          capture_output=True, text=True)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return dict(zip(data["n_atoms"], data["ms"]))
+
+
+def interleaved_rounds(rounds: int, jobs: dict[str, Callable[[], dict[int, list[float]]]]
+                       ) -> tuple[dict[str, dict[int, list[float]]], dict[str, dict[int, float]]]:
+    """Run every timing job once per round, alternating, so machine noise hits all alike.
+
+    Returns every call's ms ({job: {n_atoms: [...]}}) and their medians."""
+    columns: dict[str, dict[int, list[float]]] = {name: {} for name in jobs}
+    for round_ in range(rounds):
+        print(f"round {round_ + 1}/{rounds} ...", flush=True)
+        for name, job in jobs.items():
+            for n_atoms, values in job().items():
+                columns[name].setdefault(n_atoms, []).extend(values)
+    medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}
+    return columns, medians
 
 
 def print_json(result: dict[int, list[float]]) -> None:

@@ -23,9 +23,8 @@ import torch
 from ase import Atoms
 from tqdm import tqdm
 
-from ..graph import AtomicGraph
-from ..neighbors import neighbor_pairs
-from ..structure_checks import StructureError, check_pair_distances, check_structure, pair_distance2
+from ..graph import AtomicGraph, checked_pairs
+from ..structure_checks import StructureError
 from .config import KeysConfig
 
 CACHE_FORMAT = 3  # 3: written in chunks (resizable datasets)
@@ -270,17 +269,12 @@ def frame_pairs(atoms: Atoms, cutoff: float, backend: str, where: str
     """The checked half pair list of one frame; a structure no physics allows is a DataError
     naming ``where`` (file and frame)."""
     try:
-        check_structure(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, where)
-        pairs, shifts = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
-                                       backend)
-        distance2 = pair_distance2(torch.from_numpy(atoms.positions),
-                                   torch.from_numpy(atoms.cell.array), pairs, shifts)
-        check_pair_distances(atoms.numbers, distance2, pairs, shifts, where)
+        return checked_pairs(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
+                             backend, where)
     except StructureError as error:
         raise DataError(str(error)) from None
     except ValueError as error:
         raise DataError(f"{where}: {error}") from None
-    return pairs, shifts
 
 
 def cache_problem(cache_file: Path, sha256: str) -> str | None:
