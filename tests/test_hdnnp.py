@@ -19,6 +19,7 @@ from nnpot import AtomicGraph, NNPCalculator, Potential
 from nnpot.graph import pair_vectors
 from nnpot.models import HDNNP, HyperParameterError
 from nnpot.models.symmetry_functions import default_functions, parse_function, triplets
+from nnpot.models.symmetry_kernels import radial_terms
 from nnpot.train import ConfigError, config_from_dict, fit
 
 from conftest import HDNNP_FUNCTIONS, make_hdnnp, rattled_cell, triclinic_pair
@@ -113,6 +114,40 @@ def test_triplets_are_every_pair_of_edges_of_a_centre():
     found = sorted(tuple(sorted((int(x), int(y)))) for x, y in zip(a, b))
     expected = sorted((p, q) for p in range(7) for q in range(p + 1, 7) if center[p] == center[q])
     assert found == expected
+
+
+@pytest.mark.parametrize("kind", ["cos", "p2"])
+def test_radial_terms_have_exact_first_and_second_derivatives(kind):
+    """The radial kernel's hand-written d/dr, and its derivative when training on forces
+    differentiates it again, against finite differences (float64)."""
+    length = torch.tensor([0.7, 1.3, 2.2, 2.9, 3.4, 3.9, 4.6], dtype=torch.float64,
+                          requires_grad=True)
+    eta = torch.tensor([0.5, 4.0, 0.05], dtype=torch.float64)
+    rs = torch.tensor([0.0, 1.5, 2.5], dtype=torch.float64)
+    for cutoff in (torch.tensor([4.0], dtype=torch.float64),
+                   torch.tensor([4.0, 3.0, 4.2], dtype=torch.float64)):
+        def terms(r):
+            return radial_terms(r, eta, rs, cutoff, kind)
+        assert torch.autograd.gradcheck(terms, (length,))
+        assert torch.autograd.gradgradcheck(terms, (length,))
+
+
+def test_descriptor_second_derivatives_are_exact():
+    """Training on forces differentiates the forces again: the whole descriptor (radial, G3
+    and G9) passes gradgradcheck in a three-element molecule."""
+    atoms = molecule()
+    model = HDNNP(["H", "C", "O"], cutoff=4.0, symmetry_functions=HDNNP_FUNCTIONS).double()
+    graph = AtomicGraph.from_atoms(atoms, model.cutoff)
+    species = torch.tensor([model.species.index(s) for s in atoms.get_chemical_symbols()])
+    vec = pair_vectors(graph.pos, graph.cell, graph.pair_index, graph.pair_shifts, None)
+    weights = torch.rand(len(atoms), model.descriptor.n_features, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(0))
+
+    def weighted(pair_vec):
+        return (model.descriptor(species, graph.pair_index, pair_vec) * weights).sum()
+    vec = vec.detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(weighted, (vec,))
+    assert torch.autograd.gradgradcheck(weighted, (vec,))
 
 
 # -------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .base import HyperParameterError
+from .symmetry_kernels import AngularPowers, radial_terms, segment_outer_sums
 
 TYPES = ("G2", "G3", "G9")
 CUTOFF_FUNCTIONS = ("cos", "p2")
@@ -133,34 +134,6 @@ def default_functions(cutoff: float, n_radial: int = 12, angular_cutoff: float |
 
 
 # -------------------------------------------------------------------------------------------
-def cutoff_function(distance: torch.Tensor, cutoff: torch.Tensor, kind: str) -> torch.Tensor:
-    """f_c(r) for r [..., F] and per-column cutoffs [F]; exactly 0 at and beyond the cutoff.
-
-    cos: ½[cos(π r/r_c) + 1];  p2 (n2p2's polynomial): 1 − 10x³ + 15x⁴ − 6x⁵, x = r/r_c.
-    Both vanish at r_c with their first derivative (p2 with the second too), so functions are
-    smooth as neighbours cross the cutoff.
-    """
-    x = distance / cutoff
-    inside = x < 1.0
-    x = torch.where(inside, x, torch.zeros_like(x))  # keeps the gradient of the far side at 0
-    if kind == "cos":
-        value = 0.5 * (torch.cos(math.pi * x) + 1.0)
-    else:
-        value = 1.0 + x**3 * (x * (15.0 - 6.0 * x) - 10.0)
-    return torch.where(inside, value, torch.zeros_like(value))
-
-
-def gaussian(eta: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
-    """exp(−η x²), its exponent held above −60 (e⁻⁶⁰ ≈ 9·10⁻²⁷).
-
-    Why: with sharp Gaussians (η ≈ 20 Å⁻², as in ANI) most pairs give exp(−100…−500), which in
-    float32 are denormal numbers, and x86 arithmetic on denormals is ~100× slower — it made the
-    descriptor several times slower. The floor changes values by < 10⁻²⁶ and derivatives by as
-    little, far below float64 round-off of any energy.
-    """
-    return torch.exp((-eta * shifted * shifted).clamp(min=-60.0))
-
-
 def triplets(center: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every unordered pair (a, b), a ≠ b, of directed edges that share their centre atom.
 
@@ -192,9 +165,9 @@ class _AngularGroup(nn.Module):
 
     Every function is (angular part: ζ, λ) × (radial part: η, r_s, r_c). The angular parts are
     computed per triplet for each distinct (ζ, λ) [T, U], the radial parts per edge for each
-    distinct (η, r_s, r_c) [E, R]; their outer product is summed per (centre, element pair) in
-    one index_add, and each function is one column of that [U·R] table. A grid of 4 η × 4 ζ ×
-    2 λ is 8 angular and 4 radial columns instead of 32 of each.
+    distinct (η, r_s, r_c) [E, R]; their outer product is summed per (centre, element pair),
+    and each function is one column of that [U·R] table. A grid of 4 η × 4 ζ × 2 λ is 8
+    angular and 4 radial columns instead of 32 of each.
     """
 
     def __init__(self, functions: list[SymmetryFunction]):
@@ -203,10 +176,6 @@ class _AngularGroup(nn.Module):
         angular, u = _unique_columns([(f.zeta, f.lambda_) for f in functions])
         radial, r = _unique_columns([(f.eta, f.rs, f.cutoff) for f in functions])
         self.n_functions, self.n_radial = len(functions), len(radial)
-        self.register_buffer("zeta", torch.tensor([a[0] for a in angular], dtype=torch.float64),
-                             persistent=False)
-        self.register_buffer("lambda_", torch.tensor([a[1] for a in angular], dtype=torch.float64),
-                             persistent=False)
         for k, name in enumerate(("eta", "rs", "cutoff")):
             self.register_buffer(name, torch.tensor([g[k] for g in radial], dtype=torch.float64),
                                  persistent=False)
@@ -217,76 +186,18 @@ class _AngularGroup(nn.Module):
         self.register_buffer("norm", torch.tensor([2.0 ** (1 - a[0]) for a in angular
                                                    for _ in radial], dtype=torch.float64),
                              persistent=False)
-        # (1 + λ cos θ)^ζ by repeated squaring: which λ base and which ζ for each column
-        self.lambdas = sorted({a[1] for a in angular})
-        self.powers = [(self.lambdas.index(a[1]), int(a[0])) for a in angular]
+        self.powers = AngularPowers([int(a[0]) for a in angular], [a[1] for a in angular])
 
     def radial_terms(self, length: torch.Tensor, kind: str) -> torch.Tensor:
         """[E] distances → [E, R]: exp(−η (r − r_s)²) f_c(r) for each distinct radial part."""
         eta, rs, cutoff = (x.to(length.dtype) for x in (self.eta, self.rs, self.cutoff))
-        r = length[:, None]
-        shifted = r - rs
         if self.single_cutoff:  # the usual case: one f_c column serves every function
             cutoff = cutoff[:1]
-        return gaussian(eta, shifted) * cutoff_function(r, cutoff, kind)
+        return radial_terms(length, eta, rs, cutoff, kind)
 
-    def forward(self, cos: torch.Tensor, pair_terms: torch.Tensor, segment: torch.Tensor,
-                n_segments: int, presorted: bool) -> torch.Tensor:
-        """cos [T], pair_terms [T, R] (radial parts of both edges, and of r_jk for G3),
-        segment [T] (centre·n_pairs + element pair; non-decreasing when ``presorted``)
-        → [n_segments, n_functions]."""
-        angular = torch.stack(self.angular_powers(cos), dim=1)                 # [T, U]
-        sums = segment_outer_sums(angular, pair_terms, segment, n_segments, presorted)
+    def finish(self, sums: torch.Tensor) -> torch.Tensor:
+        """[S, U·R] table of sums → [S, n_functions]: the 2^{1−ζ} factors, each function's column."""
         return (sums * self.norm.to(sums.dtype)).index_select(1, self.columns)
-
-    def angular_powers(self, cos: torch.Tensor) -> list[torch.Tensor]:
-        """(1 + λ cos θ)^ζ for each distinct (ζ, λ), [T] each, by repeated squaring (a few
-        multiplications instead of exp and log). The base is ≥ 0; where it is 0 (collinear
-        atoms) integer powers keep every derivative finite (see parse_function)."""
-        bases = [1.0 + lam * cos for lam in self.lambdas]
-        squares: dict[tuple[int, int], torch.Tensor] = {}  # (base, 2^k) → base^(2^k)
-
-        def power(base: int, zeta: int) -> torch.Tensor:
-            result, bit = None, 1
-            while bit <= zeta:
-                if (base, bit) not in squares:
-                    squares[(base, bit)] = (bases[base] if bit == 1 else
-                                            squares[(base, bit // 2)] * squares[(base, bit // 2)])
-                if zeta & bit:
-                    result = squares[(base, bit)] if result is None else result * squares[(base, bit)]
-                bit *= 2
-            return result
-
-        return [power(base, zeta) for base, zeta in self.powers]
-
-
-def segment_outer_sums(left: torch.Tensor, right: torch.Tensor, segment: torch.Tensor,
-                       n_segments: int, presorted: bool = False) -> torch.Tensor:
-    """Σ_{t in segment s} left[t] ⊗ right[t] for every segment: [T, U], [T, R] → [S, U·R].
-
-    Each segment's rows are padded into a block and the sums are one batched matmul
-    (Lᵀ R per block), so the [T, U·R] table of outer products is never formed — 3× less
-    memory traffic for U = 8, R = 4. Where padding would waste too much (a few atoms with far
-    more triplets than the rest), the table is formed and summed with index_add instead.
-    """
-    n_rows = segment.numel()
-    counts = torch.bincount(segment, minlength=n_segments)
-    longest = int(counts.max()) if n_rows else 0
-    if n_rows == 0 or n_segments * longest > 4 * n_rows:
-        table = (left[:, :, None] * right[:, None, :]).flatten(1)
-        sums = torch.zeros(n_segments, table.shape[1], dtype=table.dtype, device=table.device)
-        return sums.index_add(0, segment, table)
-    if not presorted:
-        order = torch.argsort(segment, stable=True)
-        segment, left, right = (x.index_select(0, order) for x in (segment, left, right))
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(n_rows, device=segment.device) - starts.index_select(0, segment)
-    flat = segment * longest + slot                             # row in the padded blocks
-    left_blocks = left.new_zeros(n_segments * longest, left.shape[1]).index_copy(
-        0, flat, left).view(n_segments, longest, -1)
-    right_blocks = right.new_zeros(n_segments * longest, right.shape[1]).index_copy(
-        0, flat, right).view(n_segments, longest, -1)
-    return torch.bmm(left_blocks.transpose(1, 2), right_blocks).flatten(1)
 
 
 class SymmetryFunctionDescriptor(nn.Module):
@@ -360,33 +271,34 @@ class SymmetryFunctionDescriptor(nn.Module):
         # directed edges i→j (vector r) and j→i (−r) of the near pairs
         i, j = pair_index.index_select(1, near)
         center, neighbour = torch.cat([i, j]), torch.cat([j, i])
-        a, b = triplets(center, n_atoms)
-        near_vec = pair_vec.index_select(0, near)
-        near_length = distance.index_select(0, near)
-        # One table per edge — vector, length and every group's radial parts — gathered once
-        # for each side of the triplets (fewer, larger gathers than one per quantity).
-        radial = [group.radial_terms(near_length, self.cutoff_kind) for group in self.groups]
-        per_pair = torch.cat([near_vec, near_length[:, None], *radial], dim=1)
-        flip = torch.ones(per_pair.shape[1], dtype=per_pair.dtype, device=per_pair.device)
-        flip[:3] = -1.0
-        per_edge = torch.cat([per_pair, per_pair * flip])
-        side_a, side_b = per_edge.index_select(0, a), per_edge.index_select(0, b)
-        vec_a, vec_b = side_a[:, :3], side_b[:, :3]
-        cos = (vec_a * vec_b).sum(dim=1) / (side_a[:, 3] * side_b[:, 3])
-        if self.n_species == 1:  # triplets come out grouped by centre, in centre order
-            segment, presorted = center.index_select(0, a), True
-        else:
+        a, b = triplets(center, n_atoms)                # grouped by centre, in centre order
+        segment, n_segments = center.index_select(0, a), n_atoms * self.n_pairs
+        if self.n_species > 1:  # one sum per (centre, element pair): regroup the triplets
             channel = self.pair_channel[species.index_select(0, neighbour.index_select(0, a)),
                                         species.index_select(0, neighbour.index_select(0, b))]
-            segment, presorted = center.index_select(0, a) * self.n_pairs + channel, False
-        blocks, column = [], 4
+            segment = segment * self.n_pairs + channel
+            order = torch.argsort(segment, stable=True)
+            a, b, segment = (x.index_select(0, order) for x in (a, b, segment))
+        near_vec = pair_vec.index_select(0, near)
+        near_length = distance.index_select(0, near)
+        # Each edge's unit vector and radial parts, gathered for both sides of the triplets
+        # (one gather per table: slicing a shared table would cost a full-size zero tensor
+        # per slice in the backward pass).
+        unit = near_vec / near_length[:, None]
+        edge_unit = torch.cat([unit, -unit])
+        cos = (edge_unit.index_select(0, a) * edge_unit.index_select(0, b)).sum(dim=1)
+        blocks = []
         for group in self.groups:
-            width = group.n_radial
-            terms = side_a[:, column:column + width] * side_b[:, column:column + width]
-            column += width
+            radial = group.radial_terms(near_length, self.cutoff_kind)
+            edge_radial = torch.cat([radial, radial])
+            terms = edge_radial.index_select(0, a) * edge_radial.index_select(0, b)
             if group.narrow:  # G3 also weighs the third side, r_jk = |r_ik − r_ij|
-                third = torch.linalg.vector_norm(vec_b - vec_a, dim=1)
+                edge_vec = torch.cat([near_vec, -near_vec])
+                third = torch.linalg.vector_norm(edge_vec.index_select(0, b)
+                                                 - edge_vec.index_select(0, a), dim=1)
                 terms = terms * group.radial_terms(third, self.cutoff_kind)
-            blocks.append(group(cos, terms, segment, n_atoms * self.n_pairs, presorted))
+            angular = group.powers(cos)
+            blocks.append(group.finish(segment_outer_sums(angular, terms, segment, n_segments)))
         out = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         return out.reshape(n_atoms, self.n_pairs * self.n_angular)
+
