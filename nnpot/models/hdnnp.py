@@ -11,12 +11,14 @@ NN_Z is one small network per element.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .base import AtomisticModel, HyperParameterError, check_int
+from .n2p2 import read_input_nn
 from .symmetry_functions import (CUTOFF_FUNCTIONS, SymmetryFunctionDescriptor, default_functions,
                                  parse_function)
 
@@ -68,7 +70,8 @@ class HDNNP(AtomisticModel):
         species: elements the model knows.
         cutoff: Å; every symmetry function's cutoff must be ≤ it (the largest one usually is).
         symmetry_functions: ``None`` for a default set from the cutoff (``default_functions``),
-            or a list of dicts, each applied to every neighbour element (G2) or unordered pair
+            the path of an n2p2 ``input.nn`` (its ``symfunction_short`` lines, lengths in Å;
+            see ``HDNNP.from_n2p2`` for the rest of the file and for Bohr), or a list of dicts, each applied to every neighbour element (G2) or unordered pair
             of neighbour elements (G3, G9): ``{"type": "G2", "eta": 0.5, "rs": 0.0,
             "cutoff": 5.0}``, ``{"type": "G9", "eta": 0.01, "zeta": 4, "lambda": -1,
             "cutoff": 3.5}`` (η in Å⁻², r_s and cutoffs in Å; ``rs`` optional for all).
@@ -94,6 +97,8 @@ class HDNNP(AtomisticModel):
                                                          f"got {cutoff_function!r}")
         super().__init__(species, cutoff, symmetry_functions=None, hidden=hidden,
                          activation=activation, cutoff_function=cutoff_function)
+        if isinstance(symmetry_functions, (str, os.PathLike)):
+            symmetry_functions = read_input_nn(symmetry_functions).symmetry_functions
         if symmetry_functions is None:
             functions = default_functions(self.cutoff)
         else:
@@ -111,6 +116,17 @@ class HDNNP(AtomisticModel):
         self.register_buffer("feature_mean", torch.zeros(n_species, n_features))
         self.register_buffer("feature_scale", torch.ones(n_species, n_features))  # 1 / spread
         self.networks = ElementNetworks(n_species, n_features, hidden, activation)
+
+    @classmethod
+    def from_n2p2(cls, path: str | os.PathLike, length_unit: str = "angstrom",
+                  **overrides: Any) -> "HDNNP":
+        """An untrained HDNNP set up as an n2p2 ``input.nn`` describes it: its elements,
+        symmetry functions, cutoff function, hidden layers and activation (``overrides`` win;
+        ``length_unit``: "angstrom" or "bohr", the unit of the file's lengths). The weights
+        are not read: nnpot trains its own."""
+        arguments = read_input_nn(path, length_unit).hdnnp_arguments()
+        arguments.update(overrides)
+        return cls(**arguments)
 
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:

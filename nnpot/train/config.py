@@ -267,8 +267,13 @@ def _folder(key: str, value: str, base: Path) -> str:
 def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
     """Checked config from a mapping; relative paths (data, output) are taken from ``base_dir``."""
     config = _build(TrainConfig, values, "")
-    _check_values(config)
     base = Path(base_dir)
+    functions = config.model.params.get("symmetry_functions")
+    if isinstance(functions, str):  # an n2p2 input.nn, named relative to the config file
+        path = Path(functions).expanduser()
+        config.model.params["symmetry_functions"] = str(path if path.is_absolute()
+                                                        else (base / path).resolve())
+    _check_values(config)
     config.output = _folder("output", config.output, base)
     if config.data.cache_dir:
         config.data.cache_dir = _folder("data.cache_dir", config.data.cache_dir, base)
