@@ -6,11 +6,12 @@
 """
 
 from .calculator import NNPCalculator
+from .committee import Committee
 from .drivers import md, relax
 from .graph import AtomicGraph, batch_graphs
 from .neighbors import neighbor_list
 from .potential import Potential, load
 from .version import __version__
 
-__all__ = ["NNPCalculator", "AtomicGraph", "batch_graphs", "neighbor_list", "Potential", "load",
+__all__ = ["NNPCalculator", "Committee", "AtomicGraph", "batch_graphs", "neighbor_list", "Potential", "load",
            "md", "relax", "__version__"]

@@ -15,6 +15,7 @@ from .allocator import keep_buffers_in_heap
 from .devices import resolve_device
 from .graph import AtomicGraph
 from .neighbors import neighbor_pairs
+from .committee import Committee
 from .potential import Potential, load, resolve_dtype
 from .structure_checks import check_pair_distances, check_structure, pair_distance2
 
@@ -23,7 +24,7 @@ class NNPCalculator(Calculator):
     """ASE calculator for energies, per-atom energies, forces and stress.
 
     Args:
-        potential: a ``Potential`` or the path of a model file.
+        potential: a ``Potential``, a ``Committee`` or the path of a model file.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
         dtype: ``"float32"`` or ``"float64"``; default: the dtype the potential was saved in.
             A potential object is copied, not changed, when device or dtype differ.
@@ -36,9 +37,14 @@ class NNPCalculator(Calculator):
     Stress is available for cells periodic in all three directions; asking for it otherwise
     raises ASE's ``PropertyNotImplementedError``. Once stress has been asked for, it is computed
     on every later call (NPT asks for forces and stress of the same step separately).
+
+    With a committee the results are the members' mean, and ``energy_std`` (eV), ``forces_std``
+    ([N] eV/Å, per atom) and ``stress_std`` ([6] eV/Å³) their spread (``nnpot.committee``):
+    ``calc.get_property("forces_std", atoms)`` or ``calc.results`` after a calculation.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    committee_properties = ["energy_std", "forces_std", "stress_std"]
 
     def __init__(self, potential: Potential | str | os.PathLike, device: str = "cpu",
                  dtype: str | torch.dtype | None = None, skin: float = 0.0,
@@ -51,13 +57,16 @@ class NNPCalculator(Calculator):
             keep_buffers_in_heap()
         if isinstance(potential, (str, os.PathLike)):
             potential = load(potential, device=self.device)
-        elif not isinstance(potential, Potential):
-            raise TypeError(f"potential must be an nnpot Potential or a model file path, "
-                            f"got {type(potential).__name__}")
+        elif not isinstance(potential, (Potential, Committee)):
+            raise TypeError(f"potential must be an nnpot Potential, a Committee or a model file "
+                            f"path, got {type(potential).__name__}")
         dtype = resolve_dtype(dtype) or potential.dtype
         if potential.dtype != dtype or potential.device != self.device:
             potential = copy.deepcopy(potential).to(device=self.device, dtype=dtype)
         self.potential = potential.eval()
+        self.is_committee = isinstance(potential, Committee)
+        if self.is_committee:
+            self.implemented_properties = self.implemented_properties + self.committee_properties
         for parameter in self.potential.parameters():
             parameter.requires_grad_(False)  # only ∂E/∂R and ∂E/∂ε are needed here
         self.skin = float(skin)
@@ -72,7 +81,7 @@ class NNPCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         periodic = bool(atoms.pbc.all())
-        if "stress" in properties:
+        if "stress" in properties or "stress_std" in properties:
             if not periodic:
                 raise PropertyNotImplementedError(
                     f"stress needs a cell periodic in all three directions (pbc={atoms.pbc.tolist()})")
@@ -103,6 +112,11 @@ class NNPCalculator(Calculator):
         }
         if "stress" in out:
             self.results["stress"] = out["stress"][0].detach().cpu().double().numpy()
+        if self.is_committee:
+            self.results["energy_std"] = float(out["energy_std"][0])
+            self.results["forces_std"] = out["forces_std"].detach().cpu().double().numpy()
+            if "stress_std" in out:
+                self.results["stress_std"] = out["stress_std"][0].detach().cpu().double().numpy()
 
     # ---------------------------------------------------------------------------------------
     def _pairs(self, atoms, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from .models import MODELS, AtomisticModel
 from .version import __version__
 
 FORMAT = "nnpot-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: one potential; 2: adds committee files (kind: committee)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -130,65 +130,19 @@ class Potential(nn.Module):
         Returns a dict of tensors in the potential's dtype: ``energy`` [B] eV, ``energies`` [N]
         eV, and when asked ``forces`` [N, 3] eV/Å and ``stress`` [B, 6] eV/Å³ (Voigt, ASE sign).
         """
-        dtype = self.dtype
-        pos = graph.pos.to(dtype)
-        cell = graph.cell.to(dtype).reshape(-1, 3, 3)
-        n_graphs = cell.shape[0]
-        batch = getattr(graph, "batch", None)
-        if batch is None:
-            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-        species = self.species_index(graph.numbers)
+        geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress)
+        return geometry.results(self.atom_energies(geometry), create_graph)
 
-        wrt = []
-        if forces or stress:
-            pos = pos.detach().requires_grad_(True)
-            wrt.append(pos)
-        if stress:
-            strain = torch.zeros_like(cell, requires_grad=True)
-            wrt.append(strain)
-            symmetric = 0.5 * (strain + strain.transpose(1, 2))
-            # Positions and cell deformed by (1 + ε); at ε = 0 nothing changes but the graph.
-            if n_graphs == 1:
-                strained_pos = pos + pos @ symmetric[0]
-            else:
-                strained_pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch])
-            strained_cell = cell + cell @ symmetric
-        else:
-            strained_pos, strained_cell = pos, cell
+    def atom_energies(self, geometry: "Geometry") -> torch.Tensor:
+        """Per-atom energies [N] eV: scale·model + shift + E0 of the element."""
+        per_atom = self.model(geometry.species, geometry.pair_index, geometry.pair_vec)
+        return self.scale * per_atom + self.shift + self.e0[geometry.species]
 
-        pair_vec = pair_vectors(strained_pos, strained_cell, graph.pair_index, graph.pair_shifts,
-                                batch)
-        per_atom = self.model(species, graph.pair_index, pair_vec)
-        energies = self.scale * per_atom + self.shift + self.e0[species]
-        energy = torch.zeros(n_graphs, dtype=dtype, device=pos.device).index_add(0, batch, energies)
-        results = {"energy": energy, "energies": energies}
-        if not wrt:
-            return results
-
-        grads = _gradients(energy.sum(), wrt, create_graph)
-        if forces:
-            results["forces"] = -grads[0]
-        if stress:
-            # Stress exists only for 3D-periodic cells; other structures get NaN rows (a
-            # volume of 1 in the division keeps their gradient finite: it is never used).
-            periodic = graph.pbc.reshape(-1, 3).all(dim=1).to(pos.device)
-            volume = torch.where(periodic, torch.linalg.det(cell).abs(), torch.ones_like(energy))
-            sigma = voigt(grads[1] / volume[:, None, None])
-            results["stress"] = torch.where(periodic[:, None], sigma, torch.full_like(sigma, float("nan")))
-        return results
-
-    # ---------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Path:
-        """Write the potential to one file, atomically (a temporary file renamed into place).
-
-        ``provenance`` (dataset hash, metrics, config…) is merged into ``self.provenance`` and
-        stored; it must hold plain Python values (str, numbers, lists, dicts).
-        """
-        if provenance:
-            self.provenance.update(provenance)
-        payload = {
+    def payload(self) -> dict[str, Any]:
+        """Everything a model file holds for this potential (plain values and CPU tensors)."""
+        return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": 1,  # single potentials stay readable by nnpot of format 1
             "nnpot_version": __version__,
             "model_class": type(self.model).__name__,
             "hparams": dict(self.model.hparams),
@@ -201,15 +155,86 @@ class Potential(nn.Module):
             "provenance": dict(self.provenance),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        return atomic_torch_save(payload, path)
+
+    # ---------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Path:
+        """Write the potential to one file, atomically (a temporary file renamed into place).
+
+        ``provenance`` (dataset hash, metrics, config…) is merged into ``self.provenance`` and
+        stored; it must hold plain Python values (str, numbers, lists, dicts).
+        """
+        if provenance:
+            self.provenance.update(provenance)
+        return atomic_torch_save(self.payload(), path)
 
 
-def _gradients(output: torch.Tensor, inputs: list[torch.Tensor],
-               create_graph: bool) -> list[torch.Tensor]:
+class Geometry:
+    """What every member of a potential sees of a graph or batch, set up once: positions that
+    require grad (for forces), a zero strain applied to positions and cell (for stress), the
+    species index and the pair vectors [P, 3] Å. ``results`` turns per-atom energies into
+    energies, forces and stress; a committee calls it once per member on the same geometry."""
+
+    def __init__(self, graph: Data, dtype: torch.dtype, species: torch.Tensor, forces: bool,
+                 stress: bool):
+        self.graph, self.forces, self.stress, self.species = graph, forces, stress, species
+        pos = graph.pos.to(dtype)
+        self.cell = graph.cell.to(dtype).reshape(-1, 3, 3)
+        self.n_graphs = self.cell.shape[0]
+        batch = getattr(graph, "batch", None)
+        self.batch = (torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+                      if batch is None else batch)
+        self.wrt = []
+        if forces or stress:
+            pos = pos.detach().requires_grad_(True)
+            self.wrt.append(pos)
+        if stress:
+            strain = torch.zeros_like(self.cell, requires_grad=True)
+            self.wrt.append(strain)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            # Positions and cell deformed by (1 + ε); at ε = 0 nothing changes but the graph.
+            if self.n_graphs == 1:
+                strained_pos = pos + pos @ symmetric[0]
+            else:
+                strained_pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[self.batch])
+            strained_cell = self.cell + self.cell @ symmetric
+        else:
+            strained_pos, strained_cell = pos, self.cell
+        self.pair_index = graph.pair_index
+        self.pair_vec = pair_vectors(strained_pos, strained_cell, graph.pair_index,
+                                     graph.pair_shifts, self.batch)
+
+    def results(self, energies: torch.Tensor, create_graph: bool,
+                retain_graph: bool | None = None) -> dict[str, torch.Tensor]:
+        """Per-atom energies [N] → ``energy`` [B], ``energies`` [N] and, as asked, ``forces``
+        [N, 3] and ``stress`` [B, 6] (see ``Potential.forward``). ``retain_graph`` keeps the
+        shared part of the graph for the next member's derivatives."""
+        energy = torch.zeros(self.n_graphs, dtype=energies.dtype,
+                             device=energies.device).index_add(0, self.batch, energies)
+        results = {"energy": energy, "energies": energies}
+        if not self.wrt:
+            return results
+        grads = _gradients(energy.sum(), self.wrt, create_graph, retain_graph)
+        if self.forces:
+            results["forces"] = -grads[0]
+        if self.stress:
+            # Stress exists only for 3D-periodic cells; other structures get NaN rows (a
+            # volume of 1 in the division keeps their gradient finite: it is never used).
+            periodic = self.graph.pbc.reshape(-1, 3).all(dim=1).to(energy.device)
+            volume = torch.where(periodic, torch.linalg.det(self.cell).abs(),
+                                 torch.ones_like(energy))
+            sigma = voigt(grads[-1] / volume[:, None, None])
+            results["stress"] = torch.where(periodic[:, None], sigma,
+                                            torch.full_like(sigma, float("nan")))
+        return results
+
+
+def _gradients(output: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool,
+               retain_graph: bool | None = None) -> list[torch.Tensor]:
     """∂output/∂inputs, with zeros where the output does not depend on an input (no pairs)."""
     if not output.requires_grad:
         return [torch.zeros_like(x) for x in inputs]
-    grads = torch.autograd.grad(output, inputs, create_graph=create_graph, allow_unused=True)
+    grads = torch.autograd.grad(output, inputs, create_graph=create_graph,
+                                retain_graph=retain_graph, allow_unused=True)
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
 
 
@@ -231,8 +256,7 @@ MODEL_FILE_ENTRIES = {
 }
 
 
-def _check_model_file(path: Path, data: Any) -> None:
-    """Every entry of a model file present and of the right type; a clear ValueError if not."""
+def _check_version(path: Path, data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not an nnpot model file (it lacks the '{FORMAT}' marker)")
     version = data.get("format_version")
@@ -240,23 +264,31 @@ def _check_model_file(path: Path, data: Any) -> None:
         raise ValueError(f"{path} uses model-file format {version}, written by nnpot "
                          f"{data.get('nnpot_version')}; this nnpot ({__version__}) reads formats "
                          f"up to {FORMAT_VERSION}. Upgrade nnpot to load it.")
+
+
+def _check_model_file(path: Path, data: Any, where: str = "") -> None:
+    """Every entry of a model file (or of one committee member, ``where``) present and of the
+    right type; a clear ValueError if not."""
+    where = f" ({where})" if where else ""
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is a damaged nnpot model file{where}: not a mapping")
     for key, (types, what) in MODEL_FILE_ENTRIES.items():
         if key not in data:
-            raise ValueError(f"{path} is a damaged nnpot model file: the entry {key!r} ({what}) "
-                             f"is missing")
+            raise ValueError(f"{path} is a damaged nnpot model file{where}: the entry {key!r} "
+                             f"({what}) is missing")
         if not isinstance(data[key], types) or isinstance(data[key], bool):
-            raise ValueError(f"{path} is a damaged nnpot model file: the entry {key!r} ({what}) "
-                             f"is a {type(data[key]).__name__}")
+            raise ValueError(f"{path} is a damaged nnpot model file{where}: the entry {key!r} "
+                             f"({what}) is a {type(data[key]).__name__}")
     if data["dtype"] not in DTYPES:
-        raise ValueError(f"{path}: unsupported dtype {data['dtype']!r} in the model file "
+        raise ValueError(f"{path}{where}: unsupported dtype {data['dtype']!r} in the model file "
                          f"(nnpot models are {' or '.join(DTYPES)})")
     if data["model_class"] not in MODELS:
-        raise ValueError(f"{path} holds a {data['model_class']!r} model, which this nnpot does not "
-                         f"provide (known: {sorted(MODELS)})")
+        raise ValueError(f"{path}{where} holds a {data['model_class']!r} model, which this nnpot "
+                         f"does not provide (known: {sorted(MODELS)})")
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potential:
-    """Read a model file written by :meth:`Potential.save`.
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> "Potential | Committee":
+    """Read a model file written by :meth:`Potential.save` or :meth:`Committee.save`.
 
     The file is read with ``torch.load(weights_only=True)``: a model file holds data only and
     can never run code. A missing, truncated, damaged or foreign file, or one written by a newer
@@ -274,18 +306,35 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potenti
     except Exception as error:  # torch raises several types for truncated/corrupt/foreign files
         raise ValueError(f"{path} is not a readable nnpot model file (truncated, corrupt or not "
                          f"written by nnpot): {type(error).__name__}: {str(error)[:200]}") from None
-    _check_model_file(path, data)
+    _check_version(path, data)
+    if data.get("kind") == "committee":
+        from .committee import Committee
+
+        members = data.get("members")
+        if not isinstance(members, list) or not members:
+            raise ValueError(f"{path} is a damaged nnpot committee file: no members")
+        committee = Committee([_potential_from(path, member, device, f"member {k}")
+                               for k, member in enumerate(members)])
+        committee.provenance = dict(data.get("provenance", {}))
+        return committee
+    return _potential_from(path, data, device)
+
+
+def _potential_from(path: Path, data: Any, device: torch.device, where: str = "") -> Potential:
+    """A Potential from one model file's (or committee member's) entries, checked."""
+    _check_model_file(path, data, where)
+    where = f" ({where})" if where else ""
     try:
         model = MODELS[data["model_class"]](**data["hparams"])
         potential = Potential(model, e0=data["e0"], scale=data["scale"], shift=data["shift"])
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: the stored hyper-parameters do not build a "
+        raise ValueError(f"{path}{where}: the stored hyper-parameters do not build a "
                          f"{data['model_class']}: {error}") from None
     potential.to(device=device, dtype=DTYPES[data["dtype"]])  # before loading: keeps bits exact
     try:
         potential.load_state_dict(data["state_dict"])
     except RuntimeError as error:
-        raise ValueError(f"{path}: the weights do not fit a {data['model_class']} with the stored "
-                         f"hyper-parameters: {str(error)[:300]}") from None
+        raise ValueError(f"{path}{where}: the weights do not fit a {data['model_class']} with the "
+                         f"stored hyper-parameters: {str(error)[:300]}") from None
     potential.provenance = dict(data.get("provenance", {}))
     return potential

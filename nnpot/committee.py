@@ -1,0 +1,141 @@
+"""Committee: several potentials evaluated together; their mean is the prediction and their spread
+says where the potential is extrapolating.
+
+For members m = 1…M with energies E_m, forces F_m,i and stresses σ_m (M ≥ 2):
+
+    energy = ⟨E_m⟩,  forces = ⟨F_m⟩,  stress = ⟨σ_m⟩             (⟨·⟩: mean over members)
+    energy_std = sqrt⟨(E_m − ⟨E⟩)²⟩                                   eV, per structure
+    forces_std_i = sqrt⟨|F_m,i − ⟨F_i⟩|²⟩                             eV/Å, per atom
+    stress_std = sqrt⟨(σ_m − ⟨σ⟩)²⟩                                   eV/Å³, per Voigt component
+
+(population spreads, divided by M, as DeePMD's model deviation; its ``max_devi_f`` is the
+largest ``forces_std_i`` of a structure). The members share one neighbour list, one set of pair
+vectors and one strain; each member's forward pass is followed at once by its backward pass,
+so memory holds one member's graph at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch_geometric.data import Data
+
+from .potential import FORMAT, Geometry, Potential, atomic_torch_save
+from .version import __version__
+
+COMMITTEE_FORMAT_VERSION = 2
+
+
+class Committee(nn.Module):
+    """Potentials with the same species (in the same order), cutoff, dtype and device.
+
+    ``Committee([pot1, pot2, ...])``; ``save(path)`` writes one model file that ``nnpot.load``
+    reads back as a Committee; ``NNPCalculator`` takes either.
+    """
+
+    def __init__(self, members: Sequence[Potential]):
+        super().__init__()
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
+        for k, member in enumerate(members):
+            if not isinstance(member, Potential):
+                raise TypeError(f"committee member {k} is a {type(member).__name__}, not an "
+                                f"nnpot Potential")
+        first = members[0]
+        for k, member in enumerate(members[1:], start=1):
+            for what, mine, theirs in (("species", member.species, first.species),
+                                       ("cutoff", member.cutoff, first.cutoff),
+                                       ("dtype", member.dtype, first.dtype),
+                                       ("device", member.device, first.device)):
+                if mine != theirs:
+                    raise ValueError(f"committee member {k} has {what} {mine}, member 0 has "
+                                     f"{theirs}: members must agree")
+        self.members = nn.ModuleList(members)
+        self.provenance: dict[str, Any] = {}
+
+    # The calculator and drivers see a committee through the same properties as a Potential.
+    @property
+    def species(self) -> list[str]:
+        return self.members[0].species
+
+    @property
+    def cutoff(self) -> float:
+        return self.members[0].cutoff
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.members[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        return self.members[0].species_index(numbers)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    # ---------------------------------------------------------------------------------------
+    def forward(self, graph: Data, forces: bool = True, stress: bool = False,
+                create_graph: bool = False, members: bool = False) -> dict[str, torch.Tensor]:
+        """The members' mean (``energy`` [B], ``energies`` [N], ``forces`` [N, 3], ``stress``
+        [B, 6], as ``Potential.forward``) and spread (``energy_std`` [B] eV, ``forces_std`` [N]
+        eV/Å, ``stress_std`` [B, 6] eV/Å³: see the module docstring). ``members=True`` adds
+        each member's results stacked on a first axis of size M (``member_energy`` [M, B],
+        ``member_forces`` [M, N, 3], ``member_stress`` [M, B, 6])."""
+        geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress)
+        last = len(self.members) - 1
+        each = []
+        for k, member in enumerate(self.members):
+            results = geometry.results(member.atom_energies(geometry), create_graph,
+                                       retain_graph=True if k < last else None)
+            if geometry.wrt and not create_graph:  # done with this member's graph: let it go
+                results = {key: value.detach() for key, value in results.items()}
+            each.append(results)
+        stacked = {key: torch.stack([r[key] for r in each]) for key in each[0]}
+        moments = {key: _moments(values) for key, values in stacked.items()}
+        out = {key: mean for key, (mean, _) in moments.items()}
+        out["energy_std"] = moments["energy"][1].sqrt()
+        if "forces" in stacked:
+            out["forces_std"] = moments["forces"][1].sum(dim=1).sqrt()
+        if "stress" in stacked:
+            out["stress_std"] = moments["stress"][1].sqrt()
+        if members:
+            out.update({f"member_{key}": values for key, values in stacked.items()})
+        return out
+
+    @staticmethod
+    def member_results(out: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """``forward(..., members=True)`` output → one results dict per member (``energy``,
+        ``forces``, ``stress`` as a single potential gives them), e.g. for a training loss."""
+        keys = [key[len("member_"):] for key in out if key.startswith("member_")]
+        if not keys:
+            raise ValueError("no member results: call the committee with members=True")
+        count = out[f"member_{keys[0]}"].shape[0]
+        return [{key: out[f"member_{key}"][m] for key in keys} for m in range(count)]
+
+    # ---------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Path:
+        """Write the committee to one model file, atomically; ``nnpot.load`` reads it back."""
+        if provenance:
+            self.provenance.update(provenance)
+        payload = {"format": FORMAT, "format_version": COMMITTEE_FORMAT_VERSION,
+                   "nnpot_version": __version__, "kind": "committee",
+                   "members": [member.payload() for member in self.members],
+                   "provenance": dict(self.provenance)}
+        return atomic_torch_save(payload, path)
+
+
+def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population variance over the first (member) axis, from the differences to the
+    first member: stable, and exactly (x, 0) when every member gives x."""
+    difference = values - values[0]
+    mean_difference = difference.mean(dim=0)
+    variance = (difference * difference).mean(dim=0) - mean_difference * mean_difference
+    return values[0] + mean_difference, variance.clamp(min=0.0)

@@ -1,0 +1,162 @@
+"""Committees: the mean and spread of members evaluated together, equal to the members alone;
+zero spread for identical members; one model file; clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import nnpot
+from nnpot import AtomicGraph, Committee, NNPCalculator, batch_graphs
+from nnpot.potential import load
+
+from conftest import ethanol_like, make_hdnnp, make_potential, rattled_cell, triclinic_pair
+
+
+def members():
+    return [make_potential(seed=0), make_potential(seed=1), make_hdnnp(seed=2)]
+
+
+def test_the_committee_is_the_mean_and_spread_of_its_members_alone():
+    pots = members()
+    committee = Committee(pots)
+    structures = [rattled_cell(), triclinic_pair(), rattled_cell(seed=5)]
+    graphs = batch_graphs([AtomicGraph.from_atoms(s, committee.cutoff) for s in structures])
+    out = committee(graphs, forces=True, stress=True, members=True)
+    alone = [p(graphs, forces=True, stress=True) for p in pots]
+    for key in ("energy", "energies", "forces", "stress"):
+        stacked = torch.stack([a[key] for a in alone]).detach().numpy()
+        np.testing.assert_allclose(out[key].detach().numpy(), stacked.mean(axis=0), rtol=0,
+                                   atol=1e-10)
+        np.testing.assert_allclose(out[f"member_{key}"].numpy(), stacked, rtol=0, atol=1e-10)
+    energies = torch.stack([a["energy"] for a in alone]).detach().numpy()
+    forces = torch.stack([a["forces"] for a in alone]).detach().numpy()
+    stresses = torch.stack([a["stress"] for a in alone]).detach().numpy()
+    np.testing.assert_allclose(out["energy_std"].numpy(), energies.std(axis=0), atol=1e-10)
+    per_atom = np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0))
+    np.testing.assert_allclose(out["forces_std"].numpy(), per_atom, atol=1e-10)
+    np.testing.assert_allclose(out["stress_std"].numpy(), stresses.std(axis=0), atol=1e-10)
+    assert (out["forces_std"] > 0).all() and (out["energy_std"] > 0).all()
+
+
+def test_identical_members_have_zero_spread():
+    pot = make_potential()
+    committee = Committee([pot, copy.deepcopy(pot), copy.deepcopy(pot)])
+    graph = AtomicGraph.from_atoms(rattled_cell(), committee.cutoff)
+    out = committee(graph, forces=True, stress=True)
+    for key in ("energy_std", "forces_std", "stress_std"):
+        assert torch.equal(out[key], torch.zeros_like(out[key])), key
+    single = pot(graph, forces=True, stress=True)
+    np.testing.assert_allclose(out["forces"].detach(), single["forces"].detach(), atol=1e-12)
+
+
+def test_a_committee_file_loads_back_and_the_calculator_reports_the_spread(tmp_path):
+    committee = Committee(members())
+    path = committee.save(tmp_path / "committee.pt", provenance={"note": "three members"})
+    loaded = load(path)
+    assert isinstance(loaded, Committee) and len(loaded) == 3
+    assert loaded.provenance["note"] == "three members"
+    atoms = rattled_cell()
+    calc = NNPCalculator(path, dtype="float64")
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    spread = calc.get_property("forces_std", atoms)
+    stress_spread = calc.get_property("stress_std", atoms)
+    graph = AtomicGraph.from_atoms(atoms, committee.cutoff)
+    reference = committee(graph, forces=True, stress=True)
+    np.testing.assert_allclose(forces, reference["forces"].numpy(), atol=1e-10)
+    np.testing.assert_allclose(spread, reference["forces_std"].numpy(), atol=1e-10)
+    np.testing.assert_allclose(stress_spread, reference["stress_std"][0].numpy(), atol=1e-10)
+    assert calc.get_property("energy_std", atoms) == pytest.approx(float(reference["energy_std"][0]))
+    # a molecule: no stress, but forces and their spread
+    molecule = ethanol_like()
+    molecule.calc = NNPCalculator(Committee([make_potential(), make_potential(seed=4)]))
+    assert molecule.calc.get_property("forces_std", molecule).shape == (len(molecule),)
+
+
+def test_a_single_potential_file_keeps_format_1(tmp_path):
+    path = make_potential().save(tmp_path / "one.pt")
+    assert torch.load(path, weights_only=True)["format_version"] == 1
+    assert isinstance(nnpot.load(path), nnpot.Potential)
+
+
+def test_bad_committees_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="at least 2 members"):
+        Committee([make_potential()])
+    with pytest.raises(TypeError, match="member 1 is a str"):
+        Committee([make_potential(), "model.pt"])
+    with pytest.raises(ValueError, match="member 1 has species"):
+        Committee([make_potential(), make_potential(species=("Cu",))])
+    with pytest.raises(ValueError, match="member 1 has cutoff 5.0"):
+        Committee([make_potential(), make_potential(cutoff=5.0)])
+    with pytest.raises(ValueError, match="member 1 has dtype"):
+        Committee([make_potential(), make_potential(dtype=torch.float32)])
+    path = Committee(members()).save(tmp_path / "c.pt")
+    data = torch.load(path, weights_only=True)
+    del data["members"][1]["state_dict"]
+    torch.save(data, path)
+    with pytest.raises(ValueError, match=r"\(member 1\): the entry 'state_dict'"):
+        load(path)
+    data["members"] = []
+    torch.save(data, path)
+    with pytest.raises(ValueError, match="no members"):
+        load(path)
+
+
+# -------------------------------------------------------------------------------------------
+def committee_calculator(dtype="float64"):
+    return NNPCalculator(Committee([make_potential(seed=0), make_potential(seed=1)]), dtype=dtype)
+
+
+def test_md_logs_the_deviation_and_keeps_candidate_frames(tmp_path):
+    from ase.io import read
+
+    candidates, log = tmp_path / "candidates.extxyz", tmp_path / "md.csv"
+    result = nnpot.md(rattled_cell(), committee_calculator(), ensemble="nvt", steps=20,
+                      timestep=0.5, interval=5, log=log, candidates=candidates,
+                      uncertainty_threshold=1e-9, progress=False)
+    deviation = result.log["max_force_std_eVA"]
+    assert len(deviation) == 5 and (deviation > 0).all()
+    frames = read(candidates, index=":")
+    assert len(frames) == len(result.candidates) == 5  # every logged frame passed 1e-9 eV/Å
+    assert [f.info["step"] for f in frames] == [0, 5, 10, 15, 20]
+    np.testing.assert_allclose([f.info["max_force_std"] for f in frames], deviation)
+    assert "max_force_std_eVA" in log.read_text().splitlines()[0]
+    assert "candidate frame" in result.summary()
+    high = nnpot.md(rattled_cell(), committee_calculator(), steps=10, timestep=0.5, interval=5,
+                    uncertainty_threshold=1e3, progress=False)
+    assert high.candidates == []
+
+
+def test_md_stops_when_the_committee_extrapolates(tmp_path):
+    from nnpot.cli import main
+    from nnpot.drivers import ExtrapolationError
+
+    with pytest.raises(ExtrapolationError, match=r"step 0: .*force deviation .*extrapolating"):
+        nnpot.md(rattled_cell(), committee_calculator(), steps=10, timestep=0.5,
+                 uncertainty_stop=1e-9, progress=False)
+    model = Committee([make_potential(seed=0), make_potential(seed=1)]).save(tmp_path / "c.pt")
+    structure = tmp_path / "cell.extxyz"
+    rattled_cell().write(structure)
+    code = main(["md", str(model), str(structure), "--steps", "10", "--timestep", "0.5",
+                 "--uncertainty-threshold", "1e-9", "--uncertainty-stop", "1e-8", "--quiet",
+                 "--candidates", str(tmp_path / "cand.extxyz")])
+    assert code == 3 and (tmp_path / "cand.extxyz").exists()
+
+
+def test_uncertainty_options_need_a_committee_and_sensible_thresholds():
+    single = NNPCalculator(make_potential())
+    with pytest.raises(ValueError, match="needs a committee"):
+        nnpot.md(rattled_cell(), single, steps=1, uncertainty_threshold=0.2, progress=False)
+    with pytest.raises(ValueError, match="must be above uncertainty_threshold"):
+        nnpot.md(rattled_cell(), committee_calculator(), steps=1, uncertainty_threshold=0.2,
+                 uncertainty_stop=0.1, progress=False)
+    with pytest.raises(ValueError, match="uncertainty_threshold must be > 0"):
+        nnpot.md(rattled_cell(), committee_calculator(), steps=1, uncertainty_threshold=-1,
+                 progress=False)
+    with pytest.raises(ValueError, match="candidates needs uncertainty_threshold"):
+        nnpot.md(rattled_cell(), committee_calculator(), steps=1, candidates="c.extxyz",
+                 progress=False)
