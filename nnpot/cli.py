@@ -106,20 +106,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_md(args: argparse.Namespace) -> int:
     from .drivers import MDInstabilityError, md
 
+    candidates = args.candidates
+    if candidates is None and args.uncertainty_threshold is not None:
+        candidates = "candidates.extxyz"
     try:
         result = md(args.structure, args.model, ensemble=args.ensemble,
                     temperature=args.temperature, timestep=args.timestep, steps=args.steps,
                     pressure=args.pressure, friction=args.friction, seed=args.seed,
                     output=args.output, log=args.log, interval=args.interval, plot=args.plot,
                     device=args.device, dtype=args.dtype, skin=args.skin,
-                    progress=not args.quiet)
+                    progress=not args.quiet, uncertainty_threshold=args.uncertainty_threshold,
+                    uncertainty_stop=args.uncertainty_stop, candidates=candidates)
     except MDInstabilityError as error:
-        kept = [p for p in (args.output, args.log) if p]
+        kept = [p for p in (args.output, args.log, candidates) if p]
         print(f"nnpot: error: {error}" + (f"; kept what was written: {', '.join(kept)}" if kept else ""),
               file=sys.stderr)
         return 3
     print(result.summary())
-    for label, path in (("trajectory", args.output), ("log", args.log), ("plot", args.plot)):
+    for label, path in (("trajectory", args.output), ("log", args.log), ("plot", args.plot),
+                        ("candidates", candidates)):
         if path:
             print(f"{label}: {path}")
     return 0
@@ -232,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between frames/log lines")
     p.add_argument("--plot", help="PNG of energy/temperature(/pressure/volume) traces")
     p.add_argument("--skin", type=NON_NEGATIVE, default=0.5, help="Verlet skin, Å")
+    p.add_argument("--uncertainty-threshold", type=POSITIVE, default=None, metavar="EV_PER_A",
+                   help="committee models: frames whose largest per-atom force deviation "
+                        "exceeds this (eV/Å) are written to --candidates")
+    p.add_argument("--uncertainty-stop", type=POSITIVE, default=None, metavar="EV_PER_A",
+                   help="committee models: stop when the force deviation exceeds this (eV/Å)")
+    p.add_argument("--candidates", default=None,
+                   help="extxyz file for the candidate frames (default with "
+                        "--uncertainty-threshold: candidates.extxyz)")
     _add_device_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_md)

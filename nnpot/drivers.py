@@ -44,6 +44,10 @@ class MDInstabilityError(RuntimeError):
     """The simulation blew up (atoms too close, or a non-finite energy)."""
 
 
+class ExtrapolationError(MDInstabilityError):
+    """A committee's force deviation passed the stop threshold: the model is extrapolating."""
+
+
 def read_structure(source: StructureLike) -> Atoms:
     """``ase.Atoms`` from Atoms, a pymatgen Structure/Molecule, or any ASE-readable file."""
     if isinstance(source, Atoms):
@@ -90,6 +94,8 @@ class MDResult:
     mean_pressure: float = math.nan
     drift_mev_per_atom_ps: float = math.nan  # NVE: slope of the total energy
     ns_per_day: float = math.nan
+    # committees: frames whose largest per-atom force deviation passed the threshold
+    candidates: list[Atoms] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"{self.steps} steps, {self.log['time_ps'][-1] if len(self.log.get('time_ps', [])) else 0:.3f} ps, "
@@ -100,6 +106,10 @@ class MDResult:
                          f"{np.mean(self.log['volume_A3']):.2f} Å³")
         if not math.isnan(self.drift_mev_per_atom_ps):
             lines.append(f"NVE energy drift = {self.drift_mev_per_atom_ps:+.4f} meV/atom/ps")
+        if "max_force_std_eVA" in self.log:
+            deviation = self.log["max_force_std_eVA"]
+            lines.append(f"committee force deviation: max {np.max(deviation):.4f} eV/Å, "
+                         f"{len(self.candidates)} candidate frame(s)")
         return "\n".join(lines)
 
 
@@ -134,7 +144,9 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
        seed: int = 0, output: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
        interval: int = 10, plot: str | os.PathLike | None = None, device: str = "cpu",
        dtype: str | None = None, skin: float = 0.5, init_velocities: bool = True,
-       progress: bool = True) -> MDResult:
+       progress: bool = True, uncertainty_threshold: float | None = None,
+       uncertainty_stop: float | None = None,
+       candidates: str | os.PathLike | None = None) -> MDResult:
     """Run molecular dynamics with an nnpot potential.
 
     Args:
@@ -152,6 +164,13 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
             ``interval`` steps.  log: CSV of step, time, energies, T, P, V every ``interval`` steps.
         plot: PNG of the traces at the end.
         skin: Verlet skin of the calculator, Å (neighbour lists are reused between steps).
+        uncertainty_threshold: with a committee, eV/Å: every logged frame (each ``interval``
+            steps) whose largest per-atom force deviation exceeds it is a candidate for new
+            reference data — kept in ``MDResult.candidates`` and appended to ``candidates``
+            (extxyz). The log gets the column ``max_force_std_eVA`` whenever the model is a
+            committee.
+        uncertainty_stop: with a committee, eV/Å: stop at the first step whose largest force
+            deviation exceeds it (``ExtrapolationError``: the model is extrapolating).
 
     Raises ``MDInstabilityError`` when atoms come closer than 0.5 Å or the energy is not
     finite; the trajectory and log written so far are kept.
@@ -162,6 +181,7 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
     atoms = read_structure(atoms)
     calc = as_calculator(potential, device, dtype, skin)
     _check_elements(atoms, calc)
+    _check_uncertainty_arguments(calc, uncertainty_threshold, uncertainty_stop, candidates)
     periodic = bool(atoms.pbc.all())
     if ensemble in NEEDS_STRESS and not periodic:
         raise ValueError(f"ensemble {ensemble!r} needs the stress, which needs a cell periodic in "
@@ -186,7 +206,11 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
     records: dict[str, list] = {k: [] for k in ("step", "time_ps", "epot_eV", "ekin_eV",
                                                 "etot_eV", "temperature_K", "pressure_GPa",
                                                 "volume_A3")}
+    if calc.is_committee:
+        records["max_force_std_eVA"] = []
+    found: list[Atoms] = []
     writer = TrajectoryWriter(output) if output else None
+    candidate_writer = TrajectoryWriter(candidates) if candidates else None
     log_file = open(log, "w", newline="") if log else None
     log_writer = csv.writer(log_file) if log_file else None
     if log_writer:
@@ -201,6 +225,16 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
         row = [dynamics.nsteps, dynamics.nsteps * timestep / 1000, epot, ekin, epot + ekin,
                atoms.get_temperature(), pressure_now,
                atoms.get_volume() if periodic else math.nan]
+        if calc.is_committee:
+            deviation = float(np.max(calc.get_property("forces_std", atoms)))
+            row.append(deviation)
+            if uncertainty_threshold is not None and deviation > uncertainty_threshold:
+                frame = atoms.copy()
+                frame.info.update(step=dynamics.nsteps, max_force_std=deviation)
+                found.append(frame)
+                if candidate_writer:
+                    candidate_writer.write(atoms, step=dynamics.nsteps, time_ps=row[1],
+                                           max_force_std=deviation)
         for key, value in zip(records, row):
             records[key].append(value)
         if writer:
@@ -215,6 +249,13 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
     def on_step() -> None:
         if dynamics.nsteps % interval != 0:  # observe() checks on its own steps
             _check_stability(atoms, calc, dynamics.nsteps)
+        if uncertainty_stop is not None:
+            deviation = float(np.max(calc.get_property("forces_std", atoms)))
+            if deviation > uncertainty_stop:
+                raise ExtrapolationError(
+                    f"step {dynamics.nsteps}: the committee's largest force deviation is "
+                    f"{deviation:.3f} eV/Å (> {uncertainty_stop:g}, the stop threshold): the "
+                    f"model is extrapolating; add reference data for such structures")
         if dynamics.nsteps > 0:  # observers also run once before the first step
             bar.update(1)
 
@@ -229,13 +270,15 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
         bar.close()
         if hold_centre:
             atoms.set_constraint()
-        if writer:
-            writer.close()
+        for open_writer in (writer, candidate_writer):
+            if open_writer:
+                open_writer.close()
         if log_file:
             log_file.close()
     elapsed = time.perf_counter() - started
     result = MDResult(atoms=atoms, steps=steps, log={k: np.asarray(v, dtype=float)
-                                                     for k, v in records.items()})
+                                                     for k, v in records.items()},
+                      candidates=found)
     result.ns_per_day = steps * timestep * 1e-6 / max(elapsed, 1e-9) * 86400
     result.mean_temperature = float(np.mean(result.log["temperature_K"]))
     if periodic:
@@ -267,6 +310,24 @@ def _check_md_arguments(**values: Any) -> None:
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
+
+
+def _check_uncertainty_arguments(calc: NNPCalculator, threshold: float | None,
+                                 stop: float | None, candidates) -> None:
+    for name, value in (("uncertainty_threshold", threshold), ("uncertainty_stop", stop)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be > 0 eV/Å, got {value!r}")
+        if not calc.is_committee:
+            raise ValueError(f"{name} needs a committee (nnpot.Committee, or a model file "
+                             f"trained with model.committee: N); this model is a single "
+                             f"potential, which has no force deviation")
+    if threshold is not None and stop is not None and stop <= threshold:
+        raise ValueError(f"uncertainty_stop ({stop}) must be above uncertainty_threshold "
+                         f"({threshold})")
+    if candidates is not None and threshold is None:
+        raise ValueError("candidates needs uncertainty_threshold (which frames to keep)")
 
 
 def _check_stability(atoms: Atoms, calc: NNPCalculator, step: int) -> None:

@@ -32,7 +32,8 @@ class TrajectoryWriter:
         self._h5 = None
         self._text = open(self.path, "w") if self.kind == "extxyz" else None
 
-    def write(self, atoms: Atoms, step: int, time_ps: float) -> None:
+    def write(self, atoms: Atoms, step: int, time_ps: float, **info: float) -> None:
+        """One frame; ``info`` (extxyz only) adds per-frame values such as max_force_std."""
         energy = atoms.get_potential_energy()
         forces = atoms.get_forces()
         if self.kind == "extxyz":
@@ -40,7 +41,7 @@ class TrajectoryWriter:
 
             frame = atoms.copy()
             frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
-            frame.info.update(step=step, time_ps=time_ps)
+            frame.info.update(step=step, time_ps=time_ps, **info)
             buffer = io.StringIO()
             ase.io.write(buffer, frame, format="extxyz")
             self._text.write(buffer.getvalue())  # one write per frame
