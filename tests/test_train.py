@@ -65,6 +65,10 @@ SMALL_MODELS = {
                   {"type": "G2", "eta": 1.0, "rs": 2.5}, {"type": "G2", "eta": 1.0, "rs": 3.5},
                   {"type": "G9", "eta": 0.1, "zeta": 2, "lambda": 1, "cutoff": 3.0},
                   {"type": "G9", "eta": 0.1, "zeta": 2, "lambda": -1, "cutoff": 3.0}]}},
+    "HDNNP committee": {"type": "HDNNP", "cutoff": 4.0, "committee": 2,
+                        "params": {"hidden": [8], "symmetry_functions": [
+                            {"type": "G2", "eta": 1.0, "rs": 2.5},
+                            {"type": "G9", "eta": 0.1, "zeta": 2, "lambda": 1, "cutoff": 3.0}]}},
 }
 
 
@@ -481,3 +485,45 @@ def test_stratified_split_gives_small_groups_a_validation_frame():
     assert picked.count("dimer") == 1 and picked.count("surface") == 1  # round(0.2), round(0.3) → 1
     assert picked.count("isolated") == 0  # a single frame stays in training
     assert picked.count("bulk") == 3
+
+
+def test_a_committee_trains_in_one_run_each_member_as_if_alone(tmp_path, emt_file):
+    """model.committee: 2 trains members of seeds s and s+1 together; the loss is the sum of
+    their own losses, so member 0 follows the same path as a single model of seed s."""
+    single = small_config(tmp_path, emt_file, max_epochs=2)
+    fit(config_from_dict(single))
+    committee = small_config(tmp_path, emt_file, max_epochs=2)
+    committee["output"] = str(tmp_path / "committee")
+    committee["model"]["committee"] = 2
+    best = fit(config_from_dict(committee))
+    loaded = nnpot.load(best)
+    assert isinstance(loaded, nnpot.Committee) and len(loaded) == 2
+    a = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "committee" / "checkpoint.pt", weights_only=True)["model"]
+    for key, value in a.items():
+        torch.testing.assert_close(b[f"members.0.{key}"], value, rtol=1e-5, atol=1e-6)
+    differs = [key for key in a if key.endswith("weight")
+               and not torch.equal(b[f"members.0.{key}"], b[f"members.1.{key}"])]
+    assert differs  # the second member is its own model
+    atoms = emt_frames(1, seed=9)[0]
+    atoms.calc = nnpot.NNPCalculator(best)
+    atoms.get_forces()
+    assert atoms.calc.results["forces_std"].shape == (len(atoms),)
+    card = (tmp_path / "committee" / "model_card.md").read_text()
+    assert "committee" in card
+    with pytest.raises(ConfigError, match="model.committee must be a whole number"):
+        bad = small_config(tmp_path, emt_file)
+        bad["model"]["committee"] = 0
+        config_from_dict(bad)
+
+
+def test_a_checkpoint_from_before_a_new_config_key_still_resumes(tmp_path, emt_file):
+    config = small_config(tmp_path, emt_file, max_epochs=1)
+    fit(config_from_dict(config))
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["model"]["committee"]  # as written before model.committee existed
+    torch.save(state, path)
+    config["training"]["max_epochs"] = 2
+    fit(config_from_dict(config), resume=True)
+    assert torch.load(path, weights_only=True)["epoch"] == 2

@@ -26,6 +26,8 @@ class ModelConfig:
     cutoff: float = 5.0                       # Å
     params: dict = field(default_factory=dict)  # the model's own hyper-parameters
     dtype: str = "float32"                    # float32 | float64
+    committee: int = 1                        # ≥ 2: that many members (seeds seed, seed+1, …)
+                                              # trained together, saved as one Committee file
 
 
 @dataclass
@@ -201,6 +203,9 @@ def _check_values(config: TrainConfig) -> None:
     require(0 < m.cutoff < float("inf"), f"model.cutoff must be > 0 Å, got {m.cutoff}")
     require(m.dtype in ("float32", "float64"),
             f"model.dtype must be float32 or float64, got {m.dtype!r}")
+    require(isinstance(m.committee, int) and not isinstance(m.committee, bool)
+            and m.committee >= 1, f"model.committee must be a whole number ≥ 1 (members), "
+                                  f"got {m.committee!r}")
     try:  # a degenerate model (0 features, a string for a width) fails here, before any work
         MODELS[m.type](species=["H"], cutoff=m.cutoff, **m.params)
     except HyperParameterError as error:

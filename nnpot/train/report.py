@@ -134,8 +134,13 @@ def write_model_card(path: Path, *, config: dict, data: dict, statistics: dict, 
                      training: dict) -> None:
     """A markdown summary of what the model is, what it was fitted to and how good it is."""
     e0 = ", ".join(f"{k}: {v:.6f}" for k, v in statistics["e0"].items())
+    members = config["model"].get("committee", 1)
+    kind = (f"committee of {members} {config['model']['type']} potentials (seeds "
+            f"{config['seed']}…{config['seed'] + members - 1}; errors of their mean; the "
+            f"calculator also gives their spread)" if members > 1
+            else f"{config['model']['type']} potential")
     lines = [
-        f"# Model card: {config['model']['type']} potential",
+        f"# Model card: {kind}",
         "",
         f"- species: {', '.join(statistics['species'])}; cutoff {config['model']['cutoff']} Å; "
         f"dtype {config['model']['dtype']}; {statistics['n_parameters']:,} parameters",

@@ -38,6 +38,7 @@ import yaml
 from tqdm import tqdm
 
 from ..allocator import keep_buffers_in_heap
+from ..committee import Committee
 from ..devices import resolve_device
 from ..files import atomic_write_text
 from ..models import MODELS
@@ -63,14 +64,19 @@ RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
                      "data.neighbor_backend"}
 
 
-def _differences(saved: dict, current: dict, where: str = "") -> list[tuple[str, object, object]]:
-    """Key paths where two config dicts differ, with both values."""
+def _differences(saved: dict, current: dict, where: str = "",
+                 defaults: dict | None = None) -> list[tuple[str, object, object]]:
+    """Key paths where two config dicts differ, with both values. A key the saved config lacks
+    (written before the key existed) counts as its default."""
+    if defaults is None:
+        defaults = TrainConfig().to_dict()
     found = []
     for key in sorted(set(saved) | set(current)):
         path = f"{where}.{key}" if where else key
-        a, b = saved.get(key), current.get(key)
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        a, b = saved.get(key, default), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict) and not path.endswith(("params", "e0")):
-            found += _differences(a, b, path)
+            found += _differences(a, b, path, default if isinstance(default, dict) else {})
         elif a != b:
             found.append((path, a, b))
     return found
@@ -284,16 +290,24 @@ class Trainer:
 
     def build(self) -> None:
         cfg, t = self.config, self.config.training
-        torch.manual_seed(cfg.seed)
         model_class = MODELS[cfg.model.type]
-        try:
-            model = model_class(species=self.species, cutoff=cfg.model.cutoff, **cfg.model.params)
-        except TypeError as error:
-            raise ConfigError(f"model.params do not fit {cfg.model.type}: {error}") from None
-        self.potential = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift)
-        if model.needs_statistics:  # the model-statistics hook: once, before training
-            self._log(f"{cfg.model.type}: statistics of the {len(self.train_set)} training frames")
-            model.fit_statistics(self._model_inputs())
+        members = []
+        for k in range(cfg.model.committee):  # member k from seed + k (one model: the seed)
+            torch.manual_seed(cfg.seed + k)
+            try:
+                model = model_class(species=self.species, cutoff=cfg.model.cutoff,
+                                    **cfg.model.params)
+            except TypeError as error:
+                raise ConfigError(f"model.params do not fit {cfg.model.type}: {error}") from None
+            member = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift)
+            if model.needs_statistics:  # the model-statistics hook: once, before training
+                if k == 0:
+                    self._log(f"{cfg.model.type}: statistics of the {len(self.train_set)} "
+                              f"training frames")
+                model.fit_statistics(self._model_inputs(member))
+            members.append(member)
+        self.committee = len(members) > 1
+        self.potential = Committee(members) if self.committee else members[0]
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
         self.optimizer = make_optimizer(self.potential.parameters(), t)
         self.schedule = EpochSchedule(self.optimizer, t.scheduler, t.lr)
@@ -310,12 +324,12 @@ class Trainer:
         self.history: list[dict] = []
         self.stop_reason = ""
 
-    def _model_inputs(self):
+    def _model_inputs(self, potential: Potential):
         """The training set as the models' inputs (species, pair_index, pair_vec), float64 on
         the CPU, batch by batch (streamed from the cache)."""
         for batch in batches(self.train_set, 16):
             with torch.no_grad():
-                yield self.potential.model_inputs(batch, torch.float64)
+                yield potential.model_inputs(batch, torch.float64)
 
     # ---------------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -407,8 +421,9 @@ class Trainer:
                    mininterval=1.0)
         for batch in bar:
             batch = batch.to(self.device)
-            out = self.net(batch, forces=True, stress=self.want_stress, create_graph=True)
-            loss = self.loss(out, batch)
+            out = self.net(batch, forces=True, stress=self.want_stress, create_graph=True,
+                           **({"members": True} if self.committee else {}))
+            loss = self._loss(out, batch)
             # Every rank learns what every other rank found, so all stop or skip together.
             no_term, not_finite = self.dist.sum_flags(
                 loss is None, loss is not None and not bool(torch.isfinite(loss)))
@@ -424,8 +439,9 @@ class Trainer:
                 loss = 0.0 * out["energy"].sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.potential.parameters(), t.grad_clip)
+            if t.grad_clip:  # per member: members stay independent
+                for member in (self.potential.members if self.committee else [self.potential]):
+                    torch.nn.utils.clip_grad_norm_(member.parameters(), t.grad_clip)
             self.optimizer.step()
             if self.ema:
                 self.ema.update(self.potential)
@@ -438,6 +454,14 @@ class Trainer:
                           f"frames without forces)")
         metrics.all_reduce(self.dist.device)
         return self.dist.mean(total / max(1, n_batches - skipped)), metrics.summary()
+
+    def _loss(self, out: dict, batch) -> torch.Tensor | None:
+        """The training loss; a committee's is the sum of its members' own losses, so each
+        member learns as if alone (Adam, EMA and per-member clipping act per parameter)."""
+        if not self.committee:
+            return self.loss(out, batch)
+        terms = [self.loss(member, batch) for member in Committee.member_results(out)]
+        return None if terms[0] is None else torch.stack(terms).sum()
 
     def validate(self) -> tuple[float, dict]:
         if self.val_set is None:
