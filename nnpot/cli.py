@@ -1,4 +1,4 @@
-"""The ``nnpot`` command line: train, eval, md, relax, bench, demo.
+"""The ``nnpot`` command line: train, learn, eval, md, relax, bench, demo.
 
 Exit status: 0 done; 1 a user error (bad input, named in one line on stderr: ``nnpot: error:
 ...``); 2 argparse's usage error; 3 an MD run that blew up; 130 interrupted. An unexpected
@@ -32,6 +32,20 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"`nnpot train {args.config} --resume`", file=sys.stderr)
         return 130
     print(f"best model: {best}")
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from .active_learning import learn
+
+    try:
+        model = learn(args.config, resume=args.resume)
+    except KeyboardInterrupt:
+        # state.json is written after every phase and every label is on disk at once.
+        print(f"nnpot: interrupted; continue where it stopped with "
+              f"`nnpot learn {args.config} --resume`", file=sys.stderr)
+        return 130
+    print(f"model: {model}")
     return 0
 
 
@@ -194,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config (see README)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("learn", help="active learning: train a committee, explore with MD, "
+                                     "label what it disagrees on, repeat (YAML config)")
+    p.add_argument("config", help="YAML config (see README)")
+    p.add_argument("--resume", action="store_true", help="continue a killed loop")
+    p.set_defaults(func=cmd_learn)
 
     p = sub.add_parser("eval", help="errors of a model on labelled extxyz data")
     p.add_argument("model")

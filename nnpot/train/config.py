@@ -170,6 +170,12 @@ def _coerce(hint, value, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return value
+    if hint is list or origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        item = (typing.get_args(hint) or [None])[0]
+        return [v if item is None else _coerce(item, v, f"{where}[{k}]")
+                for k, v in enumerate(value)]
     raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - schema bug
 
 

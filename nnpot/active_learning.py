@@ -1,0 +1,546 @@
+"""Active learning: train a committee, explore with MD, label what it disagrees on, repeat.
+
+``nnpot learn config.yaml`` (or ``nnpot.active_learning.learn``). Each iteration k, in
+``<output>/iter_<k>/``:
+
+1. **train** a committee (``model.committee ≥ 2``) on ``<output>/train.extxyz`` — the start set
+   plus every frame labelled so far — with ``nnpot train`` (``model/``), and evaluate it on the
+   test file when one is given;
+2. stop when the label budget is spent or the last iteration is reached: that committee is the
+   result (``<output>/model.pt``);
+3. **explore**: MD from every start structure at every temperature (``explore/``); a frame is
+   looked at every ``interval`` steps;
+4. **select** the frames whose largest per-atom force deviation lies in (lower, upper] — above
+   ``upper`` the model is too far off for the frame to be trusted as physical — and from them a
+   diverse subset by farthest-point sampling on per-structure fingerprints (the mean and spread
+   over atoms of symmetry functions), starting from the most uncertain frame. With
+   ``select.method: random`` the subset is drawn uniformly from every explored frame instead
+   (the baseline active learning must beat). No candidates: the loop has converged;
+5. **label** them with the ASE calculator named in the config (EMT for the examples; GPAW, VASP,
+   Quantum ESPRESSO… in real use), one frame at a time, each appended to ``labelled.extxyz`` as
+   soon as it is done; a frame whose calculation raises is logged in ``label_failures.txt``
+   and skipped — it costs that frame, not the loop;
+6. **merge** the labelled frames into ``train.extxyz`` (atomically; frames carry
+   ``al_iteration``/``al_index`` so none is ever added twice).
+
+``state.json`` records the phase reached (written atomically after each). A killed loop resumes
+with ``--resume`` where it stopped: training resumes from its checkpoint, exploration is re-run
+with the same seeds, labelling skips every frame already labelled or failed. ``report.md``,
+``report.csv`` and ``learning_curve.png`` give, per iteration, the labels used, the validation
+and test errors and the candidate fraction.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib
+import io
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import yaml
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from .files import atomic_write_text
+from .train.config import ConfigError, _build, config_from_dict
+
+STATE_VERSION = 1
+PHASES = ("train", "explore", "select", "label", "merge")
+
+
+@dataclass
+class LabelConfig:
+    calculator: str = "ase.calculators.emt.EMT"  # import path of an ASE calculator class
+    kwargs: dict = field(default_factory=dict)    # its keyword arguments
+
+
+@dataclass
+class ExploreConfig:
+    structures: list = field(default_factory=list)  # files; every frame is a starting point
+    temperatures: list = field(default_factory=lambda: [300.0])  # K
+    ensemble: str = "nvt"                           # as nnpot md
+    steps: int = 1000
+    timestep: float = 2.0                           # fs
+    interval: int = 10                              # a frame is looked at every interval steps
+    pressure: float = 0.0                           # GPa (npt ensembles)
+
+
+@dataclass
+class SelectConfig:
+    lower: float = 0.05          # eV/Å: a candidate's largest force deviation is above this
+    upper: float = 0.5           # eV/Å: … and at most this
+    per_iteration: int = 20      # frames labelled per iteration, at most
+    method: str = "fps"          # fps | random (uniform over all explored frames: a baseline)
+
+
+@dataclass
+class BudgetConfig:
+    labels: int = 200            # labelled frames in all (the start set not counted)
+    iterations: int = 10
+
+
+@dataclass
+class LearnConfig:
+    start: str = ""                              # labelled start set (extxyz)
+    output: str = "runs/learn"
+    seed: int = 0
+    test: Optional[str] = None                   # labelled test set, evaluated every iteration
+    label: LabelConfig = field(default_factory=LabelConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    train: dict = field(default_factory=dict)    # a training config (nnpot train) without
+                                                 # output and data.train, which the loop sets
+    base_dir: str = "."                          # set by the loader: the config file's folder
+
+
+def load_learn_config(path: str | os.PathLike) -> tuple[LearnConfig, Path]:
+    """Read and check a learning config; relative paths are taken from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return learn_config_from_dict(values, path.parent), path.parent
+
+
+def learn_config_from_dict(values: dict, base_dir: str | Path = ".") -> LearnConfig:
+    """A checked LearnConfig; relative paths (start, test, structures, output) from base_dir."""
+    config = _build(LearnConfig, values, "")
+    base = Path(base_dir)
+    config.base_dir = str(base.resolve())
+
+    def existing(key: str, value: str) -> str:
+        found = Path(value).expanduser()
+        found = found if found.is_absolute() else base / found
+        if not found.is_file():
+            raise ConfigError(f"{key}: file {value} not found (looked at {found.resolve()})")
+        return str(found.resolve())
+
+    if not config.start:
+        raise ConfigError("start (the labelled start set, extxyz) is required")
+    config.start = existing("start", config.start)
+    if config.test:
+        config.test = existing("test", config.test)
+    if not config.explore.structures:
+        raise ConfigError("explore.structures: list at least one structure file to explore from")
+    config.explore.structures = [existing(f"explore.structures[{k}]", str(s))
+                                 for k, s in enumerate(config.explore.structures)]
+    output = Path(config.output).expanduser()
+    config.output = str(output if output.is_absolute() else (base / output).resolve())
+    s, b, e = config.select, config.budget, config.explore
+    checks = [(0 < s.lower < s.upper, f"select: need 0 < lower < upper (eV/Å), got lower "
+                                      f"{s.lower}, upper {s.upper}"),
+              (s.per_iteration >= 1, f"select.per_iteration must be ≥ 1, got {s.per_iteration}"),
+              (s.method in ("fps", "random"), f"select.method must be fps or random, got "
+                                              f"{s.method!r}"),
+              (b.labels >= 1, f"budget.labels must be ≥ 1, got {b.labels}"),
+              (b.iterations >= 1, f"budget.iterations must be ≥ 1, got {b.iterations}"),
+              (e.steps >= 1 and e.interval >= 1 and e.timestep > 0,
+               "explore: steps and interval must be ≥ 1 and timestep > 0"),
+              (bool(e.temperatures) and all(isinstance(t, (int, float)) and t >= 0
+                                            for t in e.temperatures),
+               f"explore.temperatures must be a list of K ≥ 0, got {e.temperatures!r}")]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    # The training config, checked now (with the start set standing in for train.extxyz).
+    trial = _training_config(config, config.start, Path(config.output) / "check")
+    if trial.model.committee < 2:
+        raise ConfigError(f"train.model.committee must be ≥ 2 (the loop needs a committee's "
+                          f"spread), got {trial.model.committee}")
+    _calculator_class(config.label)  # an unknown calculator fails here, before any work
+    return config
+
+
+def _training_config(config: LearnConfig, train_file: str | Path, output: Path):
+    """The training config of one iteration: ``train`` with the loop's output and data."""
+    values = copy.deepcopy(config.train)
+    if "output" in values:
+        raise ConfigError("train.output is set by the loop; remove it")
+    values["output"] = str(output)
+    values.setdefault("seed", config.seed)
+    data = values.setdefault("data", {})
+    if not isinstance(data, dict):
+        raise ConfigError("train.data must be a mapping")
+    data["train"] = str(train_file)
+    data.setdefault("cache_dir", str(Path(config.output) / "cache"))
+    try:
+        return config_from_dict(values, base_dir=config.base_dir)
+    except ConfigError as error:
+        raise ConfigError(f"train.{error}") from None
+
+
+def _calculator_class(label: LabelConfig):
+    module_name, _, class_name = label.calculator.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"label.calculator: cannot import {label.calculator!r} "
+                          f"({type(error).__name__}: {error})") from None
+
+
+# -------------------------------------------------------------------------------------------
+def read_extxyz(path: str | os.PathLike) -> list[Atoms]:
+    import ase.io
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    return ase.io.read(path, index=":", format="extxyz")
+
+
+def _extxyz_text(frames: list[Atoms]) -> str:
+    import ase.io
+    buffer = io.StringIO()
+    for frame in frames:
+        ase.io.write(buffer, frame, format="extxyz")
+    return buffer.getvalue()
+
+
+def _append_frame(path: Path, frame: Atoms) -> None:
+    """One frame appended in one write, flushed to disk: a kill leaves whole frames only."""
+    with open(path, "a") as handle:
+        handle.write(_extxyz_text([frame]))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def label_frame(atoms: Atoms, calculator_factory: Callable[[], Any]) -> Atoms:
+    """``atoms`` with energy, forces (and stress for 3D-periodic cells) of a fresh calculator,
+    stored as a SinglePointCalculator (what extxyz writes)."""
+    frame = atoms.copy()
+    frame.calc = calculator_factory()
+    results = {"energy": frame.get_potential_energy(), "forces": frame.get_forces()}
+    if frame.pbc.all():
+        results["stress"] = frame.get_stress()
+    labelled = atoms.copy()
+    labelled.calc = SinglePointCalculator(labelled, **results)
+    return labelled
+
+
+def structure_fingerprints(frames: list[Atoms], species: list[str], cutoff: float) -> np.ndarray:
+    """Per-structure fingerprints [F, 2D]: mean and spread over atoms of the default symmetry
+    functions of each atom (``nnpot.models.symmetry_functions``), for farthest-point sampling."""
+    import torch
+
+    from .graph import AtomicGraph, pair_vectors
+    from .models.symmetry_functions import SymmetryFunctionDescriptor, default_functions
+
+    descriptor = SymmetryFunctionDescriptor(len(species), default_functions(cutoff)).double()
+    rows = []
+    for atoms in frames:
+        graph = AtomicGraph.from_atoms(atoms, cutoff)
+        index = torch.tensor([species.index(s) for s in atoms.get_chemical_symbols()])
+        vec = pair_vectors(graph.pos, graph.cell, graph.pair_index, graph.pair_shifts, None)
+        with torch.no_grad():
+            per_atom = descriptor(index, graph.pair_index, vec).numpy()
+        rows.append(np.concatenate([per_atom.mean(axis=0), per_atom.std(axis=0)]))
+    return np.asarray(rows)
+
+
+def farthest_point_sampling(points: np.ndarray, count: int, first: int) -> list[int]:
+    """``count`` indices of ``points`` [F, D] (columns standardised), starting at ``first``,
+    each next one the point farthest from those already taken."""
+    spread = points.std(axis=0)
+    scaled = (points - points.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    chosen = [first]
+    distance = np.linalg.norm(scaled - scaled[first], axis=1)
+    while len(chosen) < min(count, len(points)):
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(scaled - scaled[nxt], axis=1))
+    return chosen
+
+
+# -------------------------------------------------------------------------------------------
+class ActiveLearning:
+    """The loop over one output folder (see the module docstring)."""
+
+    def __init__(self, config: LearnConfig, resume: bool = False, log=print):
+        self.config, self.log = config, log
+        self.out = Path(config.output)
+        self.state_path = self.out / "state.json"
+        self.train_file = self.out / "train.extxyz"
+        self.calculator_class = _calculator_class(config.label)
+        if self.state_path.exists() and not resume:
+            raise ConfigError(f"{self.out} holds an active-learning run; continue it with "
+                              f"--resume, or choose another output folder")
+        if resume and not self.state_path.exists():
+            raise ConfigError(f"--resume: {self.out} holds no active-learning run "
+                              f"(no state.json)")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.state_path.exists():
+            self.state = json.loads(self.state_path.read_text())
+            if self.state.get("version") != STATE_VERSION:
+                raise ConfigError(f"{self.state_path}: unknown state version "
+                                  f"{self.state.get('version')}")
+        else:
+            start = read_extxyz(config.start)
+            if not start:
+                raise ConfigError(f"start: {config.start} holds no frames")
+            for frame in start:
+                frame.info["al_iteration"] = -1
+            atomic_write_text(self.train_file, _extxyz_text(start))
+            self.state = {"version": STATE_VERSION, "iteration": 0, "phase": "train",
+                          "history": [], "stopped": None}
+            self._save_state()
+
+    def _save_state(self) -> None:
+        atomic_write_text(self.state_path, json.dumps(self.state, indent=1))
+
+    def _advance(self, phase: str) -> None:
+        self.state["phase"] = phase
+        self._save_state()
+
+    def iteration_dir(self, k: int | None = None) -> Path:
+        return self.out / f"iter_{self.state['iteration'] if k is None else k:02d}"
+
+    @property
+    def labels_used(self) -> int:
+        return sum(1 for f in read_extxyz(self.train_file) if f.info.get("al_iteration", -1) >= 0)
+
+    # ---------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Run (or continue) the loop; returns the final committee's model file."""
+        while self.state["stopped"] is None:
+            phase = self.state["phase"]
+            self.log(f"iteration {self.state['iteration']}: {phase}")
+            getattr(self, f"_{phase}")()
+        self.write_report()
+        return self.out / "model.pt"
+
+    def _train(self) -> None:
+        from .train import fit
+
+        k, folder = self.state["iteration"], self.iteration_dir()
+        run = folder / "model"
+        config = _training_config(self.config, self.train_file, run)
+        if (run / "metrics.json").exists() and (run / "best.pt").exists():
+            best = run / "best.pt"  # trained before a kill; its report is written
+        else:
+            best = fit(config, resume=(run / "checkpoint.pt").exists())
+        row = {"iteration": k, "labels": self.labels_used,
+               "train_frames": len(read_extxyz(self.train_file))}
+        metrics = json.loads((run / "metrics.json").read_text())
+        for role, entry in metrics.items():
+            for name, values in entry["metrics"].items():
+                row[f"{role}_{name}_mae"] = values["mae"]
+        if self.config.test:
+            from .potential import load
+            from .train.evaluate import evaluate, labelled_graphs
+
+            committee = load(best)
+            graphs = labelled_graphs(self.config.test, committee.cutoff, config.data.keys)
+            summary = evaluate(committee, graphs, config.training.batch_size)[0].summary()
+            for name, values in summary.items():
+                row[f"test_{name}_mae"] = values["mae"]
+        self._record(row)
+        if row["labels"] >= self.config.budget.labels:
+            return self._stop(best, f"label budget spent ({row['labels']} labels)")
+        if k + 1 >= self.config.budget.iterations:
+            return self._stop(best, f"{self.config.budget.iterations} iterations done")
+        self._advance("explore")
+
+    def _record(self, row: dict) -> None:
+        history = [r for r in self.state["history"] if r["iteration"] != row["iteration"]]
+        self.state["history"] = history + [row]
+        self._save_state()
+
+    def _stop(self, best: Path, reason: str) -> None:
+        shutil.copyfile(best, self.out / ".model.pt.partial")
+        os.replace(self.out / ".model.pt.partial", self.out / "model.pt")
+        self.state["stopped"] = reason
+        self._save_state()
+        self.log(f"stopped: {reason}; model: {self.out / 'model.pt'}")
+
+    def _explore(self) -> None:
+        from .drivers import MDInstabilityError, md
+        from .potential import load
+
+        folder = self.iteration_dir() / "explore"
+        folder.mkdir(parents=True, exist_ok=True)
+        committee = load(self.iteration_dir() / "model" / "best.pt")
+        e, k = self.config.explore, self.state["iteration"]
+        starts = [frame for path in e.structures for frame in read_extxyz(path)]
+        summary = {"runs": [], "frames": 0, "candidates": 0, "above_upper": 0}
+        for s, start in enumerate(starts):
+            for temperature in e.temperatures:
+                name = f"s{s:02d}_T{float(temperature):g}"
+                trajectory, found = folder / f"{name}.extxyz", folder / f"{name}_candidates.extxyz"
+                note = "finished"
+                try:
+                    md(start.copy(), committee, ensemble=e.ensemble, temperature=float(temperature),
+                       timestep=e.timestep, steps=e.steps, pressure=e.pressure,
+                       seed=self.config.seed + 1000 * k + 17 * s + int(temperature),
+                       output=trajectory, interval=e.interval, progress=False,
+                       uncertainty_threshold=self.config.select.lower, candidates=found)
+                except MDInstabilityError as error:  # what was explored before still counts
+                    note = f"stopped early: {error}"
+                frames = read_extxyz(trajectory)
+                above = [f for f in read_extxyz(found)
+                         if f.info["max_force_std"] > self.config.select.upper]
+                candidates = len(read_extxyz(found)) - len(above)
+                summary["runs"].append({"run": name, "frames": len(frames),
+                                        "candidates": candidates, "above_upper": len(above),
+                                        "note": note})
+                summary["frames"] += len(frames)
+                summary["candidates"] += candidates
+                summary["above_upper"] += len(above)
+        atomic_write_text(folder / "summary.json", json.dumps(summary, indent=1))
+        row = dict(next(r for r in self.state["history"] if r["iteration"] == k))
+        row.update(explored_frames=summary["frames"], candidates=summary["candidates"],
+                   candidate_fraction=summary["candidates"] / max(1, summary["frames"]))
+        self._record(row)
+        self._advance("select")
+
+    def _select(self) -> None:
+        folder, k = self.iteration_dir(), self.state["iteration"]
+        explore = folder / "explore"
+        cfg = self.config.select
+        pool: list[Atoms] = []
+        for path in sorted(explore.glob("*.extxyz")):
+            is_candidates = path.name.endswith("_candidates.extxyz")
+            if (cfg.method == "fps") != is_candidates:
+                continue
+            for frame in read_extxyz(path):
+                if cfg.method == "random" or cfg.lower < frame.info["max_force_std"] <= cfg.upper:
+                    pool.append(frame)
+        room = self.config.budget.labels - self.labels_used
+        count = min(cfg.per_iteration, room)
+        if not pool:
+            best = folder / "model" / "best.pt"
+            return self._stop(best, "converged: MD found no frame whose force deviation lies "
+                                    f"in ({cfg.lower}, {cfg.upper}] eV/Å")
+        if cfg.method == "random":
+            rng = np.random.default_rng(self.config.seed + 7919 * k)
+            chosen = sorted(rng.choice(len(pool), size=min(count, len(pool)), replace=False))
+        else:
+            from .potential import load
+            committee = load(folder / "model" / "best.pt")
+            points = structure_fingerprints(pool, committee.species, committee.cutoff)
+            first = int(np.argmax([f.info["max_force_std"] for f in pool]))
+            chosen = farthest_point_sampling(points, count, first)
+        selected = []
+        for j, index in enumerate(chosen):
+            frame = pool[int(index)].copy()
+            frame.calc = None
+            frame.info = {"al_iteration": k, "al_index": j,
+                          "max_force_std": pool[int(index)].info.get("max_force_std", math.nan)}
+            selected.append(frame)
+        atomic_write_text(folder / "selected.extxyz", _extxyz_text(selected))
+        self.log(f"  selected {len(selected)} of {len(pool)} frames ({cfg.method})")
+        self._advance("label")
+
+    def _label(self) -> None:
+        folder = self.iteration_dir()
+        labelled_path, failures_path = folder / "labelled.extxyz", folder / "label_failures.txt"
+        done = {int(f.info["al_index"]) for f in read_extxyz(labelled_path)}
+        if failures_path.exists():
+            done |= {int(line.split(":", 1)[0]) for line in failures_path.read_text().splitlines()
+                     if line.strip()}
+        factory = lambda: self.calculator_class(**self.config.label.kwargs)  # noqa: E731
+        for frame in read_extxyz(folder / "selected.extxyz"):
+            index = int(frame.info["al_index"])
+            if index in done:
+                continue  # labelled (or failed) before a kill: never twice
+            try:
+                labelled = label_frame(frame, factory)
+            except Exception as error:  # any calculator failure costs this frame only
+                with open(failures_path, "a") as handle:
+                    handle.write(f"{index}: {type(error).__name__}: {str(error)[:300]}\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                self.log(f"  frame {index}: labelling failed ({type(error).__name__}: "
+                         f"{error}); skipped")
+                continue
+            labelled.info.update(frame.info)
+            _append_frame(labelled_path, labelled)
+        self._advance("merge")
+
+    def _merge(self) -> None:
+        folder, k = self.iteration_dir(), self.state["iteration"]
+        frames = read_extxyz(self.train_file)
+        present = {(f.info.get("al_iteration"), f.info.get("al_index")) for f in frames}
+        new = [f for f in read_extxyz(folder / "labelled.extxyz")
+               if (k, f.info["al_index"]) not in present]
+        atomic_write_text(self.train_file, _extxyz_text(frames + new))
+        self.log(f"  added {len(new)} labelled frames; {self.labels_used} labels in all")
+        self.state["iteration"] = k + 1
+        self._advance("train")
+
+    # ---------------------------------------------------------------------------------------
+    def write_report(self) -> None:
+        """report.csv, report.md and learning_curve.png from the history."""
+        history = self.state["history"]
+        if not history:
+            return
+        keys = list(dict.fromkeys(key for row in history for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.out / "report.csv", buffer.getvalue())
+        columns = [("iteration", "iteration", "{}"), ("labels", "labels", "{}"),
+                   ("validation_forces_mae", "val. F MAE (meV/Å)", "{:.1f}"),
+                   ("test_forces_mae", "test F MAE (meV/Å)", "{:.1f}"),
+                   ("test_energy_mae", "test E MAE (meV/atom)", "{:.2f}"),
+                   ("candidate_fraction", "candidate fraction", "{:.3f}")]
+        columns = [c for c in columns if any(c[0] in row for row in history)]
+        lines = [f"# Active learning ({self.config.select.method})", "",
+                 f"Stopped: {self.state['stopped']}.", "",
+                 "| " + " | ".join(c[1] for c in columns) + " |",
+                 "|" + "---|" * len(columns)]
+        for row in history:
+            lines.append("| " + " | ".join(fmt.format(row[key]) if key in row else ""
+                                           for key, _, fmt in columns) + " |")
+        atomic_write_text(self.out / "report.md", "\n".join(lines) + "\n")
+        plot_learning_curve(history, self.out / "learning_curve.png", self.config.select.method)
+
+
+def plot_learning_curve(histories: list[dict] | dict[str, list[dict]], path: Path,
+                        label: str = "") -> None:
+    """Test (else validation) force MAE against labels used, and the candidate fraction; one
+    line per loop when given {name: history}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if isinstance(histories, list):
+        histories = {label or "active learning": histories}
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, history in histories.items():
+        key = "test_forces_mae" if any("test_forces_mae" in r for r in history) \
+            else "validation_forces_mae"
+        rows = [r for r in history if key in r]
+        left.plot([r["labels"] for r in rows], [r[key] for r in rows], "o-", label=name)
+        left.set_ylabel(f"{key.split('_')[0]} force MAE (meV/Å)")
+        rows = [r for r in history if "candidate_fraction" in r]
+        right.plot([r["iteration"] for r in rows], [r["candidate_fraction"] for r in rows], "o-",
+                   label=name)
+    left.set_xlabel("labelled frames")
+    left.set_yscale("log")
+    right.set_xlabel("iteration")
+    right.set_ylabel("candidate fraction of explored frames")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def learn(config: LearnConfig | str | os.PathLike, resume: bool = False, log=print) -> Path:
+    """Run (or with ``resume`` continue) an active-learning loop; returns the final model."""
+    if not isinstance(config, LearnConfig):
+        config, _ = load_learn_config(config)
+    return ActiveLearning(config, resume=resume, log=log).run()
