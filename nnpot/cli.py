@@ -21,32 +21,29 @@ from .version import __version__
 
 
 # -------------------------------------------------------------------------------------------
+def _resumable(command: str, args: argparse.Namespace, run, label: str) -> int:
+    """Run ``run(config, resume=...)``; Ctrl-C says how to continue. Training checkpoints and
+    the learning loop's state are written atomically, so an interrupt corrupts nothing."""
+    try:
+        result = run(args.config, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"nnpot: interrupted; continue where it stopped with "
+              f"`nnpot {command} {args.config} --resume`", file=sys.stderr)
+        return 130
+    print(f"{label}: {result}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
 
-    try:
-        best = fit(args.config, resume=args.resume)
-    except KeyboardInterrupt:
-        # Checkpoints are written atomically every checkpoint_every epochs: nothing is corrupt.
-        print(f"nnpot: interrupted; continue from the last checkpoint with "
-              f"`nnpot train {args.config} --resume`", file=sys.stderr)
-        return 130
-    print(f"best model: {best}")
-    return 0
+    return _resumable("train", args, fit, "best model")
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
     from .active_learning import learn
 
-    try:
-        model = learn(args.config, resume=args.resume)
-    except KeyboardInterrupt:
-        # state.json is written after every phase and every label is on disk at once.
-        print(f"nnpot: interrupted; continue where it stopped with "
-              f"`nnpot learn {args.config} --resume`", file=sys.stderr)
-        return 130
-    print(f"model: {model}")
-    return 0
+    return _resumable("learn", args, learn, "model")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
