@@ -13,9 +13,12 @@
 4. **select** the frames whose largest per-atom force deviation lies in (lower, upper] — above
    ``upper`` the model is too far off for the frame to be trusted as physical — and from them a
    diverse subset by farthest-point sampling on per-structure fingerprints (the mean and spread
-   over atoms of symmetry functions), starting from the most uncertain frame. With
-   ``select.method: random`` the subset is drawn uniformly from every explored frame instead
-   (the baseline active learning must beat). No candidates: the loop has converged;
+   over atoms of symmetry functions), starting from the most uncertain frame. Frames with two
+   atoms closer than ``min_distance_factor`` × the training set's shortest distance (an MD gone
+   astray) are never selected: a committee can agree on nonsense. When every physical frame is
+   above ``upper``, the least uncertain of them are taken instead. With ``select.method:
+   random`` the subset is drawn uniformly from every explored physical frame (the baseline
+   active learning must beat). No frame above ``lower``: the loop has converged;
 5. **label** them with the ASE calculator named in the config (EMT for the examples; GPAW, VASP,
    Quantum ESPRESSO… in real use), one frame at a time, each appended to ``labelled.extxyz`` as
    soon as it is done; a frame whose calculation raises is logged in ``label_failures.txt``
@@ -79,6 +82,8 @@ class SelectConfig:
     upper: float = 0.5           # eV/Å: … and at most this
     per_iteration: int = 20      # frames labelled per iteration, at most
     method: str = "fps"          # fps | random (uniform over all explored frames: a baseline)
+    min_distance_factor: float = 0.7  # frames with two atoms closer than this × the shortest
+                                      # distance of the training set are unphysical: skipped
 
 
 @dataclass
@@ -144,6 +149,8 @@ def learn_config_from_dict(values: dict, base_dir: str | Path = ".") -> LearnCon
               (s.per_iteration >= 1, f"select.per_iteration must be ≥ 1, got {s.per_iteration}"),
               (s.method in ("fps", "random"), f"select.method must be fps or random, got "
                                               f"{s.method!r}"),
+              (0 <= s.min_distance_factor < 1, f"select.min_distance_factor must be in [0, 1), "
+                                               f"got {s.min_distance_factor}"),
               (b.labels >= 1, f"budget.labels must be ≥ 1, got {b.labels}"),
               (b.iterations >= 1, f"budget.iterations must be ≥ 1, got {b.iterations}"),
               (e.steps >= 1 and e.interval >= 1 and e.timestep > 0,
@@ -226,6 +233,15 @@ def label_frame(atoms: Atoms, calculator_factory: Callable[[], Any]) -> Atoms:
     labelled = atoms.copy()
     labelled.calc = SinglePointCalculator(labelled, **results)
     return labelled
+
+
+def shortest_distance(atoms: Atoms, reach: float = 3.0) -> float:
+    """The shortest distance between two atoms (periodic images included), Å; ``reach`` if
+    no two atoms are closer than that."""
+    from ase.neighborlist import neighbor_list
+
+    distances = neighbor_list("d", atoms, reach)
+    return float(distances.min()) if len(distances) else reach
 
 
 def structure_fingerprints(frames: list[Atoms], species: list[str], cutoff: float) -> np.ndarray:
@@ -405,22 +421,37 @@ class ActiveLearning:
 
     def _select(self) -> None:
         folder, k = self.iteration_dir(), self.state["iteration"]
-        explore = folder / "explore"
         cfg = self.config.select
-        pool: list[Atoms] = []
-        for path in sorted(explore.glob("*.extxyz")):
-            is_candidates = path.name.endswith("_candidates.extxyz")
-            if (cfg.method == "fps") != is_candidates:
-                continue
-            for frame in read_extxyz(path):
-                if cfg.method == "random" or cfg.lower < frame.info["max_force_std"] <= cfg.upper:
-                    pool.append(frame)
-        room = self.config.budget.labels - self.labels_used
-        count = min(cfg.per_iteration, room)
+        # What the trajectories hold: every looked-at frame (random selection draws from them)
+        # and the candidates, each with its largest force deviation (fps selects from them).
+        files = sorted((folder / "explore").glob("*.extxyz"))
+        wanted = [p for p in files if p.name.endswith("_candidates.extxyz") == (cfg.method == "fps")]
+        frames = [frame for path in wanted for frame in read_extxyz(path)]
+        # Frames from an MD that went astray (two atoms far closer than in any training frame)
+        # are not worth a reference calculation, whatever the committee says.
+        floor = cfg.min_distance_factor * min(shortest_distance(f)
+                                              for f in read_extxyz(self.train_file))
+        physical = [f for f in frames if shortest_distance(f) >= floor]
+        skipped = len(frames) - len(physical)
+        if cfg.method == "random":
+            pool = physical
+        else:
+            deviation = [f.info["max_force_std"] for f in physical]
+            pool = [f for f, d in zip(physical, deviation) if cfg.lower < d <= cfg.upper]
+            if not pool and physical:
+                # Everything is above the upper threshold: the model extrapolates everywhere
+                # it went. Learn from the least uncertain of those frames rather than stall.
+                order = np.argsort(deviation)
+                pool = [physical[int(i)] for i in order[:cfg.per_iteration]]
+                self.log(f"  no candidate in ({cfg.lower}, {cfg.upper}] eV/Å; taking the "
+                         f"{len(pool)} least uncertain of {len(physical)} frames above it")
+        if skipped:
+            self.log(f"  skipped {skipped} frame(s) with atoms closer than {floor:.2f} Å")
         if not pool:
             best = folder / "model" / "best.pt"
-            return self._stop(best, "converged: MD found no frame whose force deviation lies "
-                                    f"in ({cfg.lower}, {cfg.upper}] eV/Å")
+            return self._stop(best, f"converged: MD found no frame whose force deviation "
+                                    f"exceeds {cfg.lower} eV/Å")
+        count = min(cfg.per_iteration, self.config.budget.labels - self.labels_used)
         if cfg.method == "random":
             rng = np.random.default_rng(self.config.seed + 7919 * k)
             chosen = sorted(rng.choice(len(pool), size=min(count, len(pool)), replace=False))
