@@ -12,7 +12,7 @@ from ase.build import bulk
 
 from nnpot import AtomicGraph, Potential
 from nnpot.graph import pair_vectors
-from nnpot.models import HDNNP, SchNet
+from nnpot.models import HDNNP, NequIP, SchNet
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -56,6 +56,15 @@ def make_hdnnp(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0) -> 
     torch.manual_seed(seed)
     model = HDNNP(species=list(species), cutoff=cutoff, symmetry_functions=HDNNP_FUNCTIONS,
                   hidden=(12, 10), activation="tanh")
+    model.fit_statistics(statistics_inputs(model, cutoff))
+    with torch.no_grad():  # forces of O(0.1–1) eV/Å, so derivative tests compare real numbers
+        model.networks.weights[-1].mul_(5.0)
+    e0 = {s: -1.0 - k for k, s in enumerate(species)}
+    return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
+
+
+def statistics_inputs(model, cutoff: float) -> list:
+    """Model inputs of a few real cells, for a model's statistics hook."""
     inputs = []
     for cell in [rattled_cell(seed=k) for k in range(3)] + [triclinic_pair()]:
         if "O" not in model.species:
@@ -64,19 +73,27 @@ def make_hdnnp(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0) -> 
         species_index = torch.tensor([model.species.index(s) for s in cell.get_chemical_symbols()])
         vec = pair_vectors(graph.pos, graph.cell, graph.pair_index, graph.pair_shifts, None)
         inputs.append((species_index, graph.pair_index, vec))
-    model.fit_statistics(inputs)
-    with torch.no_grad():  # forces of O(0.1–1) eV/Å, so derivative tests compare real numbers
-        model.networks.weights[-1].mul_(5.0)
+    return inputs
+
+
+def make_nequip(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0,
+                **hparams) -> Potential:
+    """A small randomly initialised NequIP (l_max 2) with its neighbour count from real cells."""
+    torch.manual_seed(seed)
+    hparams = {"l_max": 2, "n_features": 4, "n_layers": 2, "n_bessel": 6,
+               "radial_mlp": (8,), **hparams}
+    model = NequIP(species=list(species), cutoff=cutoff, **hparams)
+    model.fit_statistics(statistics_inputs(model, cutoff))
     e0 = {s: -1.0 - k for k, s in enumerate(species)}
     return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
 
 
-MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp}
+MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp, "NequIP": make_nequip}
 
 
 @pytest.fixture(params=sorted(MODEL_MAKERS))
 def potential64(request) -> Potential:
-    """Each physics test runs for every model: SchNet and HDNNP."""
+    """Each physics test runs for every model: SchNet, HDNNP and NequIP."""
     return MODEL_MAKERS[request.param]()
 
 

@@ -5,8 +5,9 @@
 
 from .base import AtomisticModel, HyperParameterError
 from .hdnnp import HDNNP
+from .nequip import NequIP
 from .schnet import SchNet
 
-MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP}
+MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP, "NequIP": NequIP}
 
-__all__ = ["AtomisticModel", "HyperParameterError", "HDNNP", "SchNet", "MODELS"]
+__all__ = ["AtomisticModel", "HyperParameterError", "HDNNP", "NequIP", "SchNet", "MODELS"]

@@ -1,0 +1,230 @@
+"""NequIP: E(3)-equivariant message passing (Batzner et al., Nat. Commun. 13, 2453 (2022)).
+
+    element embedding (scalars)
+    → n_layers × interaction block:
+          self-interaction (linear)
+          convolution: m_i = Σ_j R(r_ij) · [h_j ⊗ Y(r̂_ij)] / sqrt(⟨n_neighbours⟩)
+              Y: spherical harmonics of the pair direction up to l_max;
+              R: radial MLP of a Bessel basis × polynomial envelope, one weight per path;
+          linear, + self-connection (features ⊗ element one-hot)
+          gated nonlinearity (SiLU on scalars, sigmoid gates on l > 0), residual update
+    → scalars → per-atom energy
+
+Built on e3nn (irreps, spherical harmonics, tensor products, gates). Pairs come as nnpot's half
+list: the harmonics and the radial weights are computed once per pair and the reverse edge uses
+Y_l(−r̂) = (−1)^l Y_l(r̂). The average neighbour count is a data constant from the trainer's
+model-statistics hook (stored in the model file).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .base import AtomisticModel, HyperParameterError, check_int
+
+
+def _e3nn():
+    try:
+        import e3nn  # noqa: F401
+    except ImportError:  # pragma: no cover - e3nn is a dependency; say so if it is missing
+        raise ImportError("the NequIP model needs e3nn: pip install e3nn") from None
+    from e3nn import nn as enn, o3
+    return o3, enn
+
+
+class BesselBasis(nn.Module):
+    """sqrt(2/r_c) · sin(n π r / r_c) / r, n = 1 … N, with trainable frequencies (as NequIP).
+    [P] distances (Å) → [P, N]."""
+
+    def __init__(self, n: int, cutoff: float):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.frequencies = nn.Parameter(torch.arange(1, n + 1, dtype=torch.float32) * math.pi)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        x = r[:, None] / self.cutoff
+        return math.sqrt(2.0 / self.cutoff) * torch.sin(self.frequencies * x) / r[:, None]
+
+
+def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int) -> torch.Tensor:
+    """u(x) = 1 − (p+1)(p+2)/2 xᵖ + p(p+2) xᵖ⁺¹ − p(p+1)/2 xᵖ⁺² for x = r/r_c < 1, else 0:
+    smooth to order p at the cutoff. [P] → [P]."""
+    x = r / cutoff
+    inside = x < 1.0
+    x = torch.where(inside, x, torch.zeros_like(x))
+    xp = x**p
+    value = (1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x
+             - 0.5 * p * (p + 1) * xp * x * x)
+    return torch.where(inside, value, torch.zeros_like(value))
+
+
+class Interaction(nn.Module):
+    """One NequIP interaction block: features (irreps_in) → features (irreps_out).
+
+    ``forward(h [N, dim_in], one_hot [N, S], sh [E, dim_sh], radial [E, n_radial], envelope
+    [E], edge_index [2, E], norm) → [N, dim_out]``; E directed edges (both directions of every
+    pair). The path weights are the radial MLP's output times the envelope: exactly zero at and
+    beyond the cutoff.
+    """
+
+    def __init__(self, irreps_in, irreps_sh, irreps_target, n_species: int, n_radial: int,
+                 radial_mlp: Sequence[int]):
+        super().__init__()
+        o3, enn = _e3nn()
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.self_interaction = o3.Linear(self.irreps_in, self.irreps_in)
+        # The convolution's paths: every (feature irrep) ⊗ (harmonic) → an irrep the block
+        # wants, one weight per path and channel ('uvu'), given per edge by the radial MLP.
+        mid, instructions = [], []
+        for i, (mul, ir_in) in enumerate(self.irreps_in):
+            for j, (_, ir_sh) in enumerate(o3.Irreps(irreps_sh)):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in o3.Irreps(irreps_target):
+                        instructions.append((i, j, len(mid), "uvu", True))
+                        mid.append((mul, ir_out))
+        mid = o3.Irreps(mid)
+        mid_sorted, permutation, _ = mid.sort()
+        instructions = [(i, j, permutation[k], mode, train)
+                        for i, j, k, mode, train in instructions]
+        self.convolution = o3.TensorProduct(self.irreps_in, irreps_sh, mid_sorted, instructions,
+                                            shared_weights=False, internal_weights=False)
+        self.radial = enn.FullyConnectedNet([n_radial, *radial_mlp, self.convolution.weight_numel],
+                                            torch.nn.functional.silu)
+        # Gate: scalars (SiLU), one sigmoid gate per l > 0 channel, the gated l > 0 irreps.
+        target = o3.Irreps(irreps_target)
+        scalars = o3.Irreps([(m, ir) for m, ir in target if ir.l == 0
+                             and ir in mid_sorted.simplify()])
+        gated = o3.Irreps([(m, ir) for m, ir in target if ir.l > 0
+                           and ir in mid_sorted.simplify()])
+        gates = o3.Irreps([(m, "0e") for m, _ in gated])
+        # SiLU on scalars, tanh on pseudoscalars (an odd function keeps them pseudoscalars)
+        self.gate = enn.Gate(scalars, [torch.nn.functional.silu if ir.p == 1 else torch.tanh
+                                       for _, ir in scalars],
+                             gates, [torch.sigmoid for _ in gates], gated)
+        self.linear = o3.Linear(mid_sorted.simplify(), self.gate.irreps_in)
+        self.self_connection = o3.FullyConnectedTensorProduct(
+            self.irreps_in, o3.Irreps(f"{n_species}x0e"), self.gate.irreps_in)
+        self.irreps_out = self.gate.irreps_out
+
+    def forward(self, h, one_hot, sh, radial, envelope, edge_index, norm):
+        center, neighbour = edge_index
+        x = self.self_interaction(h)
+        weights = self.radial(radial) * envelope[:, None]
+        messages = self.convolution(x.index_select(0, neighbour), sh, weights)
+        aggregated = torch.zeros(h.shape[0], messages.shape[1], dtype=messages.dtype,
+                                 device=messages.device).index_add(0, center, messages)
+        update = self.linear(aggregated * norm) + self.self_connection(h, one_hot)
+        return self.gate(update)
+
+
+class NequIP(AtomisticModel):
+    """NequIP-style E(3)-equivariant potential.
+
+    Args:
+        species: elements the model knows.
+        cutoff: Å.
+        l_max: highest rotation order of the features and harmonics (≥ 1).
+        n_features: channels per irrep.
+        n_layers: interaction blocks.
+        n_bessel: Bessel functions of the radial basis.
+        poly_p: order of the polynomial envelope.
+        parity: True: E(3) — features of the harmonics' own parity (l even: e, l odd: o), so
+            the energy is invariant under rotations and mirrors. False: SO(3) — features of
+            both parities, and pseudoscalars join the readout (invariant under rotations only).
+        radial_mlp: hidden widths of the radial MLP.
+    """
+
+    needs_statistics = True
+
+    def __init__(self, species: Sequence[str | int], cutoff: float = 5.0, l_max: int = 2,
+                 n_features: int = 32, n_layers: int = 4, n_bessel: int = 8, poly_p: int = 6,
+                 parity: bool = True, radial_mlp: Sequence[int] = (64, 64)):
+        check_int("l_max", l_max)
+        check_int("n_features", n_features)
+        check_int("n_layers", n_layers)
+        check_int("n_bessel", n_bessel)
+        check_int("poly_p", poly_p, minimum=2)
+        if not isinstance(parity, bool):
+            raise HyperParameterError("parity", f"must be true or false, got {parity!r}")
+        if isinstance(radial_mlp, (str, bytes)) or not isinstance(radial_mlp, Sequence):
+            raise HyperParameterError("radial_mlp", f"must be a list of widths, got {radial_mlp!r}")
+        radial_mlp = [check_int(f"radial_mlp[{k}]", w) for k, w in enumerate(radial_mlp)]
+        super().__init__(species, cutoff, l_max=l_max, n_features=n_features, n_layers=n_layers,
+                         n_bessel=n_bessel, poly_p=poly_p, parity=parity, radial_mlp=radial_mlp)
+        o3, _ = _e3nn()
+        n_species = len(self.species)
+        self.poly_p = poly_p
+        self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
+        parities = (None,) if parity else (1, -1)
+        hidden = o3.Irreps([(n_features, (l, p if p is not None else (-1) ** l))
+                            for l in range(l_max + 1) for p in parities])
+        self.harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True,
+                                               normalization="component")
+        # Y_l(−r̂) = (−1)^l Y_l(r̂): the reverse edge's harmonics from the pair's
+        self.register_buffer("reverse_sign", torch.cat([torch.full((2 * l + 1,), (-1.0) ** l)
+                                                        for l in range(l_max + 1)]),
+                             persistent=False)
+        self.embedding = o3.Linear(o3.Irreps(f"{n_species}x0e"), o3.Irreps(f"{n_features}x0e"))
+        self.bessel = BesselBasis(n_bessel, cutoff)
+        irreps = o3.Irreps(f"{n_features}x0e")
+        self.layers = nn.ModuleList()
+        for _ in range(n_layers):
+            layer = Interaction(irreps, self.irreps_sh, hidden, n_species, n_bessel, radial_mlp)
+            self.layers.append(layer)
+            irreps = layer.irreps_out
+        readout_in = o3.Irreps([(m, ir) for m, ir in irreps if ir.l == 0])
+        self.readout_irreps = readout_in
+        self.readout = nn.Sequential(
+            o3.Linear(irreps, o3.Irreps(f"{max(1, n_features // 2)}x0e")),
+            nn.SiLU(),
+            o3.Linear(o3.Irreps(f"{max(1, n_features // 2)}x0e"), o3.Irreps("1x0e")))
+        if not parity:  # pseudoscalars (0o) enter the energy too: only rotations remain
+            self.pseudo = o3.Linear(irreps, o3.Irreps("1x0o"))
+        self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
+
+    # ---------------------------------------------------------------------------------------
+    def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
+                      pair_vec: torch.Tensor) -> list[torch.Tensor]:
+        """The atom features after the embedding and after every interaction block:
+        [N, dim] each, in e3nn's layout of ``layer.irreps_out`` (for tests of equivariance)."""
+        distance = torch.linalg.vector_norm(pair_vec, dim=-1)
+        sh = self.harmonics(pair_vec)
+        envelope = polynomial_envelope(distance, self.cutoff, self.poly_p)
+        radial = self.bessel(distance) * envelope[:, None]
+        # Both directions of every pair: i ← j with r_ij, j ← i with −r_ij.
+        edge_index = torch.cat([pair_index, pair_index.flip(0)], dim=1)
+        sh = torch.cat([sh, sh * self.reverse_sign.to(sh.dtype)])
+        radial, envelope = torch.cat([radial, radial]), torch.cat([envelope, envelope])
+        one_hot = torch.nn.functional.one_hot(species, len(self.species)).to(pair_vec.dtype)
+        norm = self.avg_num_neighbors.to(pair_vec.dtype).rsqrt()
+        h = self.embedding(one_hot)
+        features = [h]
+        for layer in self.layers:
+            update = layer(h, one_hot, sh, radial, envelope, edge_index, norm)
+            h = h + update if layer.irreps_out == layer.irreps_in else update  # residual
+            features.append(h)
+        return features
+
+    def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
+                pair_vec: torch.Tensor) -> torch.Tensor:
+        """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
+        h = self.node_features(species, pair_index, pair_vec)[-1]
+        energy = self.readout(h).squeeze(-1)
+        if hasattr(self, "pseudo"):
+            energy = energy + self.pseudo(h).squeeze(-1)
+        return energy
+
+    @torch.no_grad()
+    def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                       ) -> None:
+        """The average number of neighbours within the cutoff per atom (both directions)."""
+        atoms, edges = 0, 0
+        for species, pair_index, pair_vec in inputs:
+            atoms += species.numel()
+            edges += 2 * int((torch.linalg.vector_norm(pair_vec, dim=-1) < self.cutoff).sum())
+        if atoms:
+            self.avg_num_neighbors.fill_(max(edges / atoms, 1.0))

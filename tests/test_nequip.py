@@ -1,0 +1,106 @@
+"""NequIP: equivariance of the hidden features (Wigner D), invariance of the energy under
+rotations and — with parity — mirrors, the neighbour-count statistic, errors, and training.
+(The physics tests — finite differences, small cells, extensivity, batching, skin, save/load —
+run for NequIP through the ``potential64`` fixture of conftest.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from nnpot import AtomicGraph, Potential
+from nnpot.graph import pair_vectors
+from nnpot.models import HyperParameterError, NequIP
+from nnpot.potential import load
+
+from conftest import make_nequip, rattled_cell, statistics_inputs
+
+ROTATION = Rotation.from_euler("zyx", [0.7, -1.3, 2.1]).as_matrix()
+
+
+def inputs(atoms, model):
+    graph = AtomicGraph.from_atoms(atoms, model.cutoff)
+    species = torch.tensor([model.species.index(s) for s in atoms.get_chemical_symbols()])
+    vec = pair_vectors(graph.pos, graph.cell, graph.pair_index, graph.pair_shifts, None)
+    return species, graph.pair_index, vec
+
+
+def wigner(irreps, matrix) -> torch.Tensor:
+    """D(R) of ``irreps`` in float64 (e3nn builds it in the default dtype: float32 would leave
+    1e-6 errors)."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return irreps.D_from_matrix(torch.tensor(matrix, dtype=torch.float64))
+    finally:
+        torch.set_default_dtype(default)
+
+
+def transformed(matrix):
+    atoms = rattled_cell()
+    atoms.set_cell(atoms.cell.array @ matrix.T, scale_atoms=True)
+    return atoms
+
+
+@pytest.mark.parametrize("parity, matrix", [(True, ROTATION), (True, -ROTATION),
+                                            (False, ROTATION)])
+def test_hidden_features_transform_with_wigner_d(parity, matrix):
+    """Every layer's features of the rotated (or mirrored) cell are D(R) times the original's;
+    the energy is invariant and the forces rotate with the cell, to 1e-10 in float64."""
+    pot = make_nequip(parity=parity, n_layers=3)
+    model = pot.model
+    before = model.node_features(*inputs(rattled_cell(), model))
+    after = model.node_features(*inputs(transformed(matrix), model))
+    irreps = [model.layers[0].irreps_in] + [layer.irreps_out for layer in model.layers]
+    for k, (x, y, ir) in enumerate(zip(before, after, irreps)):
+        assert torch.allclose(y, x @ wigner(ir, matrix).T, atol=1e-10), f"layer {k} ({ir})"
+    assert any(ir.lmax > 0 for ir in irreps)  # l > 0 features were really tested
+    graph_a = AtomicGraph.from_atoms(rattled_cell(), model.cutoff)
+    graph_b = AtomicGraph.from_atoms(transformed(matrix), model.cutoff)
+    a, b = pot(graph_a, forces=True), pot(graph_b, forces=True)
+    assert float(b["energy"]) == pytest.approx(float(a["energy"]), abs=1e-10)
+    np.testing.assert_allclose(b["forces"].numpy(), a["forces"].numpy() @ matrix.T, atol=1e-10)
+
+
+def test_without_parity_a_mirror_changes_the_energy():
+    """parity=False is SO(3): pseudoscalars reach the energy, so a mirror image differs."""
+    pot = make_nequip(parity=False, n_layers=3)
+    assert "0o" in str(pot.model.layers[-1].irreps_out)
+    energy = float(pot(AtomicGraph.from_atoms(rattled_cell(), 4.0))["energy"])
+    mirrored = float(pot(AtomicGraph.from_atoms(transformed(-np.eye(3)), 4.0))["energy"])
+    assert abs(mirrored - energy) > 1e-6
+
+
+def test_the_neighbour_count_comes_from_data_and_is_saved(tmp_path):
+    model = NequIP(["Cu", "O"], cutoff=4.0, l_max=1, n_features=4, n_layers=1)
+    data = statistics_inputs(model, 4.0)
+    model.fit_statistics(data)
+    atoms = sum(s.numel() for s, _, _ in data)
+    edges = sum(2 * int((v.norm(dim=1) < 4.0).sum()) for _, _, v in data)
+    assert float(model.avg_num_neighbors) == pytest.approx(edges / atoms)
+    path = Potential(model).save(tmp_path / "nequip.pt")
+    assert float(load(path).model.avg_num_neighbors) == pytest.approx(edges / atoms)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"l_max": 0}, "l_max must be ≥ 1"),
+    ({"parity": "yes"}, "parity must be true or false"),
+    ({"radial_mlp": "64"}, "radial_mlp must be a list"),
+    ({"n_features": 0}, "n_features must be ≥ 1"),
+    ({"poly_p": 1}, "poly_p must be ≥ 2"),
+])
+def test_bad_hyper_parameters_name_themselves(params, message):
+    with pytest.raises(HyperParameterError, match=message):
+        NequIP(["Cu"], cutoff=4.0, **params)
+
+
+def test_each_pair_may_point_either_way():
+    """The half list's reverse edges use Y_l(−r̂) = (−1)^l Y_l(r̂): flipping every pair of the
+    list (j, i, −r) gives the same features, which a wrong sign for odd l would not."""
+    model = make_nequip(n_layers=2).model
+    species, pair_index, vec = inputs(rattled_cell(), model)
+    flipped = model.node_features(species, pair_index.flip(0), -vec)
+    for x, y in zip(model.node_features(species, pair_index, vec), flipped):
+        assert torch.allclose(x, y, atol=1e-12)
