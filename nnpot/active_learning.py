@@ -4,8 +4,9 @@
 ``<output>/iter_<k>/``:
 
 1. **train** a committee (``model.committee ≥ 2``) on ``<output>/train.extxyz`` — the start set
-   plus every frame labelled so far — with ``nnpot train`` (``model/``), and evaluate it on the
-   test file when one is given;
+   plus every frame labelled so far — with ``nnpot train`` (``model/``; the last training with
+   ``final_train`` applied, e.g. a longer budget), and evaluate it on the test file when one is
+   given;
 2. stop when the label budget is spent or the last iteration is reached: that committee is the
    result (``<output>/model.pt``);
 3. **explore**: MD from every start structure at every temperature (``explore/``); a frame is
@@ -104,6 +105,8 @@ class LearnConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     train: dict = field(default_factory=dict)    # a training config (nnpot train) without
                                                  # output and data.train, which the loop sets
+    final_train: dict = field(default_factory=dict)  # overrides of train for the last
+                                                     # training, e.g. {training: {max_time_min: 10}}
     base_dir: str = "."                          # set by the loader: the config file's folder
 
 
@@ -163,6 +166,7 @@ def learn_config_from_dict(values: dict, base_dir: str | Path = ".") -> LearnCon
             raise ConfigError(message)
     # The training config, checked now (with the start set standing in for train.extxyz).
     trial = _training_config(config, config.start, Path(config.output) / "check")
+    _training_config(config, config.start, Path(config.output) / "check", final=True)
     if trial.model.committee < 2:
         raise ConfigError(f"train.model.committee must be ≥ 2 (the loop needs a committee's "
                           f"spread), got {trial.model.committee}")
@@ -170,9 +174,22 @@ def learn_config_from_dict(values: dict, base_dir: str | Path = ".") -> LearnCon
     return config
 
 
-def _training_config(config: LearnConfig, train_file: str | Path, output: Path):
-    """The training config of one iteration: ``train`` with the loop's output and data."""
-    values = copy.deepcopy(config.train)
+def _merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied key by key (nested mappings merged)."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _training_config(config: LearnConfig, train_file: str | Path, output: Path,
+                     final: bool = False):
+    """The training config of one iteration: ``train`` (with ``final_train`` applied for the
+    last one) and the loop's output and data."""
+    values = _merged(config.train, config.final_train) if final else copy.deepcopy(config.train)
     if "output" in values:
         raise ConfigError("train.output is set by the loop; remove it")
     values["output"] = str(output)
@@ -340,12 +357,14 @@ class ActiveLearning:
 
         k, folder = self.state["iteration"], self.iteration_dir()
         run = folder / "model"
-        config = _training_config(self.config, self.train_file, run)
+        labels = self.labels_used
+        final = labels >= self.config.budget.labels or k + 1 >= self.config.budget.iterations
+        config = _training_config(self.config, self.train_file, run, final)
         if (run / "metrics.json").exists() and (run / "best.pt").exists():
             best = run / "best.pt"  # trained before a kill; its report is written
         else:
             best = fit(config, resume=(run / "checkpoint.pt").exists())
-        row = {"iteration": k, "labels": self.labels_used,
+        row = {"iteration": k, "labels": labels,
                "train_frames": len(read_extxyz(self.train_file))}
         metrics = json.loads((run / "metrics.json").read_text())
         for role, entry in metrics.items():

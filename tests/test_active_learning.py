@@ -73,6 +73,7 @@ def keys_of(frames):
 
 
 def test_the_loop_spends_its_budget_once_and_reports(tmp_path, setup):
+    setup["final_train"] = {"training": {"max_epochs": 5}}  # the last training runs longer
     config = learn_config_from_dict(setup, tmp_path)
     model = learn(config, log=lambda message: None)
     out = tmp_path / "run"
@@ -85,6 +86,9 @@ def test_the_loop_spends_its_budget_once_and_reports(tmp_path, setup):
     assert state["stopped"].startswith("label budget spent")
     assert [row["labels"] for row in state["history"]] == [0, 3, 5]
     assert all(0 <= row["candidate_fraction"] <= 1 for row in state["history"][:2])
+    epochs = [len((out / f"iter_{k:02d}" / "model" / "log.csv").read_text().splitlines()) - 1
+              for k in range(3)]
+    assert epochs == [3, 3, 5]
     report = (out / "report.md").read_text()
     assert "| 2 | 5 |" in report and (out / "learning_curve.png").stat().st_size > 0
     with pytest.raises(ConfigError, match="--resume"):  # never overwrite a loop silently
