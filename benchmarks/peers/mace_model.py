@@ -1,0 +1,41 @@
+"""Time MACE 0.3.16 through its ASE calculator (run inside the mace venv).
+
+Prints one JSON line: {"n_atoms": [...], "ms": [[...], ...]} (every repeat, ms per energy+forces
+call). Cu only, untrained, the issue's size: hidden irreps 32x0e + 32x1o (l_max = 1 features;
+$PEER_L_MAX sets the harmonics' max_ell), 2 interactions, correlation 3, 8 Bessel functions,
+polynomial envelope p = 6, radial MLP 64-64, cutoff 5 Å, float32. Same protocol as nnpot's:
+fcc Cu rattled 0.05 Å, positions nudged before every call.
+"""
+
+import argparse
+import os
+
+# MACE 0.3.16 pins e3nn 0.4.4, which torch.load()s its own constants without weights_only=False;
+# torch ≥ 2.6 refuses that by default. The file is e3nn's, installed from PyPI: allow it.
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from e3nn import o3  # noqa: E402
+from mace.calculators import MACECalculator  # noqa: E402
+from mace.modules import MACE, RealAgnosticResidualInteractionBlock  # noqa: E402
+from peer_timing import print_json, time_sizes  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8])
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--threads", type=int, default=2)
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+torch.set_default_dtype(torch.float32)
+torch.manual_seed(0)
+
+model = MACE(r_max=5.0, num_bessel=8, num_polynomial_cutoff=6,
+             max_ell=int(os.environ.get("PEER_L_MAX", "1")) + 1,
+             interaction_cls=RealAgnosticResidualInteractionBlock,
+             interaction_cls_first=RealAgnosticResidualInteractionBlock, num_interactions=2,
+             num_elements=1, hidden_irreps=o3.Irreps("32x0e + 32x1o"), MLP_irreps=o3.Irreps("16x0e"),
+             atomic_energies=np.zeros(1), avg_num_neighbors=40.0, atomic_numbers=[29],
+             correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64]).float().eval()
+calc = MACECalculator(models=model, device="cpu", default_dtype="float32")
+print_json(time_sizes(calc, args.repeats, args.sizes, call_of=lambda atoms: atoms.get_forces))
