@@ -36,14 +36,17 @@ def nequip_potential(l_max: int) -> Potential:
 
 
 def peak_memory_mb(l_max: int, cells: int) -> float:
-    """Max RSS (MB) of a fresh process that makes one energy+forces call on 4·cells³ atoms."""
+    """Max RSS (MB) of a fresh process that makes one energy+forces call on 4·cells³ atoms;
+    NaN when the process dies (killed for memory)."""
     code = (f"import sys, resource, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"torch.set_num_threads(2); from bench_nequip import nequip_potential; "
             f"from nnpot import NNPCalculator; from peers.peer_timing import copper; "
             f"a = copper({cells}); a.calc = NNPCalculator(nequip_potential({l_max}), "
             f"dtype='float32'); a.get_forces(); "
             f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        return float("nan")
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
     jobs = {}
@@ -67,12 +71,12 @@ def main() -> None:
                 jobs[f"{peer} l={l_max}"] = (
                     lambda python=python, script=script, l_max=l_max: run_peer(
                         python, script, args.repeats, env={"PEER_L_MAX": str(l_max)}))
-    columns, medians = interleaved_rounds(args.rounds, jobs)
+    columns, medians = interleaved_rounds(args.rounds, {} if args.memory_only else jobs)
     names = list(medians)
     print(f"\nNequIP-style models, ms per energy+forces call (median of {args.rounds}×"
           f"{args.repeats}), fcc Cu, 32 features, 4 layers, float32, 2 threads")
     print(" atoms | " + " | ".join(f"{n:>12}" for n in names))
-    for n_atoms in medians[names[0]]:
+    for n_atoms in (medians[names[0]] if names else []):
         print(f" {n_atoms:5d} | " + " | ".join(f"{medians[n].get(n_atoms, float('nan')):12.1f}"
                                               for n in names))
     memory = {}
@@ -82,7 +86,7 @@ def main() -> None:
                 memory[f"l={l_max}, {4 * cells**3} atoms"] = peak_memory_mb(l_max, cells)
         print("\nPeak memory of one call (max RSS of a fresh process, MB)")
         for name, mb in memory.items():
-            print(f"  {name}: {mb:.0f}")
+            print(f"  {name}: " + (f"{mb:.0f}" if mb == mb else "killed (out of memory)"))
     if args.json:
         args.json.write_text(json.dumps({"call_ms": columns, "median_ms": medians,
                                          "peak_rss_mb": memory}, indent=1))
