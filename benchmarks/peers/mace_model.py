@@ -7,7 +7,6 @@ polynomial envelope p = 6, radial MLP 64-64, cutoff 5 Å, float32. Same protocol
 fcc Cu rattled 0.05 Å, positions nudged before every call.
 """
 
-import argparse
 import os
 
 # MACE 0.3.16 pins e3nn 0.4.4, which torch.load()s its own constants without weights_only=False;
@@ -19,12 +18,9 @@ import torch  # noqa: E402
 from e3nn import o3  # noqa: E402
 from mace.calculators import MACECalculator  # noqa: E402
 from mace.modules import MACE, RealAgnosticResidualInteractionBlock  # noqa: E402
-from peer_timing import print_json, time_sizes  # noqa: E402
+from peer_timing import peer_parser, print_json, time_sizes  # noqa: E402
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8])
-parser.add_argument("--repeats", type=int, default=5)
-parser.add_argument("--threads", type=int, default=2)
+parser = peer_parser(repeats=5)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 torch.set_default_dtype(torch.float32)

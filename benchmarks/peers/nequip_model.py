@@ -7,7 +7,6 @@ functions, polynomial envelope p = 6, cutoff 5 Å, float32, eager mode, neighbou
 Same protocol as nnpot's: fcc Cu rattled 0.05 Å, positions nudged before every call.
 """
 
-import argparse
 import os
 
 import torch
@@ -15,12 +14,9 @@ from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborList
 from nequip.integrations.ase import NequIPCalculator
 from nequip.model import NequIPGNNModel
 from nequip.utils.global_state import set_global_state
-from peer_timing import print_json, time_sizes
+from peer_timing import peer_parser, print_json, time_sizes
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8])
-parser.add_argument("--repeats", type=int, default=5)
-parser.add_argument("--threads", type=int, default=2)
+parser = peer_parser(repeats=5)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 set_global_state()

@@ -6,6 +6,7 @@ environments, where nnpot is not installed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -84,6 +85,16 @@ def interleaved_rounds(rounds: int, jobs: dict[str, Callable[[], dict[int, list[
                 columns[name].setdefault(n_atoms, []).extend(values)
     medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}
     return columns, medians
+
+
+def peer_parser(repeats: int = 10) -> argparse.ArgumentParser:
+    """The command line every peer script takes (``run_peer`` passes --repeats and --sizes);
+    a script adds its own options before parsing."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
 
 
 def print_json(result: dict[int, list[float]]) -> None:

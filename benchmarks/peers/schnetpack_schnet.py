@@ -5,18 +5,14 @@ call). Same protocol as nnpot's benchmark: fcc Cu, rattled 0.05 Å, cutoff 5 Å,
 positions nudged before every call so that each call rebuilds the neighbour list.
 """
 
-import argparse
 
 import torch
-from peer_timing import print_json, time_sizes
+from peer_timing import peer_parser, print_json, time_sizes
 
 import schnetpack as spk
 from schnetpack.interfaces import SpkCalculator
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8])
-parser.add_argument("--repeats", type=int, default=10)
-parser.add_argument("--threads", type=int, default=2)
+parser = peer_parser(repeats=10)
 parser.add_argument("--neighbor-list", default="vesin", choices=["vesin", "matscipy", "ase"])
 args = parser.parse_args()
 torch.set_num_threads(args.threads)

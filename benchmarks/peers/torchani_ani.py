@@ -8,20 +8,16 @@ benchmark: fcc Cu rattled 0.05 Å, positions nudged before every call, so every 
 the neighbour list (its own pure-torch cell list, the faster of its two CPU lists here).
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 import torch  # noqa: E402
-from peer_timing import print_json, time_sizes  # noqa: E402
+from peer_timing import peer_parser, print_json, time_sizes  # noqa: E402
 from torchani.arch import simple_ani  # noqa: E402
 from torchani.ase import Calculator  # noqa: E402
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8])
-parser.add_argument("--repeats", type=int, default=10)
-parser.add_argument("--threads", type=int, default=2)
+parser = peer_parser(repeats=10)
 parser.add_argument("--neighborlist", default="cell_list", choices=["cell_list", "all_pairs"])
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
