@@ -421,10 +421,9 @@ class ActiveLearning:
                        uncertainty_threshold=self.config.select.lower, candidates=found)
                 except MDInstabilityError as error:  # what was explored before still counts
                     note = f"stopped early: {error}"
-                frames = read_extxyz(trajectory)
-                above = [f for f in read_extxyz(found)
-                         if f.info["max_force_std"] > self.config.select.upper]
-                candidates = len(read_extxyz(found)) - len(above)
+                frames, flagged = read_extxyz(trajectory), read_extxyz(found)
+                above = [f for f in flagged if f.info["max_force_std"] > self.config.select.upper]
+                candidates = len(flagged) - len(above)
                 summary["runs"].append({"run": name, "frames": len(frames),
                                         "candidates": candidates, "above_upper": len(above),
                                         "note": note})

@@ -12,10 +12,10 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .allocator import keep_buffers_in_heap
+from .committee import Committee
 from .devices import resolve_device
 from .graph import AtomicGraph
 from .neighbors import neighbor_pairs
-from .committee import Committee
 from .potential import Potential, load, resolve_dtype
 from .structure_checks import check_pair_distances, check_structure, pair_distance2
 
@@ -46,7 +46,7 @@ class NNPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
     committee_properties = ["energy_std", "forces_std", "stress_std"]
 
-    def __init__(self, potential: Potential | str | os.PathLike, device: str = "cpu",
+    def __init__(self, potential: Potential | Committee | str | os.PathLike, device: str = "cpu",
                  dtype: str | torch.dtype | None = None, skin: float = 0.0,
                  neighbor_backend: str = "auto", **kwargs):
         super().__init__(**kwargs)

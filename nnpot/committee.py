@@ -11,7 +11,7 @@ For members m = 1…M with energies E_m, forces F_m,i and stresses σ_m (M ≥ 2
 (population spreads, divided by M, as DeePMD's model deviation; its ``max_devi_f`` is the
 largest ``forces_std_i`` of a structure). The members share one neighbour list, one set of pair
 vectors and one strain; each member's forward pass is followed at once by its backward pass,
-so memory holds one member's graph at a time.
+so outside training memory holds one member's graph at a time.
 """
 
 from __future__ import annotations
