@@ -176,8 +176,6 @@ class NequIP(AtomisticModel):
             layer = Interaction(irreps, self.irreps_sh, hidden, n_species, n_bessel, radial_mlp)
             self.layers.append(layer)
             irreps = layer.irreps_out
-        readout_in = o3.Irreps([(m, ir) for m, ir in irreps if ir.l == 0])
-        self.readout_irreps = readout_in
         self.readout = nn.Sequential(
             o3.Linear(irreps, o3.Irreps(f"{max(1, n_features // 2)}x0e")),
             nn.SiLU(),
