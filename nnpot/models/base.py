@@ -80,6 +80,13 @@ class AtomisticModel(nn.Module):
         self.cutoff = float(cutoff)
         self.hparams = {"species": list(self.species), "cutoff": self.cutoff, **hparams}
 
+    @property
+    def receptive_field(self) -> float:
+        """How far (Å) an atom's energy reaches: ``cutoff`` for a descriptor model, message
+        steps × ``cutoff`` for message passing. A domain decomposition (LAMMPS) needs ghost
+        atoms out to this distance for every owned atom's energy to be exact."""
+        return self.cutoff
+
     def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
                        ) -> None:
         """Derive data constants from the training set, given as ``(species, pair_index,

@@ -57,9 +57,10 @@ class ElementNetworks(nn.Module):
             return self._mlp(x, 0)
         out = x.new_zeros(x.shape[0])
         for s in range(n_species):
+            # No branch on an element being absent: a traced (exported) graph cannot have one,
+            # and an empty selection costs next to nothing.
             atoms = torch.nonzero(species == s).flatten()
-            if atoms.numel():
-                out = out.index_copy(0, atoms, self._mlp(x.index_select(0, atoms), s))
+            out = out.index_copy(0, atoms, self._mlp(x.index_select(0, atoms), s))
         return out
 
 

@@ -184,6 +184,11 @@ class NequIP(AtomisticModel):
             self.pseudo = o3.Linear(irreps, o3.Irreps("1x0o"))
         self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
 
+    @property
+    def receptive_field(self) -> float:
+        """Å: each interaction block passes messages one cutoff further."""
+        return len(self.layers) * self.cutoff
+
     # ---------------------------------------------------------------------------------------
     def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
                       pair_vec: torch.Tensor) -> list[torch.Tensor]:

@@ -64,6 +64,11 @@ class SchNet(AtomisticModel):
         self.readout = nn.Sequential(
             nn.Linear(n_features, n_features // 2), ShiftedSoftplus(), nn.Linear(n_features // 2, 1))
 
+    @property
+    def receptive_field(self) -> float:
+        """Å: each interaction passes messages one cutoff further."""
+        return len(self.interactions) * self.cutoff
+
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:
         """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""

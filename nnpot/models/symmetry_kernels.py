@@ -122,6 +122,11 @@ class BlockLayout:
     @classmethod
     def make(cls, segment: torch.Tensor, n_segments: int) -> "BlockLayout | None":
         n_rows = segment.numel()
+        if isinstance(n_rows, torch.SymInt):
+            # Traced with symbolic sizes (nnpot lammps export): the block shape would depend
+            # on the data, which a compiled graph cannot branch on; the caller's index_add
+            # path has the same result.
+            return None
         counts = torch.bincount(segment, minlength=n_segments)
         longest = int(counts.max()) if n_rows else 0
         if n_rows == 0 or n_segments * longest > 4 * n_rows:

@@ -1,0 +1,224 @@
+"""A potential as one AOTInductor package (``.pt2``) that ``pair_style nnpot`` loads in C++.
+
+What is compiled is the Potential's own per-atom energies and their autograd derivative with
+respect to the pair vectors, traced once:
+
+    (pair_vec [P, 3] Å, species [N] int64, pair_index [2, P] int64, owned [N] 0/1)
+        → (energies [N] eV, pair_gradient [P, 3] = ∂(Σ_i owned_i·E_i)/∂r_ij eV/Å)
+
+The pair style owns the geometry: it builds the graph from LAMMPS's neighbour list (owned atoms,
+and ghost atoms where another rank owns them), passes r_ij = x_j − x_i, and turns the pair
+gradient into forces on the two LAMMPS atoms of each pair (f_i += g, f_j −= g); LAMMPS adds
+ghost forces to their owners (newton on) and its f·r sum over owned and ghost atoms is the
+exact virial. Every pair (i, j) appears once (the model contract, ``AtomisticModel``).
+
+Nothing here re-implements the model: ``make_fx`` traces ``Potential.atom_energies`` and
+``torch.autograd.grad`` into one graph of aten operations, ``torch.export`` makes the atom and
+pair counts symbolic, and AOTInductor compiles it to a shared library inside the package. The
+package's metadata carries the species (in model order), cutoff, receptive field and dtype.
+The dynamic dimensions start at 2 (export specialises sizes 0 and 1), so the pair style always
+appends two padding atoms joined by two pairs longer than the cutoff, which every model weighs 0.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..committee import Committee
+from ..devices import resolve_device
+from ..potential import Potential, load, resolve_dtype
+from ..version import __version__
+
+FORMAT = "nnpot-lammps"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class _Pairs:
+    """The three inputs ``Potential.atom_energies`` reads (a Geometry without a cell)."""
+
+    species: torch.Tensor
+    pair_index: torch.Tensor
+    pair_vec: torch.Tensor
+
+
+def receptive_field(potential: Potential | Committee) -> float:
+    """Å an atom's energy depends on (message steps × cutoff); a committee's widest member."""
+    members = potential.members if isinstance(potential, Committee) else [potential]
+    return max(member.model.receptive_field for member in members)
+
+
+def energy_function(potential: Potential | Committee) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The function that is compiled (see the module docstring); a committee gives its mean."""
+    members = potential.members if isinstance(potential, Committee) else [potential]
+
+    def energies_and_gradient(pair_vec: torch.Tensor, species: torch.Tensor,
+                            pair_index: torch.Tensor, owned: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        pair_vec = pair_vec.detach().requires_grad_(True)
+        pairs = _Pairs(species, pair_index, pair_vec)
+        energies = sum(member.atom_energies(pairs) for member in members) / len(members)
+        (gradient,) = torch.autograd.grad((energies * owned).sum(), pair_vec)
+        return energies.detach(), gradient
+
+    return energies_and_gradient
+
+
+def example_inputs(potential: Potential | Committee, dtype: torch.dtype, device: torch.device,
+                   n_atoms: int = 40) -> tuple[torch.Tensor, ...]:
+    """A small random cluster of every species with its pairs: the shapes the trace starts from
+    (its sizes become symbolic) and the check that the compiled package agrees."""
+    generator = torch.Generator().manual_seed(0)
+    side = (n_atoms / 0.06) ** (1 / 3)  # ~0.06 atoms/Å³, a dense solid
+    positions = torch.rand(n_atoms, 3, generator=generator, dtype=torch.float64) * side
+    species = torch.arange(n_atoms) % len(potential.species)
+    i, j = torch.triu_indices(n_atoms, n_atoms, 1)
+    pair_vec = positions[j] - positions[i]
+    near = torch.linalg.vector_norm(pair_vec, dim=1) < potential.cutoff
+    pair_index = torch.stack([i[near], j[near]])
+    owned = (torch.arange(n_atoms) < n_atoms - 8).to(torch.float64)  # the last 8 act as ghosts
+    return (pair_vec[near].to(dtype=dtype, device=device), species.to(device),
+            pair_index.to(device), owned.to(dtype=dtype, device=device))
+
+
+class _Traced(nn.Module):
+    """The traced graph with the potential's weights as buffers: what ``torch.export`` sees.
+
+    The weights were inputs of the trace (``functional_call``), not constants folded into it,
+    so export lifts them as ordinary module state (and AOTInductor embeds them)."""
+
+    def __init__(self, graph: nn.Module, weights: list[torch.Tensor]):
+        super().__init__()
+        self.graph = graph
+        self.n_weights = len(weights)
+        for k, weight in enumerate(weights):
+            self.register_buffer(f"weight_{k}", weight)
+
+    def forward(self, pair_vec, species, pair_index, owned):
+        weights = [getattr(self, f"weight_{k}") for k in range(self.n_weights)]
+        return self.graph(*weights, pair_vec, species, pair_index, owned)
+
+
+class _EnergyModule(nn.Module):
+    """``energy_function`` of the potential as a module, for ``torch.func.functional_call``."""
+
+    def __init__(self, potential: Potential | Committee):
+        super().__init__()
+        self.potential = potential
+        self.function = energy_function(potential)
+
+    def forward(self, pair_vec, species, pair_index, owned):
+        return self.function(pair_vec, species, pair_index, owned)
+
+
+def trace(potential: Potential | Committee, inputs: tuple[torch.Tensor, ...]) -> _Traced:
+    """``make_fx`` of forward + autograd with symbolic sizes; the weights enter as inputs."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    module = _EnergyModule(potential)
+    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    names = list(state)
+
+    def flat(*args):
+        weights, rest = args[:len(names)], args[len(names):]
+        return torch.func.functional_call(module, dict(zip(names, weights)), rest)
+
+    weights = [state[name].detach() for name in names]
+    graph = make_fx(flat, tracing_mode="symbolic")(*weights, *inputs)
+    return _Traced(graph, weights)
+
+
+def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None = None,
+                      dtype: str = "float64", device: str = "cpu",
+                      log: Callable[[str], None] = print) -> Path:
+    """Compile an nnpot model file for ``pair_style nnpot``; returns the ``.pt2`` path.
+
+    Args:
+        model: a model file written by nnpot (a potential or a committee, whose mean is used).
+        output: the package to write; default ``<model stem>-<dtype>.pt2`` in the current folder.
+        dtype: ``float32`` or ``float64``, the precision the pair style computes in.
+        device: ``cpu`` or ``cuda``; a package runs on the device it was compiled for.
+        log: where progress lines go.
+
+    The compiled package is checked against the Potential itself on a random cluster before
+    it is written: a package that disagrees is an error, never a file.
+    """
+    model = Path(model)
+    torch_dtype = resolve_dtype(dtype)
+    torch_device = resolve_device(device)
+    potential = load(model, device=torch_device).to(torch_dtype).eval()
+    for parameter in potential.parameters():
+        parameter.requires_grad_(False)
+    output = Path(output) if output else Path(f"{model.stem}-{dtype}.pt2")
+    if output.suffix != ".pt2":
+        raise ValueError(f"the output of nnpot lammps export is an AOTInductor package and must "
+                         f"end in .pt2, got {output}")
+    reach = receptive_field(potential)
+    kind = (f"committee of {len(potential)}" if isinstance(potential, Committee)
+            else type(potential.model).__name__)
+    log(f"exporting {model} ({kind}, species {' '.join(potential.species)}, "
+        f"cutoff {potential.cutoff:g} Å, receptive field {reach:g} Å) in {dtype} on {device}")
+
+    function = energy_function(potential)
+    inputs = example_inputs(potential, torch_dtype, torch_device)
+    start = time.perf_counter()
+    # Symbolic tracing through autograd: forward and backward become one graph of aten ops.
+    traced = trace(potential, inputs)
+    atoms = torch.export.Dim("atoms", min=2)
+    pairs = torch.export.Dim("pairs", min=2)
+    program = torch.export.export(traced, inputs,
+                                  dynamic_shapes=({0: pairs}, {0: atoms}, {1: pairs}, {0: atoms}))
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "species": " ".join(potential.species),
+        "cutoff": repr(float(potential.cutoff)),
+        "receptive_field": repr(float(reach)),
+        "dtype": dtype,
+        "device": torch_device.type,
+        "model_class": type(potential).__name__ if isinstance(potential, Committee)
+        else type(potential.model).__name__,
+        "source": str(model.resolve()),
+        "nnpot_version": __version__,
+    }
+    log(f"traced in {time.perf_counter() - start:.1f} s; compiling with AOTInductor "
+        f"(a minute or two)…")
+
+    # Written under a temporary name (AOTInductor wants a .pt2 suffix) and renamed when checked.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.{os.getpid()}.partial.pt2")
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            torch._inductor.aoti_compile_and_package(
+                program, package_path=str(partial),
+                inductor_configs={"aot_inductor.metadata": metadata})
+        _check_package(str(partial), function, inputs, torch_dtype)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    log(f"compiled and checked in {time.perf_counter() - start:.0f} s")
+    return output.resolve()
+
+
+def _check_package(path: str, function: Callable, inputs: tuple[torch.Tensor, ...],
+                   dtype: torch.dtype) -> None:
+    """The compiled package must give the eager energies and pair gradients on ``inputs``."""
+    compiled = torch._inductor.aoti_load_package(path)
+    energies, gradient = compiled(*inputs)
+    reference_energies, reference_gradient = function(*inputs)
+    tolerance = 1e-9 if dtype == torch.float64 else 1e-4
+    error = max(float((energies - reference_energies).abs().max()),
+                float((gradient - reference_gradient).abs().max()))
+    scale = max(1.0, float(reference_gradient.abs().max()), float(reference_energies.abs().max()))
+    if not error <= tolerance * scale:
+        raise RuntimeError(f"the compiled package disagrees with the potential by {error:.3g} "
+                           f"(tolerance {tolerance * scale:.3g}); it was not written")

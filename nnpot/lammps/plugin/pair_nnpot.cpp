@@ -1,0 +1,393 @@
+/* pair_style nnpot — nnpot potentials in LAMMPS.
+
+   pair_style nnpot
+   pair_coeff * * FILE El1 El2 ...     (FILE: `nnpot lammps export MODEL.pt`; one element per
+                                        LAMMPS type, in type order; NULL under pair hybrid)
+
+   Each step the pair style builds the graph the model sees from LAMMPS's full neighbour list,
+   runs the compiled package (per-atom energies and ∂E/∂r_ij of every pair, from autograd of the
+   one energy the Potential defines) and turns each pair gradient g into forces on the pair's
+   two LAMMPS atoms, f_i += g, f_j −= g. LAMMPS adds forces on ghost atoms to their owners
+   (newton on); the virial is its f·r sum over owned and ghost atoms, exact for these forces.
+
+   Two graphs, one rule (every physical pair once, each owned atom's energy exact):
+   * folded (one rank, or a model whose energy reaches one cutoff, e.g. HDNNP): the nodes are
+     the owned atoms; a ghost that is a periodic image of an owned atom is that atom, with the
+     pair vector keeping the image's position; other ghosts (atoms of other ranks) are extra
+     nodes whose energies are not counted. A pair of two owned atoms is listed from both sides,
+     so it is kept from the side of the smaller atom ID (for an atom and its own image, from the
+     side where r_ij points "up"). This is exactly nnpot's periodic graph: no ghost work.
+   * ghost graph (message passing on several ranks): the nodes are owned and ghost atoms out to
+     the receptive field (interactions × cutoff, set as the ghost cutoff), with all their pairs;
+     only owned atoms' energies count, so the ghosts' truncated environments never matter. */
+
+#include "pair_nnpot.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+constexpr const char *FORMAT = "nnpot-lammps";
+constexpr const char *FORMAT_VERSION = "1";
+
+// r points "up": the first non-zero component is positive (r and −r: exactly one of them).
+bool points_up(const double *r)
+{
+  if (r[0] != 0.0) return r[0] > 0.0;
+  if (r[1] != 0.0) return r[1] > 0.0;
+  return r[2] > 0.0;
+}
+
+std::string metadata_value(const std::unordered_map<std::string, std::string> &metadata,
+                           const std::string &key, const std::string &path, Error *error)
+{
+  auto found = metadata.find(key);
+  if (found == metadata.end())
+    error->all(FLERR, "pair nnpot: {} has no '{}' entry; export the model again with "
+               "`nnpot lammps export`", path, key);
+  return found->second;
+}
+
+}    // namespace
+
+/* ---------------------------------------------------------------------- */
+
+PairNNPot::PairNNPot(LAMMPS *lmp) : Pair(lmp)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+  no_virial_fdotr_compute = 0;
+}
+
+PairNNPot::~PairNNPot()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+void PairNNPot::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  memory->create(cutghost, n, n, "pair:cutghost");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) setflag[i][j] = 0;
+  type_species.assign(n, -1);
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairNNPot::settings(int narg, char **)
+{
+  if (narg != 0)
+    error->all(FLERR, "pair_style nnpot takes no arguments; the model is given by "
+               "pair_coeff * * FILE El1 El2 ...");
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style nnpot needs 'units metal' (Å, eV, ps), not 'units {}'",
+               update->unit_style);
+}
+
+void PairNNPot::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg < 3 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "pair_coeff for nnpot is: pair_coeff * * FILE El1 El2 ... (one element per "
+               "atom type)");
+  if (narg != 3 + ntypes)
+    error->all(FLERR, "pair_coeff * * {} names {} element(s) but there are {} atom types: give "
+               "one element (or NULL) per type, in type order", arg[2], narg - 3, ntypes);
+  load_model(arg[2]);
+
+  std::string known;
+  for (const auto &symbol : species) known += (known.empty() ? "" : " ") + symbol;
+  for (int type = 1; type <= ntypes; type++) {
+    const std::string element = arg[2 + type];
+    type_species[type] = -1;
+    if (element == "NULL") continue;
+    for (size_t s = 0; s < species.size(); s++)
+      if (species[s] == element) type_species[type] = static_cast<int>(s);
+    if (type_species[type] < 0)
+      error->all(FLERR, "pair_coeff: element {} (atom type {}) is not in the model {} (its "
+                 "elements: {})", element, type, arg[2], known);
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++)
+      setflag[i][j] = (type_species[i] >= 0 && type_species[j] >= 0) ? 1 : 0;
+}
+
+void PairNNPot::load_model(const std::string &path)
+{
+  if (!std::ifstream(path).good())
+    error->all(FLERR, "pair nnpot: cannot read model file {}", path);
+  std::unordered_map<std::string, std::string> metadata;
+  try {
+    metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair nnpot: {} is not a model exported for LAMMPS (an AOTInductor .pt2 "
+               "package from `nnpot lammps export MODEL.pt`); an nnpot model file must be "
+               "exported first. Reading it said: {}", path, std::string(e.what()).substr(0, 300));
+  }
+  auto format = metadata.find("format");
+  if (format == metadata.end() || format->second != FORMAT)
+    error->all(FLERR, "pair nnpot: {} is an AOTInductor package but not one written by "
+               "`nnpot lammps export`", path);
+  if (metadata_value(metadata, "format_version", path, error) != FORMAT_VERSION)
+    error->all(FLERR, "pair nnpot: {} has export format {} but this plugin reads format {}: "
+               "export the model again or rebuild the plugin (`nnpot lammps build`)", path,
+               metadata["format_version"], FORMAT_VERSION);
+
+  species.clear();
+  std::istringstream words(metadata_value(metadata, "species", path, error));
+  for (std::string symbol; words >> symbol;) species.push_back(symbol);
+  cutoff = std::stod(metadata_value(metadata, "cutoff", path, error));
+  receptive_field = std::stod(metadata_value(metadata, "receptive_field", path, error));
+  float64 = metadata_value(metadata, "dtype", path, error) == "float64";
+  on_cuda = metadata_value(metadata, "device", path, error) == "cuda";
+  if (on_cuda && !at::hasCUDA())
+    error->all(FLERR, "pair nnpot: {} was exported for CUDA but this libtorch has no CUDA "
+               "device; export it with --device cpu", path);
+
+  try {
+    model = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model");
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair nnpot: loading {} failed: {}", path,
+               std::string(e.what()).substr(0, 500));
+  }
+  model_path = path;
+  if (comm->me == 0)
+    utils::logmesg(lmp, "pair nnpot: {} ({} {}, elements {}, cutoff {} Å, receptive field {} "
+                   "Å)\n", path, metadata["model_class"], metadata["dtype"],
+                   metadata["species"], cutoff, receptive_field);
+}
+
+/* ---------------------------------------------------------------------- */
+
+bool PairNNPot::ghost_graph() const
+{
+  // Folding ghosts onto their owners is exact when every ghost is an image of an owned atom
+  // (one rank), or when only owned atoms' own pairs matter (energy reach = one cutoff).
+  return comm->nprocs > 1 && receptive_field > cutoff * (1.0 + 1e-12);
+}
+
+void PairNNPot::init_style()
+{
+  if (!model) error->all(FLERR, "pair_style nnpot needs pair_coeff * * FILE El1 El2 ...");
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style nnpot needs 'units metal' (Å, eV, ps), not 'units {}'",
+               update->unit_style);
+  if (force->newton_pair == 0) error->all(FLERR, "pair_style nnpot needs newton pair on");
+  if (atom->tag_enable == 0) error->all(FLERR, "pair_style nnpot needs atom IDs");
+  if (force->pair == this)    // alone (not under pair hybrid): every type needs an element
+    for (int type = 1; type <= atom->ntypes; type++)
+      if (type_species[type] < 0)
+        error->all(FLERR, "pair_style nnpot: atom type {} has no element (NULL in pair_coeff "
+                   "* * {}); every type needs one", type, model_path);
+
+  if (ghost_graph()) {
+    ghostneigh = 1;
+    neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+    // Ghosts out to the receptive field for as long as the neighbour list lives: + skin.
+    const double needed = receptive_field + neighbor->skin;
+    if (comm->cutghostuser < needed) {
+      comm->cutghostuser = needed;
+      if (comm->me == 0)
+        utils::logmesg(lmp, "pair nnpot: ghost cutoff set to {:.3f} Å (receptive field {} Å + "
+                       "skin {} Å) for message passing across ranks\n", needed,
+                       receptive_field, neighbor->skin);
+    }
+  } else {
+    ghostneigh = 0;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+  }
+}
+
+double PairNNPot::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0 && force->pair == this)
+    error->all(FLERR, "pair_style nnpot: atom types {} and {} have no elements", i, j);
+  cutghost[i][j] = cutghost[j][i] = cutoff;
+  return cutoff;
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairNNPot::build_graph()
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  double **x = atom->x;
+  const int *type = atom->type;
+  const tagint *tag = atom->tag;
+  const double cutsq_model = cutoff * cutoff;
+  const bool ghosts = ghost_graph();
+
+  node_of.assign(nall, -1);
+  node_atom.clear();
+  pair_atoms.clear();
+  pair_vec.clear();
+  std::vector<int64_t> first, second;
+
+  // Owned atoms are nodes 0 … nlocal−1 (their energies count); the owned[] input marks them.
+  const int n_nodes_fixed = ghosts ? nall : nlocal;
+  for (int i = 0; i < n_nodes_fixed; i++) {
+    node_of[i] = i;
+    node_atom.push_back(i);
+  }
+  // Owner of each atom ID among this rank's atoms, to fold periodic images (folded graph).
+  std::unordered_map<tagint, int> owner;
+  if (!ghosts) {
+    owner.reserve(2 * nlocal);
+    for (int i = 0; i < nlocal; i++) owner[tag[i]] = i;
+  }
+
+  const int n_lists = ghosts ? list->inum + list->gnum : list->inum;
+  for (int ii = 0; ii < n_lists; ii++) {
+    const int i = list->ilist[ii];
+    if (type_species[type[i]] < 0) continue;    // a type another pair style handles
+    const int *neighbours = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = neighbours[jj] & NEIGHMASK;
+      if (type_species[type[j]] < 0) continue;
+      if (ghosts && j <= i) continue;    // every pair of the full list once
+      const double r[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+      if (r[0] * r[0] + r[1] * r[1] + r[2] * r[2] >= cutsq_model) continue;
+      int k = node_of[j];
+      if (k < 0) {    // a ghost seen for the first time (folded graph)
+        auto found = owner.find(tag[j]);
+        if (found != owner.end()) {
+          k = found->second;
+        } else {
+          k = static_cast<int>(node_atom.size());
+          node_atom.push_back(j);
+        }
+        node_of[j] = k;
+      }
+      if (!ghosts && k < nlocal) {    // listed from both owned sides: keep one
+        if (tag[i] > tag[j] || (tag[i] == tag[j] && !points_up(r))) continue;
+      }
+      first.push_back(node_of[i]);
+      second.push_back(k);
+      pair_atoms.push_back(i);
+      pair_atoms.push_back(j);
+      pair_vec.insert(pair_vec.end(), r, r + 3);
+    }
+  }
+  pair_nodes.resize(2 * (first.size() + 2));
+  const size_t n_pairs = first.size() + 2;
+  const int64_t pad = static_cast<int64_t>(node_atom.size());
+  // Two padding nodes joined by two pairs longer than the cutoff (weight 0 in every model):
+  // the compiled graph's dynamic sizes start at 2.
+  first.push_back(pad);
+  second.push_back(pad + 1);
+  first.push_back(pad);
+  second.push_back(pad + 1);
+  std::copy(first.begin(), first.end(), pair_nodes.begin());
+  std::copy(second.begin(), second.end(), pair_nodes.begin() + n_pairs);
+}
+
+void PairNNPot::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom)
+    error->all(FLERR, "pair_style nnpot does not compute per-atom virials (compute stress/atom)");
+
+  const auto start = std::chrono::steady_clock::now();
+  build_graph();
+  const int nlocal = atom->nlocal;
+  const int n_real = static_cast<int>(node_atom.size());
+  const int n_nodes = n_real + 2;
+  const int64_t n_pairs = static_cast<int64_t>(pair_nodes.size() / 2);
+  const int64_t n_real_pairs = n_pairs - 2;
+
+  auto f64 = at::TensorOptions().dtype(at::kDouble);
+  auto i64 = at::TensorOptions().dtype(at::kLong);
+  at::Tensor vec = at::empty({n_pairs, 3}, f64);
+  double *v = vec.data_ptr<double>();
+  std::copy(pair_vec.begin(), pair_vec.end(), v);
+  const double far = 2.0 * cutoff;
+  const double padding[6] = {far, 0.0, 0.0, 0.0, far, 0.0};
+  std::copy(padding, padding + 6, v + 3 * n_real_pairs);
+  at::Tensor index = at::from_blob(pair_nodes.data(), {2, n_pairs}, i64).clone();
+  at::Tensor node_species = at::zeros({n_nodes}, i64);
+  int64_t *s = node_species.data_ptr<int64_t>();
+  for (int n = 0; n < n_real; n++) s[n] = type_species[atom->type[node_atom[n]]];
+  at::Tensor owned = at::zeros({n_nodes}, f64);
+  owned.narrow(0, 0, nlocal).fill_(1.0);
+
+  const auto dtype = float64 ? at::kDouble : at::kFloat;
+  const auto device = on_cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  std::vector<at::Tensor> inputs = {vec.to(device, dtype), node_species.to(device),
+                                    index.to(device), owned.to(device, dtype)};
+  std::vector<at::Tensor> outputs;
+  const auto model_start = std::chrono::steady_clock::now();
+  try {
+    outputs = model->run(inputs);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair nnpot: the model failed on {} atoms and {} pairs: {}", n_real,
+               n_real_pairs, std::string(e.what()).substr(0, 500));
+  }
+  const auto model_end = std::chrono::steady_clock::now();
+  at::Tensor energies = outputs[0].to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor gradient = outputs[1].to(at::kCPU, at::kDouble).contiguous();
+  const double *e = energies.data_ptr<double>();
+  const double *g = gradient.data_ptr<double>();
+
+  double **f = atom->f;
+  for (int64_t p = 0; p < n_real_pairs; p++) {
+    const int i = pair_atoms[2 * p], j = pair_atoms[2 * p + 1];
+    for (int d = 0; d < 3; d++) {
+      f[i][d] += g[3 * p + d];
+      f[j][d] -= g[3 * p + d];
+    }
+  }
+  if (eflag_global)
+    for (int i = 0; i < nlocal; i++) eng_vdwl += e[i];
+  if (eflag_atom)
+    for (int i = 0; i < nlocal; i++) eatom[i] += e[i];
+  if (vflag_fdotr) virial_fdotr_compute();
+
+  const auto end = std::chrono::steady_clock::now();
+  model_seconds += std::chrono::duration<double>(model_end - model_start).count();
+  total_seconds += std::chrono::duration<double>(end - start).count();
+  n_calls++;
+}
+
+void PairNNPot::finish()
+{
+  // Where the pair style's time goes (rank 0): the model call vs building its inputs.
+  if (comm->me == 0 && n_calls > 0)
+    utils::logmesg(lmp, "pair nnpot: {} calls, {:.3f} ms/call in the model, {:.3f} ms/call in "
+                   "the pair style around it (graph, copies, forces)\n", n_calls,
+                   1e3 * model_seconds / n_calls, 1e3 * (total_seconds - model_seconds) / n_calls);
+  model_seconds = total_seconds = 0.0;
+  n_calls = 0;
+}
