@@ -132,7 +132,12 @@ void PairNNPot::coeff(int narg, char **arg)
   for (int type = 1; type <= ntypes; type++) {
     const std::string element = arg[2 + type];
     type_species[type] = -1;
-    if (element == "NULL") continue;
+    if (element == "NULL") {
+      if (force->pair == this)    // alone, not a sub-style of pair hybrid
+        error->all(FLERR, "pair_coeff: atom type {} has no element (NULL); pair_style nnpot "
+                   "on its own needs an element for every type", type);
+      continue;
+    }
     for (size_t s = 0; s < species.size(); s++)
       if (species[s] == element) type_species[type] = static_cast<int>(s);
     if (type_species[type] < 0)
@@ -206,11 +211,6 @@ void PairNNPot::init_style()
                update->unit_style);
   if (force->newton_pair == 0) error->all(FLERR, "pair_style nnpot needs newton pair on");
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style nnpot needs atom IDs");
-  if (force->pair == this)    // alone (not under pair hybrid): every type needs an element
-    for (int type = 1; type <= atom->ntypes; type++)
-      if (type_species[type] < 0)
-        error->all(FLERR, "pair_style nnpot: atom type {} has no element (NULL in pair_coeff "
-                   "* * {}); every type needs one", type, model_path);
 
   if (ghost_graph()) {
     ghostneigh = 1;
@@ -232,8 +232,6 @@ void PairNNPot::init_style()
 
 double PairNNPot::init_one(int i, int j)
 {
-  if (setflag[i][j] == 0 && force->pair == this)
-    error->all(FLERR, "pair_style nnpot: atom types {} and {} have no elements", i, j);
   cutghost[i][j] = cutghost[j][i] = cutoff;
   return cutoff;
 }

