@@ -171,3 +171,85 @@ def test_a_type_without_an_element_is_a_clear_error(plugin, cu64, tmp_path):
 def test_units_other_than_metal_are_a_clear_error(plugin, cu64, tmp_path):
     script = single_point_script(plugin, cu64).replace("units metal", "units real")
     assert "needs 'units metal'" in lammps_error(tmp_path, script)
+
+
+# ---------------------------------------------------------------------------------------------
+# MD in LAMMPS (slow): energy conservation, ranks agree, the barostat sees the right virial.
+def md_script(plugin: Path, package: Path, body: str) -> str:
+    return f"""
+units metal
+atom_style atomic
+boundary p p p
+read_data data.lmp
+plugin load {plugin}
+pair_style nnpot
+pair_coeff * * {package} Cu
+timestep 0.001
+thermo_modify format float %.15g
+{body}
+"""
+
+
+@pytest.mark.slow
+def test_nve_energy_drift_of_4000_atoms(plugin, cu64, tmp_path):
+    """2000 steps of 1 fs, 4000 atoms at 300 K, float64: drift < 0.5 meV/atom/ps."""
+    atoms = copper(10, triclinic=False)
+    write_data(atoms, tmp_path / "data.lmp", ["Cu"])
+    out = run_lammps(md_script(plugin, cu64, """
+velocity all create 600 4928 mom yes rot yes dist gaussian
+fix nve all nve
+thermo 20
+thermo_style custom step time temp etotal
+run 2000
+"""), tmp_path, threads=2)
+    rows = read_thermo(out.stdout)
+    time_ps = np.array([r["Time"] for r in rows])
+    energy = np.array([r["TotEng"] for r in rows])
+    drift = np.polyfit(time_ps, energy, 1)[0] / len(atoms) * 1e3
+    print(f"NVE drift {drift:+.4f} meV/atom/ps over {time_ps[-1]:.1f} ps")
+    assert abs(drift) < 0.5
+
+
+@pytest.mark.slow
+def test_serial_and_two_rank_trajectories_agree(plugin, cu64, tmp_path):
+    """100 steps of 500 atoms at 600 K: positions agree to 1e-6 Å on 1 and 2 ranks."""
+    write_data(copper(5, triclinic=True), tmp_path / "data.lmp", ["Cu"])
+    positions = []
+    for ranks in (1, 2):
+        folder = tmp_path / f"ranks{ranks}"
+        folder.mkdir()
+        shutil.copy(tmp_path / "data.lmp", folder / "data.lmp")
+        run_lammps(md_script(plugin, cu64, """
+velocity all create 1200 4928 mom yes rot yes dist gaussian loop geom
+fix nve all nve
+run 100
+write_dump all custom final.txt id xu yu zu modify sort id format float %.17g
+"""), folder, ranks=ranks)
+        table = np.loadtxt(folder / "final.txt", skiprows=9)
+        positions.append(table[:, 1:4])
+    np.testing.assert_allclose(positions[0], positions[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_npt_lattice_constant_matches_relax(plugin, cu64, tmp_path):
+    """NPT at 0 GPa and 5 K (thermal expansion ≪ 0.1 %) against ``nnpot relax``-style cell
+    relaxation in ASE: the lattice constants agree within 0.1 %. An inverted virial would make
+    the barostat run away instead."""
+    from nnpot.drivers import relax
+
+    atoms = bulk("Cu", "fcc", a=3.70, cubic=True).repeat(4)   # starts 3 % too large
+    write_data(atoms, tmp_path / "data.lmp", ["Cu"])
+    out = run_lammps(md_script(plugin, cu64, """
+velocity all create 10 4928 mom yes rot yes dist gaussian
+fix npt all npt temp 5 5 0.1 iso 0 0 0.5
+thermo 50
+thermo_style custom step temp press lx
+run 4000
+"""), tmp_path, threads=2)
+    rows = read_thermo(out.stdout)
+    lx = np.mean([r["Lx"] for r in rows[len(rows) // 2:]]) / 4
+    reference = bulk("Cu", "fcc", a=3.61, cubic=True)
+    relaxed = relax(reference, CU_MODEL, cell=True, fmax=1e-4, dtype="float64", log=None).atoms
+    a_relax = relaxed.cell.lengths()[0]
+    print(f"a: LAMMPS NPT {lx:.5f} Å, ASE relax {a_relax:.5f} Å")
+    assert lx == pytest.approx(a_relax, rel=1e-3)
