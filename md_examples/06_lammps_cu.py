@@ -1,10 +1,12 @@
-"""fcc Cu in LAMMPS with the shipped nnpot potential: NVT then NPT on 2 MPI ranks.
+"""fcc Cu in LAMMPS with the shipped nnpot potential: NVT then NPT.
 
 Builds the plugin (``nnpot lammps build``; reused when built), exports potentials/cu/model.pt
-for it (``nnpot lammps export``), runs ``md_examples/06_lammps_cu.in`` with
-``mpiexec -n 2 lmp`` and plots temperature, pressure and lattice constant against time.
+for it (``nnpot lammps export``, float32), runs ``md_examples/06_lammps_cu.in`` in ``lmp`` and
+plots temperature, pressure and lattice constant against time. One rank with 2 torch threads:
+the shipped potential is a message-passing SchNet (energy reach 15 Å), and a 500-atom cell
+split over 2 ranks would spend most of its time on the ghost shell (see the README).
 Needs ``pip install "nnpot[lammps]"``, CMake and a C++ compiler.
-    Run: python md_examples/06_lammps_cu.py   (about 5 min on 2 cores; 500 atoms, 2 × 1 ps)
+    Run: python md_examples/06_lammps_cu.py   (a few minutes on 2 cores; 500 atoms, 2 × 1 ps)
 """
 
 from pathlib import Path
@@ -24,10 +26,11 @@ OUT = Path("md_examples_output") / "lammps_cu"
 OUT.mkdir(parents=True, exist_ok=True)
 
 plugin = build_plugin()
-model = export_for_lammps(ROOT / "potentials" / "cu" / "model.pt", OUT / "cu-float64.pt2")
+model = export_for_lammps(ROOT / "potentials" / "cu" / "model.pt", OUT / "cu-float32.pt2",
+                          dtype="float32")
 script = (ROOT / "md_examples" / "06_lammps_cu.in").read_text()
 script = f"variable plugin string {plugin}\nvariable model string {model}\n" + script
-result = run_lammps(script, OUT, ranks=2, threads=1)
+result = run_lammps(script, OUT, ranks=1, threads=2)
 (OUT / "lammps.out").write_text(result.stdout)
 
 rows = read_thermo(result.stdout)
@@ -44,7 +47,8 @@ axes[2].set_xlabel("time (ps)")
 half = len(time_ps) // 2
 for ax in axes:
     ax.axvline(time_ps[half], color="grey", lw=0.8, ls="--")
-axes[0].set_title(f"Cu, {n_atoms} atoms, LAMMPS + pair_style nnpot: NVT | NPT (0 GPa)")
+axes[0].set_title(f"Cu, {n_atoms} atoms, LAMMPS + pair_style nnpot: NVT | NPT (0 GPa)",
+                  fontsize=10)
 fig.tight_layout()
 fig.savefig(OUT / "lammps_cu.png", dpi=120)
 npt = rows[half + len(rows) // 4:]

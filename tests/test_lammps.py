@@ -190,12 +190,20 @@ thermo_modify format float %.15g
 """
 
 
+@pytest.fixture(scope="module")
+def cu32(tmp_path_factory) -> Path:
+    from nnpot.lammps import export_for_lammps
+
+    return export_for_lammps(CU_MODEL, tmp_path_factory.mktemp("export") / "cu-float32.pt2",
+                             dtype="float32", log=lambda line: None)
+
+
 @pytest.mark.slow
-def test_nve_energy_drift_of_4000_atoms(plugin, cu64, tmp_path):
-    """2000 steps of 1 fs, 4000 atoms at 300 K, float64: drift < 0.5 meV/atom/ps."""
+def test_nve_energy_drift_of_4000_atoms(plugin, cu32, tmp_path):
+    """2000 steps of 1 fs, 4000 atoms at 300 K, float32 (as MD runs): drift < 0.5 meV/atom/ps."""
     atoms = copper(10, triclinic=False)
     write_data(atoms, tmp_path / "data.lmp", ["Cu"])
-    out = run_lammps(md_script(plugin, cu64, """
+    out = run_lammps(md_script(plugin, cu32, """
 velocity all create 600 4928 mom yes rot yes dist gaussian
 fix nve all nve
 thermo 20
@@ -237,19 +245,44 @@ def test_npt_lattice_constant_matches_relax(plugin, cu64, tmp_path):
     the barostat run away instead."""
     from nnpot.drivers import relax
 
-    atoms = bulk("Cu", "fcc", a=3.70, cubic=True).repeat(4)   # starts 3 % too large
+    atoms = bulk("Cu", "fcc", a=3.70, cubic=True).repeat(3)   # starts 3 % too large
     write_data(atoms, tmp_path / "data.lmp", ["Cu"])
     out = run_lammps(md_script(plugin, cu64, """
 velocity all create 10 4928 mom yes rot yes dist gaussian
 fix npt all npt temp 5 5 0.1 iso 0 0 0.5
-thermo 50
+thermo 25
 thermo_style custom step temp press lx
-run 4000
+run 1500
 """), tmp_path, threads=2)
     rows = read_thermo(out.stdout)
-    lx = np.mean([r["Lx"] for r in rows[len(rows) // 2:]]) / 4
+    lx = np.mean([r["Lx"] for r in rows[len(rows) // 2:]]) / 3
     reference = bulk("Cu", "fcc", a=3.61, cubic=True)
     relaxed = relax(reference, CU_MODEL, cell=True, fmax=1e-4, dtype="float64", log=None).atoms
     a_relax = relaxed.cell.lengths()[0]
     print(f"a: LAMMPS NPT {lx:.5f} Å, ASE relax {a_relax:.5f} Å")
     assert lx == pytest.approx(a_relax, rel=1e-3)
+
+
+def test_under_pair_hybrid_null_types_are_left_to_the_other_style(plugin, cu64, tmp_path):
+    """Types mapped to NULL are someone else's: the nnpot part of the energy and forces is the
+    potential's on the mapped atoms alone (here with pair zero for the other type)."""
+    from ase import Atoms
+
+    atoms = copper(2, triclinic=True, seed=2)
+    kinds = ["Cu" if k % 4 else "Ni" for k in range(len(atoms))]   # "Ni": type 2, pair zero
+    write_data(Atoms(kinds, positions=atoms.positions, cell=atoms.cell, pbc=True),
+               tmp_path / "data.lmp", ["Cu", "Ni"])
+    script = single_point_script(plugin, cu64).replace(
+        "pair_style nnpot\npair_coeff * * {} Cu".format(cu64),
+        f"pair_style hybrid nnpot zero 5.0\npair_coeff * * nnpot {cu64} Cu NULL\n"
+        f"pair_coeff * 2 zero")
+    out = run_lammps(script, tmp_path)
+    (frame,) = read_dump(tmp_path / "dump.txt")
+    copper_only = atoms[[k for k, kind in enumerate(kinds) if kind == "Cu"]]
+    copper_only.calc = nnpot.NNPCalculator(CU_MODEL, dtype="float64")
+    mask = np.array([kind == "Cu" for kind in kinds])
+    np.testing.assert_allclose(frame.forces[mask], copper_only.get_forces(), atol=1e-8)
+    np.testing.assert_allclose(frame.forces[~mask], 0.0, atol=1e-12)
+    np.testing.assert_allclose(frame.energies[~mask], 0.0, atol=1e-12)
+    assert read_thermo(out.stdout)[-1]["PotEng"] == pytest.approx(
+        copper_only.get_potential_energy(), abs=1e-8)

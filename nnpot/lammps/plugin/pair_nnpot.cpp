@@ -335,11 +335,17 @@ void PairNNPot::compute(int eflag, int vflag)
   const double padding[6] = {far, 0.0, 0.0, 0.0, far, 0.0};
   std::copy(padding, padding + 6, v + 3 * n_real_pairs);
   at::Tensor index = at::from_blob(pair_nodes.data(), {2, n_pairs}, i64).clone();
+  // Atoms of types left to another style (NULL under pair hybrid) are isolated nodes of
+  // species 0 whose energies do not count.
   at::Tensor node_species = at::zeros({n_nodes}, i64);
-  int64_t *s = node_species.data_ptr<int64_t>();
-  for (int n = 0; n < n_real; n++) s[n] = type_species[atom->type[node_atom[n]]];
   at::Tensor owned = at::zeros({n_nodes}, f64);
-  owned.narrow(0, 0, nlocal).fill_(1.0);
+  int64_t *s = node_species.data_ptr<int64_t>();
+  double *counts = owned.data_ptr<double>();
+  for (int n = 0; n < n_real; n++) {
+    const int species_index = type_species[atom->type[node_atom[n]]];
+    s[n] = species_index < 0 ? 0 : species_index;
+    counts[n] = (n < nlocal && species_index >= 0) ? 1.0 : 0.0;
+  }
 
   const auto dtype = float64 ? at::kDouble : at::kFloat;
   const auto device = on_cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
@@ -368,9 +374,9 @@ void PairNNPot::compute(int eflag, int vflag)
     }
   }
   if (eflag_global)
-    for (int i = 0; i < nlocal; i++) eng_vdwl += e[i];
+    for (int i = 0; i < nlocal; i++) eng_vdwl += counts[i] * e[i];
   if (eflag_atom)
-    for (int i = 0; i < nlocal; i++) eatom[i] += e[i];
+    for (int i = 0; i < nlocal; i++) eatom[i] += counts[i] * e[i];
   if (vflag_fdotr) virial_fdotr_compute();
 
   const auto end = std::chrono::steady_clock::now();
