@@ -192,6 +192,7 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
     log(f"traced in {time.perf_counter() - start:.1f} s; compiling with AOTInductor "
         f"(a minute or two)…")
 
+    threading = kernel_threading(potential)
     # Written under a temporary name (AOTInductor wants a .pt2 suffix) and renamed when checked.
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.{os.getpid()}.partial.pt2")
@@ -200,13 +201,28 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
             warnings.simplefilter("ignore", FutureWarning)
             torch._inductor.aoti_compile_and_package(
                 program, package_path=str(partial),
-                inductor_configs={"aot_inductor.metadata": metadata})
+                inductor_configs={"aot_inductor.metadata": metadata, **threading})
         _check_package(str(partial), function, inputs, torch_dtype)
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
     log(f"compiled and checked in {time.perf_counter() - start:.0f} s")
     return output.resolve()
+
+
+def kernel_threading(potential: Potential | Committee) -> dict[str, object]:
+    """How the compiled kernels use threads (an AOTInductor config).
+
+    By default they follow the thread count at run time (OMP_NUM_THREADS of each LAMMPS rank),
+    not the one of the exporting process. HDNNP's kernels are compiled serial: its large
+    scatter-adds over angle triplets become atomic adds in parallel kernels, measured 4.7×
+    slower on one thread and slower still on two (2048 atoms: 61 ms serial, 281 ms / 625 ms
+    parallel on 1 / 2 threads); it scales over MPI ranks instead (its energy reaches one cutoff,
+    so ranks need no ghost graph)."""
+    members = potential.members if isinstance(potential, Committee) else [potential]
+    if any(type(member.model).__name__ == "HDNNP" for member in members):
+        return {"cpp.threads": 1}
+    return {"cpp.dynamic_threads": True}
 
 
 def _check_package(path: str, function: Callable, inputs: tuple[torch.Tensor, ...],

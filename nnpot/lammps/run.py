@@ -64,6 +64,7 @@ def write_data(atoms: Atoms, path: str | os.PathLike, elements: list[str]) -> Pa
     cell = np.asarray(atoms.cell)
     if abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) > 1e-12:
         raise ValueError("write_data needs a lower-triangular cell (LAMMPS's orientation)")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write(path, atoms, format="lammps-data", specorder=elements, masses=True,
           atom_style="atomic", units="metal")
     return Path(path)
