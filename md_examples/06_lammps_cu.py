@@ -6,7 +6,7 @@ plots temperature, pressure and lattice constant against time. One rank with 2 t
 the shipped potential is a message-passing SchNet (energy reach 15 Å), and a 500-atom cell
 split over 2 ranks would spend most of its time on the ghost shell (see the README).
 Needs ``pip install "nnpot[lammps]"``, CMake and a C++ compiler.
-    Run: python md_examples/06_lammps_cu.py   (a few minutes on 2 cores; 500 atoms, 2 × 1 ps)
+    Run: python md_examples/06_lammps_cu.py   (about 5 min on 2 cores; 500 atoms, 2 × 1 ps)
 """
 
 from pathlib import Path
