@@ -36,7 +36,7 @@ from ase.md.verlet import VelocityVerlet
 from nnpot import NNPCalculator, Potential
 from nnpot.lammps import export_for_lammps
 from nnpot.lammps.build import build_plugin
-from nnpot.lammps.run import run_lammps, write_data
+from nnpot.lammps.run import nnpot_preamble, run_lammps, write_data
 from nnpot.models import HDNNP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,15 +54,7 @@ def lammps_step(plugin: Path, package: Path, atoms, steps: int, ranks: int, thre
                 folder: Path) -> dict[str, float]:
     """ms per MD step in LAMMPS, and the pair style's model / around-model ms per call."""
     write_data(atoms, folder / "data.lmp", ["Cu"])
-    script = f"""
-units metal
-atom_style atomic
-boundary p p p
-read_data data.lmp
-plugin load {plugin}
-pair_style nnpot
-pair_coeff * * {package} Cu
-neighbor 1.0 bin
+    script = nnpot_preamble(plugin, package, "Cu") + f"""neighbor 1.0 bin
 timestep 0.001
 velocity all create 600 4928 mom yes rot yes dist gaussian
 fix nve all nve

@@ -12,7 +12,8 @@ import pytest
 from ase.build import bulk
 
 import nnpot
-from nnpot.lammps.run import LammpsRunError, read_dump, read_thermo, run_lammps, write_data
+from nnpot.lammps.run import (LammpsRunError, nnpot_preamble, read_dump, read_thermo,
+                              run_lammps, write_data)
 
 ROOT = Path(__file__).resolve().parents[1]
 CU_MODEL = ROOT / "potentials" / "cu" / "model.pt"
@@ -51,15 +52,7 @@ def copper(repeat: int, triclinic: bool, seed: int = 0):
 
 
 def single_point_script(plugin: Path, package: Path, elements: str = "Cu") -> str:
-    return f"""
-units metal
-atom_style atomic
-boundary p p p
-read_data data.lmp
-plugin load {plugin}
-pair_style nnpot
-pair_coeff * * {package} {elements}
-compute pe all pe/atom
+    return nnpot_preamble(plugin, package, elements) + """compute pe all pe/atom
 thermo_style custom step pe pxx pyy pzz pyz pxz pxy
 thermo_modify format float %.15g
 dump d all custom 1 dump.txt id fx fy fz c_pe
@@ -158,9 +151,7 @@ def test_an_element_not_in_the_model_is_a_clear_error(plugin, cu64, tmp_path):
 
 
 def test_a_type_without_an_element_is_a_clear_error(plugin, cu64, tmp_path):
-    script = single_point_script(plugin, cu64, "Cu Cu").replace(
-        "read_data data.lmp", "read_data data.lmp")
-    text = lammps_error(tmp_path, script)
+    text = lammps_error(tmp_path, single_point_script(plugin, cu64, "Cu Cu"))
     assert "names 2 element(s) but there are 1 atom types" in text
     two_types = single_point_script(plugin, cu64, "Cu NULL").replace(
         "read_data data.lmp", "read_data data.lmp extra/atom/types 1\nmass 2 1.0")
@@ -176,15 +167,7 @@ def test_units_other_than_metal_are_a_clear_error(plugin, cu64, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # MD in LAMMPS (slow): energy conservation, ranks agree, the barostat sees the right virial.
 def md_script(plugin: Path, package: Path, body: str) -> str:
-    return f"""
-units metal
-atom_style atomic
-boundary p p p
-read_data data.lmp
-plugin load {plugin}
-pair_style nnpot
-pair_coeff * * {package} Cu
-timestep 0.001
+    return nnpot_preamble(plugin, package, "Cu") + f"""timestep 0.001
 thermo_modify format float %.15g
 {body}
 """

@@ -57,6 +57,20 @@ def run_lammps(script: str, folder: str | os.PathLike, ranks: int = 1,
     return done
 
 
+def nnpot_preamble(plugin: str | os.PathLike, package: str | os.PathLike, elements: str,
+                   data: str = "data.lmp") -> str:
+    """The start of an input that reads ``data`` and sets up ``pair_style nnpot`` with the
+    exported ``package``; ``elements`` names the element of each atom type ("Cu O")."""
+    return f"""units metal
+atom_style atomic
+boundary p p p
+read_data {data}
+plugin load {plugin}
+pair_style nnpot
+pair_coeff * * {package} {elements}
+"""
+
+
 def write_data(atoms: Atoms, path: str | os.PathLike, elements: list[str]) -> Path:
     """A LAMMPS data file (atom_style atomic, metal units) with one type per element, in the
     order of ``elements``. The cell should already be LAMMPS's lower-triangular form (a along
