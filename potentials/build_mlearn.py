@@ -38,10 +38,11 @@ PUBLISHED = {"Si": {"GAP": (2.91, 70), "MTP": (2.21, 60)},
              "Ge": {"GAP": (2.06, 50), "MTP": (1.79, 50)},
              "Mo": {"GAP": (2.24, 90), "MTP": (2.83, 90)},
              "Li": {"GAP": (0.49, 10), "MTP": (0.49, 10)}}
-# Structure for the MD check and the temperatures of the data's AIMD runs above melting
+# Structure for the MD check, and the temperatures of the data's AIMD runs above the melting
+# point (Si 1687 K, Ge 1211 K, Mo 2896 K, Li 454 K)
 STRUCTURES = {"Si": ("diamond", 5.47), "Ge": ("diamond", 5.76), "Mo": ("bcc", 3.16),
               "Li": ("bcc", 3.43)}
-LIQUID_K = {"Si": [2530], "Ge": [2300], "Mo": [3500], "Li": [700]}
+LIQUID_K = {"Si": [2530, 3374], "Ge": [1816, 2422], "Mo": [3000, 6000], "Li": [680, 907]}
 
 
 def shortest_training_distance(path: Path) -> float:
