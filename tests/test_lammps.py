@@ -164,6 +164,12 @@ def test_units_other_than_metal_are_a_clear_error(plugin, cu64, tmp_path):
     assert "needs 'units metal'" in lammps_error(tmp_path, script)
 
 
+def test_newton_off_is_a_clear_error(plugin, cu64, tmp_path):
+    """Ghost forces must flow back to their owners: the pair style needs newton pair on."""
+    script = single_point_script(plugin, cu64).replace("units metal", "units metal\nnewton off")
+    assert "needs newton pair on" in lammps_error(tmp_path, script)
+
+
 # ---------------------------------------------------------------------------------------------
 # MD in LAMMPS (slow): energy conservation, ranks agree, the barostat sees the right virial.
 def md_script(plugin: Path, package: Path, body: str) -> str:
