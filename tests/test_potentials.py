@@ -35,3 +35,19 @@ def test_cu_potential_on_an_independent_emt_test_set():
     assert summary["energy"]["mae"] < 1.0   # meV/atom (measured: 0.09)
     assert summary["forces"]["mae"] < 10.0  # meV/Å (measured: 1.9)
     assert summary["stress"]["mae"] < 0.5   # meV/Å³ (measured: 0.05)
+
+
+@pytest.mark.parametrize("name", ["mlearn-si-hdnnp", "mlearn-si-nequip", "mlearn-ge-hdnnp"])
+def test_shipped_dft_potential_is_complete(name):
+    """mlearn potentials: model, the config that trained it, a card with the validation errors
+    and the MD stability check; the model records its training data and validation metrics."""
+    folder = POTENTIALS / name
+    for file in ("model.pt", "config.yaml", "model_card.md", "learning_curves.png",
+                 "stability.json"):
+        assert (folder / file).is_file(), file
+    assert (folder / "model.pt").stat().st_size < 5e6
+    potential = nnpot.load(folder / "model.pt")
+    assert potential.provenance["train_sha256"]
+    validation = potential.provenance["metrics"]["validation"]
+    card = (folder / "model_card.md").read_text()
+    assert f"**{validation['forces']['mae']:.1f}**" in card   # the card shows the model's numbers
