@@ -299,8 +299,6 @@ void PairNNPot::build_graph()
       pair_vec.insert(pair_vec.end(), r, r + 3);
     }
   }
-  pair_nodes.resize(2 * (first.size() + 2));
-  const size_t n_pairs = first.size() + 2;
   const int64_t pad = static_cast<int64_t>(node_atom.size());
   // Two padding nodes joined by two pairs longer than the cutoff (weight 0 in every model):
   // the compiled graph's dynamic sizes start at 2.
@@ -308,8 +306,8 @@ void PairNNPot::build_graph()
   second.push_back(pad + 1);
   first.push_back(pad);
   second.push_back(pad + 1);
-  std::copy(first.begin(), first.end(), pair_nodes.begin());
-  std::copy(second.begin(), second.end(), pair_nodes.begin() + n_pairs);
+  pair_nodes = first;    // [2, P]: the first row, then the second
+  pair_nodes.insert(pair_nodes.end(), second.begin(), second.end());
 }
 
 void PairNNPot::compute(int eflag, int vflag)
