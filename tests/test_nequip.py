@@ -104,3 +104,42 @@ def test_each_pair_may_point_either_way():
     flipped = model.node_features(species, pair_index.flip(0), -vec)
     for x, y in zip(model.node_features(species, pair_index, vec), flipped):
         assert torch.allclose(x, y, atol=1e-12)
+
+
+@pytest.mark.parametrize("parity", [True, False])
+def test_pair_tensor_product_equals_e3nn(parity):
+    """The convolution as batched matrix products (pair_tensor_product.py) gives what e3nn's
+    tensor product of every directed edge, summed over neighbours, gives (both built in
+    float64), for l_max 2 with and without parity, and for the first layer (scalars in)."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = NequIP(["Cu", "O"], cutoff=4.0, l_max=2, n_features=3, n_layers=2,
+                       parity=parity)
+    finally:
+        torch.set_default_dtype(default)
+    generator = torch.Generator().manual_seed(1)
+    n_atoms, n_pairs = 7, 30
+    pair_index = torch.randint(0, n_atoms, (2, n_pairs), generator=generator)
+    vec = torch.randn(n_pairs, 3, generator=generator, dtype=torch.float64)
+    sh = model.harmonics(vec)
+    mirrored = torch.cat([sh, sh * torch.cat([torch.full((2 * l + 1,), (-1.0) ** l)
+                                               for l in range(3)])])
+    edges = torch.cat([pair_index, pair_index.flip(0)], dim=1)
+    for layer in model.layers:
+        tp, conv = layer.convolution, layer.pair_convolution
+        x = torch.randn(n_atoms, tp.irreps_in1.dim, generator=generator, dtype=torch.float64)
+        weights = torch.randn(n_pairs, tp.weight_numel, generator=generator,
+                              dtype=torch.float64)
+        messages = tp(x[edges[1]], mirrored, torch.cat([weights, weights]))
+        expected = torch.zeros(n_atoms, tp.irreps_out.dim,
+                               dtype=torch.float64).index_add(0, edges[0], messages)
+        ordered = weights[:, conv.weight_columns]  # what path_weights hands the convolution
+        got = conv(x, conv.pair_couplings(sh), ordered, pair_index)
+        assert torch.allclose(got, expected, atol=1e-12, rtol=0), str(tp)
+        radial = torch.rand(n_pairs, model.bessel.frequencies.numel(), generator=generator,
+                            dtype=torch.float64)
+        envelope = torch.rand(n_pairs, generator=generator, dtype=torch.float64)
+        assert torch.allclose(layer.path_weights(radial, envelope),
+                              (layer.radial(radial) * envelope[:, None])[:, conv.weight_columns],
+                              atol=1e-12, rtol=0)

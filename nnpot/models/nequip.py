@@ -11,8 +11,9 @@
     → scalars → per-atom energy
 
 Built on e3nn (irreps, spherical harmonics, tensor products, gates). Pairs come as nnpot's half
-list: the harmonics and the radial weights are computed once per pair and the reverse edge uses
-Y_l(−r̂) = (−1)^l Y_l(r̂). The average neighbour count is a data constant from the trainer's
+list: the harmonics, their coupling matrices and the radial weights are computed once per pair
+(and the couplings once per forward), and the reverse message uses Y_l(−r̂) = (−1)^l Y_l(r̂)
+(pair_tensor_product.py). The average neighbour count is a data constant from the trainer's
 model-statistics hook (stored in the model file).
 """
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from .base import AtomisticModel, HyperParameterError, check_int
+from .pair_tensor_product import PairTensorProduct
 
 
 def _e3nn():
@@ -65,10 +67,13 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int) -> torch.Tensor:
 class Interaction(nn.Module):
     """One NequIP interaction block: features (irreps_in) → features (irreps_out).
 
-    ``forward(h [N, dim_in], one_hot [N, S], sh [E, dim_sh], radial [E, n_radial], envelope
-    [E], edge_index [2, E], norm) → [N, dim_out]``; E directed edges (both directions of every
-    pair). The path weights are the radial MLP's output times the envelope: exactly zero at and
-    beyond the cutoff.
+    ``forward(h [N, dim_in], one_hot [N, S], couplings (from
+    ``pair_convolution.pair_couplings`` of the harmonics), radial [P, n_radial], envelope [P],
+    pair_index [2, P], norm) → [N, dim_out]``. Messages flow both ways along every pair. The
+    path weights are the radial MLP's output times the envelope: exactly zero at and beyond the
+    cutoff. They depend on the distance only, so the MLP runs once per pair for both directions.
+    ``convolution`` (e3nn's tensor product) defines the paths; ``pair_convolution`` evaluates
+    them (the same numbers, faster: see pair_tensor_product.py).
     """
 
     def __init__(self, irreps_in, irreps_sh, irreps_target, n_species: int, n_radial: int,
@@ -92,6 +97,7 @@ class Interaction(nn.Module):
                         for i, j, k, mode, train in instructions]
         self.convolution = o3.TensorProduct(self.irreps_in, irreps_sh, mid_sorted, instructions,
                                             shared_weights=False, internal_weights=False)
+        self.pair_convolution = PairTensorProduct(self.convolution)
         self.radial = enn.FullyConnectedNet([n_radial, *radial_mlp, self.convolution.weight_numel],
                                             torch.nn.functional.silu)
         # Gate: scalars (SiLU), one sigmoid gate per l > 0 channel, the gated l > 0 irreps.
@@ -110,13 +116,25 @@ class Interaction(nn.Module):
             self.irreps_in, o3.Irreps(f"{n_species}x0e"), self.gate.irreps_in)
         self.irreps_out = self.gate.irreps_out
 
-    def forward(self, h, one_hot, sh, radial, envelope, edge_index, norm):
-        center, neighbour = edge_index
+    def path_weights(self, radial: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
+        """radial [P, n_radial], envelope [P] → the radial MLP's output times the envelope,
+        [P, n_weights], with its columns in the order ``pair_convolution`` wants. (The
+        envelope multiplies the last hidden layer, which is narrower than the output; the last
+        layer is e3nn's linear layer with its columns reordered: the same numbers.)"""
+        *hidden_layers, last = self.radial
+        hidden = radial
+        for layer in hidden_layers:
+            hidden = layer(hidden)
+        matrix = last.weight[:, self.pair_convolution.weight_columns]
+        scale = (last.h_in * last.var_in / last.var_out) ** -0.5
+        return (hidden * envelope[:, None]) @ (matrix * scale)
+
+    def forward(self, h: torch.Tensor, one_hot: torch.Tensor, couplings: list[torch.Tensor],
+                radial: torch.Tensor, envelope: torch.Tensor, pair_index: torch.Tensor,
+                norm: torch.Tensor) -> torch.Tensor:
         x = self.self_interaction(h)
-        weights = self.radial(radial) * envelope[:, None]
-        messages = self.convolution(x.index_select(0, neighbour), sh, weights)
-        aggregated = torch.zeros(h.shape[0], messages.shape[1], dtype=messages.dtype,
-                                 device=messages.device).index_add(0, center, messages)
+        weights = self.path_weights(radial, envelope)
+        aggregated = self.pair_convolution(x, couplings, weights, pair_index)
         update = self.linear(aggregated * norm) + self.self_connection(h, one_hot)
         return self.gate(update)
 
@@ -164,10 +182,6 @@ class NequIP(AtomisticModel):
                             for l in range(l_max + 1) for p in parities])
         self.harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True,
                                                normalization="component")
-        # Y_l(−r̂) = (−1)^l Y_l(r̂): the reverse edge's harmonics from the pair's
-        self.register_buffer("reverse_sign", torch.cat([torch.full((2 * l + 1,), (-1.0) ** l)
-                                                        for l in range(l_max + 1)]),
-                             persistent=False)
         self.embedding = o3.Linear(o3.Irreps(f"{n_species}x0e"), o3.Irreps(f"{n_features}x0e"))
         self.bessel = BesselBasis(n_bessel, cutoff)
         irreps = o3.Irreps(f"{n_features}x0e")
@@ -198,16 +212,17 @@ class NequIP(AtomisticModel):
         sh = self.harmonics(pair_vec)
         envelope = polynomial_envelope(distance, self.cutoff, self.poly_p)
         radial = self.bessel(distance) * envelope[:, None]
-        # Both directions of every pair: i ← j with r_ij, j ← i with −r_ij.
-        edge_index = torch.cat([pair_index, pair_index.flip(0)], dim=1)
-        sh = torch.cat([sh, sh * self.reverse_sign.to(sh.dtype)])
-        radial, envelope = torch.cat([radial, radial]), torch.cat([envelope, envelope])
         one_hot = torch.nn.functional.one_hot(species, len(self.species)).to(pair_vec.dtype)
         norm = self.avg_num_neighbors.to(pair_vec.dtype).rsqrt()
+        couplings = {}  # the harmonics' coupling matrices, once per layer structure
         h = self.embedding(one_hot)
         features = [h]
         for layer in self.layers:
-            update = layer(h, one_hot, sh, radial, envelope, edge_index, norm)
+            convolution = layer.pair_convolution
+            if convolution.structure not in couplings:
+                couplings[convolution.structure] = convolution.pair_couplings(sh)
+            update = layer(h, one_hot, couplings[convolution.structure], radial, envelope,
+                           pair_index, norm)
             h = h + update if layer.irreps_out == layer.irreps_in else update  # residual
             features.append(h)
         return features

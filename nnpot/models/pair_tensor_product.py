@@ -1,0 +1,171 @@
+"""The equivariant convolution of NequIP over a half pair list, as batched matrix products.
+
+For an e3nn ``TensorProduct`` of node features ⊗ spherical harmonics with one weight per path and
+channel ('uvu'), the message along an edge a ← b is, for every path (l_in ⊗ l_sh → l_out) and
+channel u,
+
+    m_ab[u, k] = w_ab[path, u] · α_path Σ_ij C_ijk x_b[u, i] Y_j(r̂_ab)
+
+(C: Wigner 3j symbols, α: e3nn's path normalisation). Y enters linearly, so for each pair the sum
+over j is a small matrix B_ab[i, k] = Σ_j α C_ijk Y_j (rows: all input components of one
+channel, columns: all output components), and the message is a matrix product
+x_b[u, :] @ B_ab. This module computes the same numbers as e3nn's tensor product followed by the
+sum over neighbours, but
+
+* B is computed once per forward (one small GEMM of the harmonics with a constant coupling
+  tensor) and shared by every layer of the same structure;
+* each pair serves both directions: Y_l(−r̂) = (−1)^l Y_l(r̂) and p_sh = p_in·p_out on every
+  path, so the reverse message is (p_in ⊙ x_a) @ B_ab with its columns signed by p_out after
+  the sum over neighbours, and the path weights (which depend on the distance only) are shared;
+* per-channel weights multiply whole blocks of paths with the same l_out by broadcasting,
+  with no gather of weights per column and no slicing of the inputs per irrep in the graph
+  (e3nn's per-instruction slices cost a zero-filled copy each in the backward pass).
+
+Layouts: e3nn's for the input and output features ([N, Σ mul·(2l+1)], irrep blocks, channel-major
+within a block); inside, [N, rows, u] and [P, columns, u] (channels innermost).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PairTensorProduct(nn.Module):
+    """Σ over both directions of every pair of ``tensor_product(x[neighbour], Y(r̂), w)``.
+
+    Args:
+        tensor_product: an e3nn ``o3.TensorProduct`` with 'uvu' instructions, per-edge weights
+            (``shared_weights=False``), every input irrep of the same multiplicity and one
+            output irrep per instruction (as NequIP's interaction builds it).
+    """
+
+    def __init__(self, tensor_product: nn.Module):
+        super().__init__()
+        from e3nn import o3
+
+        features, harmonics, outputs = (tensor_product.irreps_in1, tensor_product.irreps_in2,
+                                        tensor_product.irreps_out)
+        multiplicities = {mul for mul, _ in features}
+        if len(multiplicities) != 1:
+            raise ValueError(f"every feature irrep needs the same multiplicity, got {features}")
+        self.channels = multiplicities.pop()
+        self.feature_blocks = [(mul, ir.dim) for mul, ir in features]
+        self.output_dims = [ir.dim for _, ir in outputs]
+        row_start = _offsets(ir.dim for _, ir in features)
+        harmonic_start = _offsets(ir.dim for _, ir in harmonics)
+        column_start = _offsets(self.output_dims)
+        self.rows = row_start[-1]
+        self.n_harmonics = harmonic_start[-1]
+
+        # coupling[j, i, k] = α C_ijk for the path (input i ⊗ harmonic j → output k), in float64.
+        coupling = torch.zeros(self.n_harmonics, self.rows, column_start[-1], dtype=torch.float64)
+        instruction_of_output = [-1] * len(outputs)
+        for k, ins in enumerate(tensor_product.instructions):
+            if ins.connection_mode != "uvu" or not ins.has_weight:
+                raise ValueError(f"instruction {k} is {ins.connection_mode!r}; only weighted "
+                                 f"'uvu' paths are supported")
+            if instruction_of_output[ins.i_out] != -1:
+                raise ValueError(f"output irrep {ins.i_out} is the target of two instructions")
+            instruction_of_output[ins.i_out] = k
+            l_in, l_sh, l_out = (features[ins.i_in1].ir.l, harmonics[ins.i_in2].ir.l,
+                                 outputs[ins.i_out].ir.l)
+            block = o3.wigner_3j(l_in, l_sh, l_out, dtype=torch.float64) * ins.path_weight
+            coupling[harmonic_start[ins.i_in2]:harmonic_start[ins.i_in2 + 1],
+                     row_start[ins.i_in1]:row_start[ins.i_in1 + 1],
+                     column_start[ins.i_out]:column_start[ins.i_out + 1]] = block.permute(1, 0, 2)
+        if -1 in instruction_of_output:
+            raise ValueError("every output irrep needs an instruction")
+        # Stored as [n_harmonics, columns, rows]: B comes out transposed, [P, columns, rows],
+        # so the messages are [P, columns, u] with the channels innermost (fast broadcasts).
+        self.register_buffer("coupling", coupling.permute(0, 2, 1).contiguous(),
+                             persistent=False)
+        self.register_buffer("row_parity", _per_component(features)[:, None], persistent=False)
+        self.register_buffer("column_parity", _per_component(outputs)[:, None],
+                             persistent=False)
+        # Consecutive outputs of the same dimension 2l+1 share one broadcast weight product.
+        self.groups: list[tuple[int, int, slice]] = []  # (outputs, dim, columns)
+        for index, dim in enumerate(self.output_dims):
+            if self.groups and self.groups[-1][1] == dim:
+                count, _, columns = self.groups[-1]
+                self.groups[-1] = (count + 1, dim, slice(columns.start, column_start[index + 1]))
+            else:
+                self.groups.append((1, dim, slice(column_start[index], column_start[index + 1])))
+        # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair);
+        # its last matrix's columns, taken in this order, give them in output order.
+        self.register_buffer("weight_columns", torch.cat(
+            [torch.arange(k * self.channels, (k + 1) * self.channels)
+             for k in instruction_of_output]), persistent=False)
+        # Layers whose couplings are the same tensor can share one B per forward.
+        self.structure = (tuple((ins.i_in1, ins.i_in2, ins.i_out, float(ins.path_weight))
+                                for ins in tensor_product.instructions), str(features),
+                          str(harmonics), str(outputs))
+
+    def pair_couplings(self, harmonics: torch.Tensor) -> list[torch.Tensor]:
+        """Y [P, n_harmonics] (of the vectors pair_index[0] → pair_index[1]) → Bᵀ, one
+        [P, columns of the group, rows] per group of outputs of one dimension (separate
+        tensors: slicing one big B would cost a zero-filled copy per slice in the backward)."""
+        coupling = self.coupling.to(harmonics.dtype)
+        return [(harmonics @ coupling[:, columns].reshape(self.n_harmonics, -1))
+                .view(-1, columns.stop - columns.start, self.rows)
+                for _, _, columns in self.groups]
+
+    def forward(self, x: torch.Tensor, couplings: list[torch.Tensor], weights: torch.Tensor,
+                pair_index: torch.Tensor) -> torch.Tensor:
+        """x [N, dim_in] (e3nn layout), ``couplings`` from ``pair_couplings``, weights
+        [P, n_weights] (per pair, in output order: see ``weight_columns``), pair_index [2, P]
+        → Σ of messages [N, dim_out] (e3nn layout): atom pair_index[0] hears pair_index[1]
+        along Y(r̂) and vice versa."""
+        n_atoms, n_pairs, u = x.shape[0], weights.shape[0], self.channels
+        first, second = pair_index
+        blocks = torch.split(x, [mul * dim for mul, dim in self.feature_blocks], dim=1)
+        x = torch.cat([block.reshape(n_atoms, mul, dim).transpose(1, 2)
+                       for block, (mul, dim) in zip(blocks, self.feature_blocks)], dim=1)
+        # Messages to `first` come from x of `second`; to `second`, from x of `first` with the
+        # mirrored harmonics: parity of the input row here, of the output column after the sum.
+        x_second = x.index_select(0, second)                              # [P, rows, u]
+        x_first = (x * self.row_parity.to(x.dtype)).index_select(0, first)
+        weights = torch.split(weights.view(n_pairs, -1, u), [count for count, _, _ in self.groups],
+                              dim=1)
+        parities = [self.column_parity[columns].to(x.dtype).view(count, dim, 1)
+                    for count, dim, columns in self.groups]
+        shapes = tuple((count, dim) for count, dim, _ in self.groups)
+        totals = summed_messages(x_second, x_first, couplings, weights, parities, first, second,
+                                 n_atoms, shapes)
+        # e3nn layout: one [u, dim] block per output irrep
+        return torch.cat([total[:, k].transpose(1, 2).reshape(n_atoms, u * dim)
+                          for total, (count, dim) in zip(totals, shapes) for k in range(count)],
+                         dim=1)
+
+
+def summed_messages(x_second: torch.Tensor, x_first: torch.Tensor, couplings: list[torch.Tensor],
+                    weights: list[torch.Tensor], parities: list[torch.Tensor],
+                    first: torch.Tensor, second: torch.Tensor, n_atoms: int,
+                    shapes: tuple[tuple[int, int], ...]) -> list[torch.Tensor]:
+    """The messages of every pair, both ways, weighted and summed per atom, one output group
+    at a time: x_second, x_first [P, rows, u] (x of the pairs' atoms, the second mirrored),
+    couplings Bᵀ [P, count·dim, rows], weights [P, count, u], parities [count, dim, 1] →
+    [N, count, dim, u] per group."""
+    totals = []
+    u = x_second.shape[2]
+    for (count, dim), coupling, w, parity in zip(shapes, couplings, weights, parities):
+        w = w.unsqueeze(2)                                                # [P, count, 1, u]
+        summed = []
+        for x_pairs, target in ((x_second, first), (x_first, second)):
+            messages = torch.bmm(coupling, x_pairs).view(-1, count, dim, u) * w
+            summed.append(torch.zeros(n_atoms, count, dim, u, dtype=messages.dtype,
+                                      device=messages.device).index_add_(0, target, messages))
+        totals.append(summed[0] + summed[1] * parity)
+    return totals
+
+
+def _offsets(sizes) -> list[int]:
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    return offsets
+
+
+def _per_component(irreps) -> torch.Tensor:
+    """The parity (±1) of every component of one channel of ``irreps``."""
+    return torch.cat([torch.full((ir.dim,), float(ir.p)) for _, ir in irreps])
