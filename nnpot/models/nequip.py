@@ -67,7 +67,7 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int) -> torch.Tensor:
 class Interaction(nn.Module):
     """One NequIP interaction block: features (irreps_in) → features (irreps_out).
 
-    ``forward(h [N, dim_in], one_hot [N, S], couplings (from
+    ``forward(h [N, dim_in], one_hot [N, S], couplings [P, columns, rows] (from
     ``pair_convolution.pair_couplings`` of the harmonics), radial [P, n_radial], envelope [P],
     pair_index [2, P], norm) → [N, dim_out]``. Messages flow both ways along every pair. The
     path weights are the radial MLP's output times the envelope: exactly zero at and beyond the
@@ -118,18 +118,25 @@ class Interaction(nn.Module):
 
     def path_weights(self, radial: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
         """radial [P, n_radial], envelope [P] → the radial MLP's output times the envelope,
-        [P, n_weights], with its columns in the order ``pair_convolution`` wants. (The
-        envelope multiplies the last hidden layer, which is narrower than the output; the last
-        layer is e3nn's linear layer with its columns reordered: the same numbers.)"""
-        *hidden_layers, last = self.radial
-        hidden = radial
-        for layer in hidden_layers:
-            hidden = layer(hidden)
-        matrix = last.weight[:, self.pair_convolution.weight_columns]
-        scale = (last.h_in * last.var_in / last.var_out) ** -0.5
-        return (hidden * envelope[:, None]) @ (matrix * scale)
+        [P, n_weights], with its columns in the order ``pair_convolution`` wants.
 
-    def forward(self, h: torch.Tensor, one_hot: torch.Tensor, couplings: list[torch.Tensor],
+        The same numbers as ``self.radial(radial) * envelope[:, None]`` (e3nn's network),
+        computed with fewer passes over [P, width] tensors: e3nn's constant factors (weight
+        normalisation, the activation's second-moment normalisation) are folded into the
+        weight matrices, the envelope multiplies the last hidden layer (narrower than the
+        output), and the last matrix's columns are taken in output order."""
+        *hidden_layers, last = self.radial
+        hidden, factor = radial, 1.0  # factor: multiplies `hidden`, not applied yet
+        for layer in hidden_layers:
+            activation = layer.act  # e3nn's normalize2mom: f(x) · cst
+            hidden = activation.f(hidden @ (layer.weight * (factor / math.sqrt(
+                layer.h_in * layer.var_in))))
+            factor = (1.0 if activation._is_id else activation.cst) * math.sqrt(layer.var_out)
+        matrix = last.weight[:, self.pair_convolution.weight_columns]
+        return (hidden * envelope[:, None]) @ (matrix * (factor / math.sqrt(
+            last.h_in * last.var_in / last.var_out)))
+
+    def forward(self, h: torch.Tensor, one_hot: torch.Tensor, couplings: torch.Tensor,
                 radial: torch.Tensor, envelope: torch.Tensor, pair_index: torch.Tensor,
                 norm: torch.Tensor) -> torch.Tensor:
         x = self.self_interaction(h)

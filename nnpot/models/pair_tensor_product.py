@@ -101,16 +101,13 @@ class PairTensorProduct(nn.Module):
                                 for ins in tensor_product.instructions), str(features),
                           str(harmonics), str(outputs))
 
-    def pair_couplings(self, harmonics: torch.Tensor) -> list[torch.Tensor]:
-        """Y [P, n_harmonics] (of the vectors pair_index[0] → pair_index[1]) → Bᵀ, one
-        [P, columns of the group, rows] per group of outputs of one dimension (separate
-        tensors: slicing one big B would cost a zero-filled copy per slice in the backward)."""
-        coupling = self.coupling.to(harmonics.dtype)
-        return [(harmonics @ coupling[:, columns].reshape(self.n_harmonics, -1))
-                .view(-1, columns.stop - columns.start, self.rows)
-                for _, _, columns in self.groups]
+    def pair_couplings(self, harmonics: torch.Tensor) -> torch.Tensor:
+        """Y [P, n_harmonics] (of the vectors pair_index[0] → pair_index[1]) → Bᵀ [P, columns,
+        rows]."""
+        return (harmonics @ self.coupling.to(harmonics.dtype).view(self.n_harmonics, -1)).view(
+            harmonics.shape[0], -1, self.rows)
 
-    def forward(self, x: torch.Tensor, couplings: list[torch.Tensor], weights: torch.Tensor,
+    def forward(self, x: torch.Tensor, couplings: torch.Tensor, weights: torch.Tensor,
                 pair_index: torch.Tensor) -> torch.Tensor:
         """x [N, dim_in] (e3nn layout), ``couplings`` from ``pair_couplings``, weights
         [P, n_weights] (per pair, in output order: see ``weight_columns``), pair_index [2, P]
@@ -138,25 +135,27 @@ class PairTensorProduct(nn.Module):
                          dim=1)
 
 
-def summed_messages(x_second: torch.Tensor, x_first: torch.Tensor, couplings: list[torch.Tensor],
+def summed_messages(x_second: torch.Tensor, x_first: torch.Tensor, couplings: torch.Tensor,
                     weights: list[torch.Tensor], parities: list[torch.Tensor],
                     first: torch.Tensor, second: torch.Tensor, n_atoms: int,
                     shapes: tuple[tuple[int, int], ...]) -> list[torch.Tensor]:
-    """The messages of every pair, both ways, weighted and summed per atom, one output group
-    at a time: x_second, x_first [P, rows, u] (x of the pairs' atoms, the second mirrored),
-    couplings Bᵀ [P, count·dim, rows], weights [P, count, u], parities [count, dim, 1] →
-    [N, count, dim, u] per group."""
-    totals = []
+    """The messages of every pair, both ways, weighted and summed per atom: x_second, x_first
+    [P, rows, u] (x of the pairs' atoms, the second mirrored), couplings Bᵀ [P, columns, rows],
+    weights [P, count, u] and parities [count, dim, 1] per output group → [N, count, dim, u]
+    per group."""
     u = x_second.shape[2]
-    for (count, dim), coupling, w, parity in zip(shapes, couplings, weights, parities):
-        w = w.unsqueeze(2)                                                # [P, count, 1, u]
-        summed = []
-        for x_pairs, target in ((x_second, first), (x_first, second)):
-            messages = torch.bmm(coupling, x_pairs).view(-1, count, dim, u) * w
-            summed.append(torch.zeros(n_atoms, count, dim, u, dtype=messages.dtype,
-                                      device=messages.device).index_add_(0, target, messages))
-        totals.append(summed[0] + summed[1] * parity)
-    return totals
+    sizes = [count * dim for count, dim in shapes]
+    summed = []
+    for x_pairs, target in ((x_second, first), (x_first, second)):
+        # One product for all paths; split (its backward is one cat, where slices would
+        # each cost a zero-filled copy).
+        contracted = torch.split(torch.bmm(couplings, x_pairs), sizes, dim=1)
+        summed.append([torch.zeros(n_atoms, count, dim, u, dtype=x_pairs.dtype,
+                                   device=x_pairs.device).index_add_(
+                           0, target, block.view(-1, count, dim, u) * w.unsqueeze(2))
+                       for block, w, (count, dim) in zip(contracted, weights, shapes)])
+    return [own + mirrored * parity
+            for own, mirrored, parity in zip(summed[0], summed[1], parities)]
 
 
 def _offsets(sizes) -> list[int]:
