@@ -214,6 +214,46 @@ def test_masked_entries_cannot_poison_the_loss():
     assert (pred["forces"].grad[n0:] == 0).all()
 
 
+def labelled_batch(frames) -> "Batch":
+    graphs = []
+    for a in frames:
+        g = AtomicGraph.from_atoms(a, 4.0)
+        g.energy = torch.tensor([a.get_potential_energy()], dtype=torch.float64)
+        g.forces = torch.from_numpy(a.get_forces())
+        g.stress = torch.from_numpy(a.get_stress()).reshape(1, 6)
+        g.has_forces, g.has_stress = torch.tensor([True]), torch.tensor([True])
+        graphs.append(g)
+    return batch_graphs(graphs)
+
+
+def test_frame_weights_count_frames_as_if_repeated():
+    """A bootstrap count of 2 weighs a frame as two copies of it; 0 leaves it out."""
+    frames = emt_frames(3)
+    generator = torch.Generator().manual_seed(0)
+
+    def predictions(batch):
+        return {"energy": batch.energy + torch.rand(batch.num_graphs, generator=generator,
+                                                    dtype=torch.float64),
+                "forces": batch.forces + torch.rand(batch.num_nodes, 3, generator=generator,
+                                                    dtype=torch.float64),
+                "stress": batch.stress + torch.rand(batch.num_graphs, 6, generator=generator,
+                                                    dtype=torch.float64)}
+
+    loss = WeightedLoss(LossConfig(stress=10.0))
+    batch = labelled_batch(frames)
+    out = predictions(batch)
+    weighted = loss(out, batch, frame_weights=torch.tensor([2.0, 0.0, 1.0]))
+    repeated = labelled_batch([frames[0], frames[0], frames[2]])
+    size = [len(a) for a in frames]
+    copied = {"energy": out["energy"][[0, 0, 2]],
+              "forces": torch.cat([out["forces"][:size[0]], out["forces"][:size[0]],
+                                   out["forces"][size[0] + size[1]:]]),
+              "stress": out["stress"][[0, 0, 2]]}
+    assert float(weighted) == pytest.approx(float(loss(copied, repeated)), rel=1e-12)
+    assert loss(out, batch, frame_weights=torch.ones(3)) == pytest.approx(float(loss(out, batch)))
+    assert loss(out, batch, frame_weights=torch.zeros(3)) is None
+
+
 def test_virial_becomes_stress(tmp_path):
     atoms = emt_frames(1)[0]
     stress = atoms.get_stress(voigt=False)
@@ -515,6 +555,36 @@ def test_a_committee_trains_in_one_run_each_member_as_if_alone(tmp_path, emt_fil
         bad = small_config(tmp_path, emt_file)
         bad["model"]["committee"] = 0
         config_from_dict(bad)
+
+
+def test_bootstrap_gives_each_member_its_own_resample(tmp_path, emt_file):
+    """model.bootstrap: member k fits n draws with replacement (seed + k) of the n training
+    frames; the resamples differ between members, are the same on every run, and the committee
+    trains and resumes."""
+    from nnpot.train.trainer import Trainer
+
+    config = small_config(tmp_path, emt_file, max_epochs=1)
+    config["model"]["committee"] = 2
+    config["model"]["bootstrap"] = True
+    best = fit(config_from_dict(config))
+    counts = []
+    for _ in range(2):
+        trainer = Trainer(config_from_dict(config), resume=True)
+        trainer.prepare_data()
+        trainer.compute_statistics()
+        trainer.build()
+        counts.append(trainer.frame_counts)
+    n_frames = len(trainer.train_set)
+    assert counts[0].shape == (2, n_frames) and (counts[0].sum(dim=1) == n_frames).all()
+    assert not torch.equal(counts[0][0], counts[0][1]) and (counts[0] == 0).any()
+    assert torch.equal(counts[0], counts[1])
+    assert "bootstrap resample" in (tmp_path / "run" / "model_card.md").read_text()
+    config["training"]["max_epochs"] = 2
+    fit(config_from_dict(config), resume=True)
+    assert isinstance(nnpot.load(best), nnpot.Committee)
+    with pytest.raises(ConfigError, match="model.bootstrap .* needs model.committee ≥ 2"):
+        config["model"]["committee"] = 1
+        config_from_dict(config)
 
 
 def test_a_checkpoint_from_before_a_new_config_key_still_resumes(tmp_path, emt_file):

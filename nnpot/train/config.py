@@ -28,6 +28,8 @@ class ModelConfig:
     dtype: str = "float32"                    # float32 | float64
     committee: int = 1                        # ≥ 2: that many members (seeds seed, seed+1, …)
                                               # trained together, saved as one Committee file
+    bootstrap: bool = False                   # committee: member k fits a resample (with
+                                              # replacement, seed + k) of the training frames
 
 
 @dataclass
@@ -212,6 +214,11 @@ def _check_values(config: TrainConfig) -> None:
     require(isinstance(m.committee, int) and not isinstance(m.committee, bool)
             and m.committee >= 1, f"model.committee must be a whole number ≥ 1 (members), "
                                   f"got {m.committee!r}")
+    require(isinstance(m.bootstrap, bool), f"model.bootstrap must be true or false, got "
+                                           f"{m.bootstrap!r}")
+    require(not m.bootstrap or m.committee >= 2,
+            "model.bootstrap resamples the training frames per committee member: it needs "
+            f"model.committee ≥ 2, got {m.committee}")
     try:  # a degenerate model (0 features, a string for a width) fails here, before any work
         MODELS[m.type](species=["H"], cutoff=m.cutoff, **m.params)
     except HyperParameterError as error:

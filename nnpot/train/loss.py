@@ -63,16 +63,30 @@ class WeightedLoss:
                                 delta=self.config.huber_delta)
         return diff.pow(2)
 
-    def __call__(self, out: dict, batch) -> torch.Tensor | None:
+    def __call__(self, out: dict, batch, frame_weights: torch.Tensor | None = None
+                 ) -> torch.Tensor | None:
         """The weighted loss of a batch; None when the batch has no labelled, weighted term
-        (e.g. energy weight 0 and no frame with forces), which the trainer skips."""
+        (e.g. energy weight 0 and no frame with forces), which the trainer skips.
+
+        ``frame_weights`` [B] (a bootstrap's counts) weigh each frame's entries: a frame of
+        weight 2 counts as if it were in the batch twice, one of weight 0 not at all."""
         total = None
         for name, (diff, mask) in residuals(out, batch).items():
             weight = self.weights[name]
+            if frame_weights is not None:
+                per_entry = frame_weights.to(diff.device, torch.float64)
+                if name == "forces":
+                    per_entry = per_entry[batch.batch]
+                per_entry = per_entry.view(-1, *([1] * (diff.dim() - 1))).expand_as(diff)
+                mask = mask & (per_entry > 0)
             if weight == 0 or not bool(mask.any()):
                 continue
             safe = torch.where(mask, diff, torch.zeros_like(diff))
-            term = weight * self.penalty(safe).sum() / mask.sum()
+            if frame_weights is None:
+                term = weight * self.penalty(safe).sum() / mask.sum()
+            else:
+                counts = torch.where(mask, per_entry, torch.zeros_like(per_entry))
+                term = weight * (counts * self.penalty(safe)).sum() / counts.sum()
             total = term if total is None else total + term
         if total is None:  # every weighted label is missing from this batch: nothing to learn
             return None

@@ -135,9 +135,11 @@ def write_model_card(path: Path, *, config: dict, data: dict, statistics: dict, 
     """A markdown summary of what the model is, what it was fitted to and how good it is."""
     e0 = ", ".join(f"{k}: {v:.6f}" for k, v in statistics["e0"].items())
     members = config["model"].get("committee", 1)
+    resampled = ("; each fitted to a bootstrap resample of the training frames"
+                 if config["model"].get("bootstrap") else "")
     kind = (f"committee of {members} {config['model']['type']} potentials (seeds "
-            f"{config['seed']}…{config['seed'] + members - 1}; errors of their mean; the "
-            f"calculator also gives their spread)" if members > 1
+            f"{config['seed']}…{config['seed'] + members - 1}{resampled}; errors of their "
+            f"mean; the calculator also gives their spread)" if members > 1
             else f"{config['model']['type']} potential")
     lines = [
         f"# Model card: {kind}",

@@ -308,6 +308,7 @@ class Trainer:
             members.append(member)
         self.committee = len(members) > 1
         self.potential = Committee(members) if self.committee else members[0]
+        self.frame_counts = self._bootstrap_counts() if cfg.model.bootstrap else None
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
         self.optimizer = make_optimizer(self.potential.parameters(), t)
         self.schedule = EpochSchedule(self.optimizer, t.scheduler, t.lr)
@@ -419,11 +420,11 @@ class Trainer:
                    desc=f"epoch {self.epoch + 1}/{t.max_epochs}",
                    disable=not (t.progress and self.dist.is_main), dynamic_ncols=True,
                    mininterval=1.0)
-        for batch in bar:
+        for start, batch in zip(range(0, len(mine), t.batch_size), bar):
             batch = batch.to(self.device)
             out = self.net(batch, forces=True, stress=self.want_stress, create_graph=True,
                            **({"members": True} if self.committee else {}))
-            loss = self._loss(out, batch)
+            loss = self._loss(out, batch, mine[start:start + t.batch_size])
             # Every rank learns what every other rank found, so all stop or skip together.
             no_term, not_finite = self.dist.sum_flags(
                 loss is None, loss is not None and not bool(torch.isfinite(loss)))
@@ -455,13 +456,34 @@ class Trainer:
         metrics.all_reduce(self.dist.device)
         return self.dist.mean(total / max(1, n_batches - skipped)), metrics.summary()
 
-    def _loss(self, out: dict, batch) -> torch.Tensor | None:
-        """The training loss; a committee's is the sum of its members' own losses, so each
-        member learns as if alone (Adam, EMA and per-member clipping act per parameter)."""
+    def _loss(self, out: dict, batch, frames: list[int]) -> torch.Tensor | None:
+        """The training loss of a batch of the training ``frames``; a committee's is the sum of
+        its members' own losses, so each member learns as if alone (Adam, EMA and per-member
+        clipping act per parameter), each on its own resample with ``model.bootstrap``."""
         if not self.committee:
             return self.loss(out, batch)
-        terms = [self.loss(member, batch) for member in Committee.member_results(out)]
-        return None if terms[0] is None else torch.stack(terms).sum()
+        each = Committee.member_results(out)
+        if self.frame_counts is None:
+            terms = [self.loss(member, batch) for member in each]
+        else:
+            terms = [self.loss(member, batch, frame_weights=counts[frames])
+                     for member, counts in zip(each, self.frame_counts)]
+        terms = [term for term in terms if term is not None]  # a member may draw none of them
+        return torch.stack(terms).sum() if terms else None
+
+    def _bootstrap_counts(self) -> torch.Tensor:
+        """[members, training frames]: how often each member's resample holds each frame
+        (n draws with replacement from the n frames, seed + member: the same on resume)."""
+        n_frames = len(self.train_set)
+        counts = []
+        for k in range(self.config.model.committee):
+            draws = torch.randint(n_frames, (n_frames,),
+                                  generator=torch.Generator().manual_seed(self.config.seed + k))
+            counts.append(torch.bincount(draws, minlength=n_frames).to(torch.float64))
+        counts = torch.stack(counts)
+        self._log(f"bootstrap: each member fits a resample of the {n_frames} training frames "
+                  f"({float((counts > 0).float().mean()):.0%} of them distinct on average)")
+        return counts
 
     def validate(self) -> tuple[float, dict]:
         if self.val_set is None:
