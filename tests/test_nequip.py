@@ -143,3 +143,21 @@ def test_pair_tensor_product_equals_e3nn(parity):
         assert torch.allclose(layer.path_weights(radial, envelope),
                               (layer.radial(radial) * envelope[:, None])[:, conv.weight_columns],
                               atol=1e-12, rtol=0)
+
+
+def test_grouped_scale_has_exact_first_and_second_derivatives():
+    """The weights' product of the convolution is a custom autograd function: its gradients
+    and their gradients (forces in a training loss) agree with finite differences."""
+    from nnpot.models.pair_tensor_product import GroupedDot, GroupedScale
+
+    groups = ((2, 1), (1, 3), (2, 5))  # 2 scalars, a vector, 2 rank-2 irreps: 15 columns
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 15, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 5, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    expanded = w[:, [0, 1, 2, 2, 2] + [3] * 5 + [4] * 5]
+    assert torch.equal(GroupedScale.apply(x, w, groups), x * expanded)
+    assert torch.autograd.gradcheck(lambda a, b: GroupedScale.apply(a, b, groups), (x, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: GroupedScale.apply(a, b, groups), (x, w))
+    y = x.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: GroupedDot.apply(a, b, groups), (x, y))
+    assert torch.autograd.gradgradcheck(lambda a, b: GroupedDot.apply(a, b, groups), (x, y))

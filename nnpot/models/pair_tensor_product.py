@@ -122,40 +122,81 @@ class PairTensorProduct(nn.Module):
         # mirrored harmonics: parity of the input row here, of the output column after the sum.
         x_second = x.index_select(0, second)                              # [P, rows, u]
         x_first = (x * self.row_parity.to(x.dtype)).index_select(0, first)
-        weights = torch.split(weights.view(n_pairs, -1, u), [count for count, _, _ in self.groups],
-                              dim=1)
-        parities = [self.column_parity[columns].to(x.dtype).view(count, dim, 1)
-                    for count, dim, columns in self.groups]
-        shapes = tuple((count, dim) for count, dim, _ in self.groups)
-        totals = summed_messages(x_second, x_first, couplings, weights, parities, first, second,
-                                 n_atoms, shapes)
+        weights = weights.view(n_pairs, -1, u)
+        groups = tuple((count, dim) for count, dim, _ in self.groups)
+        total = None
+        for x_pairs, target, parity in ((x_second, first, None),
+                                        (x_first, second, self.column_parity)):
+            # all paths in one product, then each path's columns times its weight
+            messages = GroupedScale.apply(torch.bmm(couplings, x_pairs), weights, groups)
+            summed = torch.zeros(n_atoms, messages.shape[1], u, dtype=x.dtype,
+                                 device=x.device).index_add_(0, target, messages)
+            total = summed if parity is None else total + summed * parity.to(x.dtype)
         # e3nn layout: one [u, dim] block per output irrep
-        return torch.cat([total[:, k].transpose(1, 2).reshape(n_atoms, u * dim)
-                          for total, (count, dim) in zip(totals, shapes) for k in range(count)],
-                         dim=1)
+        return torch.cat([block.transpose(1, 2).reshape(n_atoms, -1)
+                          for block in torch.split(total, self.output_dims, dim=1)], dim=1)
 
 
-def summed_messages(x_second: torch.Tensor, x_first: torch.Tensor, couplings: torch.Tensor,
-                    weights: list[torch.Tensor], parities: list[torch.Tensor],
-                    first: torch.Tensor, second: torch.Tensor, n_atoms: int,
-                    shapes: tuple[tuple[int, int], ...]) -> list[torch.Tensor]:
-    """The messages of every pair, both ways, weighted and summed per atom: x_second, x_first
-    [P, rows, u] (x of the pairs' atoms, the second mirrored), couplings Bᵀ [P, columns, rows],
-    weights [P, count, u] and parities [count, dim, 1] per output group → [N, count, dim, u]
-    per group."""
-    u = x_second.shape[2]
-    sizes = [count * dim for count, dim in shapes]
-    summed = []
-    for x_pairs, target in ((x_second, first), (x_first, second)):
-        # One product for all paths; split (its backward is one cat, where slices would
-        # each cost a zero-filled copy).
-        contracted = torch.split(torch.bmm(couplings, x_pairs), sizes, dim=1)
-        summed.append([torch.zeros(n_atoms, count, dim, u, dtype=x_pairs.dtype,
-                                   device=x_pairs.device).index_add_(
-                           0, target, block.view(-1, count, dim, u) * w.unsqueeze(2))
-                       for block, w, (count, dim) in zip(contracted, weights, shapes)])
-    return [own + mirrored * parity
-            for own, mirrored, parity in zip(summed[0], summed[1], parities)]
+class GroupedScale(torch.autograd.Function):
+    """y[p, c, u] = x[p, c, u] · w[p, k(c), u]: every column c of output irrep k (``groups``:
+    (irreps, dim) runs of irreps of one dimension, in column order) scaled by its weight.
+
+    One output tensor written group by group: splitting x instead would cost a copy in the
+    backward pass (split's backward is a cat; a slice's, a zero-filled tensor). The backward is
+    made of this class and ``GroupedDot``, so higher derivatives (forces in a training loss)
+    work too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, groups: tuple[tuple[int, int], ...]
+                ) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.groups = groups
+        y = torch.empty_like(x)
+        for columns, irreps, count, dim in _runs(groups):
+            n = x.shape[0]
+            torch.mul(x[:, columns].view(n, count, dim, -1), w[:, irreps].unsqueeze(2),
+                      out=y[:, columns].view(n, count, dim, -1))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        grad_x = GroupedScale.apply(grad, w, ctx.groups) if ctx.needs_input_grad[0] else None
+        grad_w = GroupedDot.apply(grad, x, ctx.groups) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w, None
+
+
+class GroupedDot(torch.autograd.Function):
+    """z[p, k, u] = Σ_{c in irrep k} a[p, c, u] · b[p, c, u] (the weights' gradient of
+    ``GroupedScale``)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, groups: tuple[tuple[int, int], ...]
+                ) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        ctx.groups = groups
+        n = a.shape[0]
+        z = a.new_empty(n, sum(count for count, _ in groups), a.shape[2])
+        for columns, irreps, count, dim in _runs(groups):
+            z[:, irreps] = (a[:, columns].view(n, count, dim, -1)
+                            * b[:, columns].view(n, count, dim, -1)).sum(2)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        grad_a = GroupedScale.apply(b, grad, ctx.groups) if ctx.needs_input_grad[0] else None
+        grad_b = GroupedScale.apply(a, grad, ctx.groups) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None
+
+
+def _runs(groups: tuple[tuple[int, int], ...]):
+    """(column slice, irrep slice, irreps, dim) of every run of same-dimension irreps."""
+    column, irrep = 0, 0
+    for count, dim in groups:
+        yield slice(column, column + count * dim), slice(irrep, irrep + count), count, dim
+        column += count * dim
+        irrep += count
 
 
 def _offsets(sizes) -> list[int]:
