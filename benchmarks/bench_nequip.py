@@ -36,14 +36,16 @@ def nequip_potential(l_max: int) -> Potential:
 
 
 def peak_memory_mb(l_max: int, cells: int) -> float:
-    """Max RSS (MB) of a fresh process that makes one energy+forces call on 4·cells³ atoms;
-    NaN when the process dies (killed for memory)."""
-    code = (f"import sys, resource, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+    """Peak RSS (MB, VmHWM) of a fresh process that makes one energy+forces call on 4·cells³
+    atoms; NaN when the process dies (killed for memory). (Not getrusage's ru_maxrss: on Linux
+    it survives exec, so a child started by a large parent reports the parent's size.)"""
+    code = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"torch.set_num_threads(2); from bench_nequip import nequip_potential; "
             f"from nnpot import NNPCalculator; from peers.peer_timing import copper; "
             f"a = copper({cells}); a.calc = NNPCalculator(nequip_potential({l_max}), "
             f"dtype='float32'); a.get_forces(); "
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            f"print([int(line.split()[1]) / 1024 for line in open('/proc/self/status') "
+            f"if line.startswith('VmHWM:')][0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         return float("nan")

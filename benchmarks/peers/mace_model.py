@@ -1,10 +1,11 @@
 """Time MACE 0.3.16 through its ASE calculator (run inside the mace venv).
 
 Prints one JSON line: {"n_atoms": [...], "ms": [[...], ...]} (every repeat, ms per energy+forces
-call). Cu only, untrained, the issue's size: hidden irreps 32x0e + 32x1o (l_max = 1 features;
-$PEER_L_MAX sets the harmonics' max_ell), 2 interactions, correlation 3, 8 Bessel functions,
-polynomial envelope p = 6, radial MLP 64-64, cutoff 5 Å, float32. Same protocol as nnpot's:
-fcc Cu rattled 0.05 Å, positions nudged before every call.
+call). Cu only, untrained, matched to nnpot's benchmark model: $PEER_L_MAX (1 or 2) is the
+highest l of both the hidden features (32 channels of every l: 32x0e + 32x1o, + 32x2e for 2) and
+the harmonics (max_ell), 2 interactions, correlation 3, 8 Bessel functions, polynomial envelope
+p = 6, radial MLP 64-64, cutoff 5 Å, float32. Same protocol as nnpot's: fcc Cu rattled 0.05 Å,
+positions nudged before every call.
 """
 
 import os
@@ -26,11 +27,12 @@ torch.set_num_threads(args.threads)
 torch.set_default_dtype(torch.float32)
 torch.manual_seed(0)
 
-model = MACE(r_max=5.0, num_bessel=8, num_polynomial_cutoff=6,
-             max_ell=int(os.environ.get("PEER_L_MAX", "1")) + 1,
+l_max = int(os.environ.get("PEER_L_MAX", "1"))
+hidden = o3.Irreps("+".join(f"32x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(l_max + 1)))
+model = MACE(r_max=5.0, num_bessel=8, num_polynomial_cutoff=6, max_ell=l_max,
              interaction_cls=RealAgnosticResidualInteractionBlock,
              interaction_cls_first=RealAgnosticResidualInteractionBlock, num_interactions=2,
-             num_elements=1, hidden_irreps=o3.Irreps("32x0e + 32x1o"), MLP_irreps=o3.Irreps("16x0e"),
+             num_elements=1, hidden_irreps=hidden, MLP_irreps=o3.Irreps("16x0e"),
              atomic_energies=np.zeros(1), avg_num_neighbors=40.0, atomic_numbers=[29],
              correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64]).float().eval()
 calc = MACECalculator(models=model, device="cpu", default_dtype="float32")
