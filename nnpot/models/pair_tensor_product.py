@@ -14,12 +14,15 @@ sum over neighbours, but
 
 * B is computed once per forward (one small GEMM of the harmonics with a constant coupling
   tensor) and shared by every layer of the same structure;
+* all paths of a layer are one batched product [P, columns, rows] @ [P, rows, u] per direction
+  (one call: bmm's cost per small matrix dominates, not its arithmetic);
 * each pair serves both directions: Y_l(−r̂) = (−1)^l Y_l(r̂) and p_sh = p_in·p_out on every
   path, so the reverse message is (p_in ⊙ x_a) @ B_ab with its columns signed by p_out after
   the sum over neighbours, and the path weights (which depend on the distance only) are shared;
-* per-channel weights multiply whole blocks of paths with the same l_out by broadcasting,
-  with no gather of weights per column and no slicing of the inputs per irrep in the graph
-  (e3nn's per-instruction slices cost a zero-filled copy each in the backward pass).
+* the per-channel weights multiply the product's columns path by path in one autograd
+  function (``GroupedScale``), with no split, slice or gather of the [P, columns, u] messages in
+  the graph (their backward passes would copy or zero-fill the whole tensor, as e3nn's
+  per-instruction slices do).
 
 Layouts: e3nn's for the input and output features ([N, Σ mul·(2l+1)], irrep blocks, channel-major
 within a block); inside, [N, rows, u] and [P, columns, u] (channels innermost).
