@@ -37,7 +37,8 @@ def test_cu_potential_on_an_independent_emt_test_set():
     assert summary["stress"]["mae"] < 0.5   # meV/Å³ (measured: 0.05)
 
 
-@pytest.mark.parametrize("name", ["mlearn-si-hdnnp", "mlearn-si-nequip", "mlearn-ge-hdnnp"])
+@pytest.mark.parametrize("name", ["mlearn-si-hdnnp", "mlearn-si-nequip", "mlearn-ge-hdnnp",
+                                  "mlearn-mo-nequip"])
 def test_shipped_dft_potential_is_complete(name):
     """mlearn potentials: model, the config that trained it, a card with the validation errors
     and the MD stability check; the model records its training data and validation metrics."""
