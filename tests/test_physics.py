@@ -122,6 +122,19 @@ def test_isolated_molecule(potential64):
         atoms.get_stress()
 
 
+def test_structures_without_pairs(potential64):
+    """One atom, and two atoms farther apart than the cutoff: energies are the per-atom ones,
+    forces exactly zero (the models' pair code paths with zero pairs)."""
+    from ase import Atoms
+
+    far = 2.0 * potential64.cutoff
+    for atoms in (Atoms("Cu", positions=[[0, 0, 0]]),
+                  Atoms("CuO", positions=[[0, 0, 0], [0, 0, far]])):
+        atoms = attach(atoms, potential64)
+        assert np.isfinite(atoms.get_potential_energy())
+        assert np.array_equal(atoms.get_forces(), np.zeros((len(atoms), 3)))
+
+
 def test_mixed_pbc_slab_has_forces_but_no_stress(potential64):
     slab = rattled_cell()
     slab.pbc = [True, True, False]

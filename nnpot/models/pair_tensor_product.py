@@ -58,7 +58,7 @@ class PairTensorProduct(nn.Module):
         row_start = _offsets(ir.dim for _, ir in features)
         harmonic_start = _offsets(ir.dim for _, ir in harmonics)
         column_start = _offsets(self.output_dims)
-        self.rows = row_start[-1]
+        self.rows, self.columns = row_start[-1], column_start[-1]
         self.n_harmonics = harmonic_start[-1]
 
         # coupling[j, i, k] = α C_ijk for the path (input i ⊗ harmonic j → output k), in float64.
@@ -107,8 +107,9 @@ class PairTensorProduct(nn.Module):
     def pair_couplings(self, harmonics: torch.Tensor) -> torch.Tensor:
         """Y [P, n_harmonics] (of the vectors pair_index[0] → pair_index[1]) → Bᵀ [P, columns,
         rows]."""
+        # explicit sizes throughout (no -1): a structure may have no pairs at all
         return (harmonics @ self.coupling.to(harmonics.dtype).view(self.n_harmonics, -1)).view(
-            harmonics.shape[0], -1, self.rows)
+            harmonics.shape[0], self.columns, self.rows)
 
     def forward(self, x: torch.Tensor, couplings: torch.Tensor, weights: torch.Tensor,
                 pair_index: torch.Tensor) -> torch.Tensor:
@@ -125,7 +126,7 @@ class PairTensorProduct(nn.Module):
         # mirrored harmonics: parity of the input row here, of the output column after the sum.
         x_second = x.index_select(0, second)                              # [P, rows, u]
         x_first = (x * self.row_parity.to(x.dtype)).index_select(0, first)
-        weights = weights.view(n_pairs, -1, u)
+        weights = weights.view(n_pairs, len(self.output_dims), u)
         groups = tuple((count, dim) for count, dim, _ in self.groups)
         total = None
         for x_pairs, target, parity in ((x_second, first, None),
@@ -155,10 +156,10 @@ class GroupedScale(torch.autograd.Function):
         ctx.save_for_backward(x, w)
         ctx.groups = groups
         y = torch.empty_like(x)
+        n, u = x.shape[0], x.shape[2]
         for columns, irreps, count, dim in _runs(groups):
-            n = x.shape[0]
-            torch.mul(x[:, columns].view(n, count, dim, -1), w[:, irreps].unsqueeze(2),
-                      out=y[:, columns].view(n, count, dim, -1))
+            torch.mul(x[:, columns].view(n, count, dim, u), w[:, irreps].unsqueeze(2),
+                      out=y[:, columns].view(n, count, dim, u))
         return y
 
     @staticmethod
@@ -178,11 +179,11 @@ class GroupedDot(torch.autograd.Function):
                 ) -> torch.Tensor:
         ctx.save_for_backward(a, b)
         ctx.groups = groups
-        n = a.shape[0]
-        z = a.new_empty(n, sum(count for count, _ in groups), a.shape[2])
+        n, u = a.shape[0], a.shape[2]
+        z = a.new_empty(n, sum(count for count, _ in groups), u)
         for columns, irreps, count, dim in _runs(groups):
-            z[:, irreps] = (a[:, columns].view(n, count, dim, -1)
-                            * b[:, columns].view(n, count, dim, -1)).sum(2)
+            z[:, irreps] = (a[:, columns].view(n, count, dim, u)
+                            * b[:, columns].view(n, count, dim, u)).sum(2)
         return z
 
     @staticmethod
