@@ -86,14 +86,14 @@ class PairTensorProduct(nn.Module):
         self.register_buffer("row_parity", _per_component(features)[:, None], persistent=False)
         self.register_buffer("column_parity", _per_component(outputs)[:, None],
                              persistent=False)
-        # Consecutive outputs of the same dimension 2l+1 share one broadcast weight product.
-        self.groups: list[tuple[int, int, slice]] = []  # (outputs, dim, columns)
-        for index, dim in enumerate(self.output_dims):
-            if self.groups and self.groups[-1][1] == dim:
-                count, _, columns = self.groups[-1]
-                self.groups[-1] = (count + 1, dim, slice(columns.start, column_start[index + 1]))
+        # Runs of consecutive outputs of one dimension 2l+1: one broadcast weight product each.
+        groups: list[tuple[int, int]] = []  # (outputs, dim)
+        for dim in self.output_dims:
+            if groups and groups[-1][1] == dim:
+                groups[-1] = (groups[-1][0] + 1, dim)
             else:
-                self.groups.append((1, dim, slice(column_start[index], column_start[index + 1])))
+                groups.append((1, dim))
+        self.groups = tuple(groups)
         # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair);
         # its last matrix's columns, taken in this order, give them in output order.
         self.register_buffer("weight_columns", torch.cat(
@@ -127,12 +127,11 @@ class PairTensorProduct(nn.Module):
         x_second = x.index_select(0, second)                              # [P, rows, u]
         x_first = (x * self.row_parity.to(x.dtype)).index_select(0, first)
         weights = weights.view(n_pairs, len(self.output_dims), u)
-        groups = tuple((count, dim) for count, dim, _ in self.groups)
         total = None
         for x_pairs, target, parity in ((x_second, first, None),
                                         (x_first, second, self.column_parity)):
             # all paths in one product, then each path's columns times its weight
-            messages = GroupedScale.apply(torch.bmm(couplings, x_pairs), weights, groups)
+            messages = GroupedScale.apply(torch.bmm(couplings, x_pairs), weights, self.groups)
             summed = torch.zeros(n_atoms, messages.shape[1], u, dtype=x.dtype,
                                  device=x.device).index_add_(0, target, messages)
             total = summed if parity is None else total + summed * parity.to(x.dtype)
