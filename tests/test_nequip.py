@@ -145,19 +145,32 @@ def test_pair_tensor_product_equals_e3nn(parity):
                               atol=1e-12, rtol=0)
 
 
-def test_grouped_scale_has_exact_first_and_second_derivatives():
-    """The weights' product of the convolution is a custom autograd function: its gradients
-    and their gradients (forces in a training loss) agree with finite differences."""
-    from nnpot.models.pair_tensor_product import GroupedDot, GroupedScale
+def test_pair_convolution_has_exact_first_and_second_derivatives():
+    """Forces in a training loss differentiate the convolution twice: its gradients and their
+    gradients with respect to the features and the path weights agree with finite differences;
+    and every column of an output irrep takes its own path's weights."""
+    from nnpot.models.pair_tensor_product import PairTensorProduct
 
-    groups = ((2, 1), (1, 3), (2, 5))  # 2 scalars, a vector, 2 rank-2 irreps: 15 columns
+    model = NequIP(["Si", "O"], cutoff=3.0, l_max=2, n_features=2, n_layers=2, n_bessel=3,
+                   radial_mlp=(4,)).double()
+    layer = model.layers[1]
+    conv = layer.pair_convolution
+    assert isinstance(conv, PairTensorProduct)
+    u = conv.channels
+    columns = {}  # output irrep → the radial MLP's columns of its path, once per component
+    for k, instruction in enumerate(layer.convolution.instructions):
+        dim = layer.convolution.irreps_out[instruction.i_out].ir.dim
+        columns[instruction.i_out] = torch.arange(k * u, (k + 1) * u).repeat(dim)
+    assert torch.equal(conv.weight_columns, torch.cat([columns[k] for k in sorted(columns)]))
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 15, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 5, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    expanded = w[:, [0, 1, 2, 2, 2] + [3] * 5 + [4] * 5]
-    assert torch.equal(GroupedScale.apply(x, w, groups), x * expanded)
-    assert torch.autograd.gradcheck(lambda a, b: GroupedScale.apply(a, b, groups), (x, w))
-    assert torch.autograd.gradgradcheck(lambda a, b: GroupedScale.apply(a, b, groups), (x, w))
-    y = x.detach().clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: GroupedDot.apply(a, b, groups), (x, y))
-    assert torch.autograd.gradgradcheck(lambda a, b: GroupedDot.apply(a, b, groups), (x, y))
+    n_atoms, n_pairs = 4, 5
+    pair_index = torch.randint(0, n_atoms, (2, n_pairs), generator=generator)
+    couplings = conv.pair_couplings(model.harmonics(
+        torch.randn(n_pairs, 3, generator=generator, dtype=torch.float64)))
+    x = torch.randn(n_atoms, layer.convolution.irreps_in1.dim, generator=generator,
+                    dtype=torch.float64, requires_grad=True)
+    w = torch.randn(n_pairs, conv.weight_columns.numel(), generator=generator,
+                    dtype=torch.float64, requires_grad=True)
+    function = lambda a, b: conv(a, couplings, b, pair_index)  # noqa: E731
+    assert torch.autograd.gradcheck(function, (x, w))
+    assert torch.autograd.gradgradcheck(function, (x, w))

@@ -118,13 +118,15 @@ class Interaction(nn.Module):
 
     def path_weights(self, radial: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
         """radial [P, n_radial], envelope [P] → the radial MLP's output times the envelope,
-        [P, n_weights], with its columns in the order ``pair_convolution`` wants.
+        with its columns as ``pair_convolution`` wants them: [P, columns · u], each path's
+        weights once per component of its output irrep (``weight_columns``).
 
-        The same numbers as ``self.radial(radial) * envelope[:, None]`` (e3nn's network),
+        The same numbers as ``(self.radial(radial) * envelope[:, None])[:, weight_columns]``
+        (e3nn's network),
         computed with fewer passes over [P, width] tensors: e3nn's constant factors (weight
         normalisation, the activation's second-moment normalisation) are folded into the
         weight matrices, the envelope multiplies the last hidden layer (narrower than the
-        output), and the last matrix's columns are taken in output order."""
+        output), and the last matrix's columns are taken in the order of ``weight_columns``."""
         *hidden_layers, last = self.radial
         hidden, factor = radial, 1.0  # factor: multiplies `hidden`, not applied yet
         for layer in hidden_layers:

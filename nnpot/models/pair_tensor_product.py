@@ -19,10 +19,13 @@ sum over neighbours, but
 * each pair serves both directions: Y_l(−r̂) = (−1)^l Y_l(r̂) and p_sh = p_in·p_out on every
   path, so the reverse message is (p_in ⊙ x_a) @ B_ab with its columns signed by p_out after
   the sum over neighbours, and the path weights (which depend on the distance only) are shared;
-* the per-channel weights multiply the product's columns path by path in one autograd
-  function (``GroupedScale``), with no split, slice or gather of the [P, columns, u] messages in
+* the per-channel weights come from the radial MLP already expanded to one [u] block per
+  output column ([P, columns, u], see ``weight_columns``), so weighting the messages is one
+  plain element-wise product, with no split, slice or gather of the [P, columns, u] messages in
   the graph (their backward passes would copy or zero-fill the whole tensor, as e3nn's
-  per-instruction slices do).
+  per-instruction slices do). Measured against a product that broadcast each path's weights
+  over its 2l+1 columns (a custom autograd function): 10 % faster at l_max = 1, 16–20 % at
+  l_max = 2 (2048 atoms, 2 threads); the broadcast ran at half the memory speed.
 
 Layouts: e3nn's for the input and output features ([N, Σ mul·(2l+1)], irrep blocks, channel-major
 within a block); inside, [N, rows, u] and [P, columns, u] (channels innermost).
@@ -86,19 +89,14 @@ class PairTensorProduct(nn.Module):
         self.register_buffer("row_parity", _per_component(features)[:, None], persistent=False)
         self.register_buffer("column_parity", _per_component(outputs)[:, None],
                              persistent=False)
-        # Runs of consecutive outputs of one dimension 2l+1: one broadcast weight product each.
-        groups: list[tuple[int, int]] = []  # (outputs, dim)
-        for dim in self.output_dims:
-            if groups and groups[-1][1] == dim:
-                groups[-1] = (groups[-1][0] + 1, dim)
-            else:
-                groups.append((1, dim))
-        self.groups = tuple(groups)
-        # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair);
-        # its last matrix's columns, taken in this order, give them in output order.
+        # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair).
+        # Its last matrix's columns, taken in this order, give one [u] block per output
+        # *column* (an irrep's block repeated 2l+1 times), so the messages [P, columns, u] are
+        # weighted by one plain element-wise product; a broadcast over the 2l+1 components of
+        # each irrep runs at half the memory speed on CPU (short inner loops).
         self.register_buffer("weight_columns", torch.cat(
-            [torch.arange(k * self.channels, (k + 1) * self.channels)
-             for k in instruction_of_output]), persistent=False)
+            [torch.arange(k * self.channels, (k + 1) * self.channels).repeat(dim)
+             for k, dim in zip(instruction_of_output, self.output_dims)]), persistent=False)
         # Layers whose couplings are the same tensor can share one B per forward.
         self.structure = (tuple((ins.i_in1, ins.i_in2, ins.i_out, float(ins.path_weight))
                                 for ins in tensor_product.instructions), str(features),
@@ -114,7 +112,8 @@ class PairTensorProduct(nn.Module):
     def forward(self, x: torch.Tensor, couplings: torch.Tensor, weights: torch.Tensor,
                 pair_index: torch.Tensor) -> torch.Tensor:
         """x [N, dim_in] (e3nn layout), ``couplings`` from ``pair_couplings``, weights
-        [P, n_weights] (per pair, in output order: see ``weight_columns``), pair_index [2, P]
+        [P, columns · u] (per pair, one [u] block per output column: the tensor product's
+        weights [P, n_weights] indexed by ``weight_columns``), pair_index [2, P]
         → Σ of messages [N, dim_out] (e3nn layout): atom pair_index[0] hears pair_index[1]
         along Y(r̂) and vice versa."""
         n_atoms, n_pairs, u = x.shape[0], weights.shape[0], self.channels
@@ -126,80 +125,18 @@ class PairTensorProduct(nn.Module):
         # mirrored harmonics: parity of the input row here, of the output column after the sum.
         x_second = x.index_select(0, second)                              # [P, rows, u]
         x_first = (x * self.row_parity.to(x.dtype)).index_select(0, first)
-        weights = weights.view(n_pairs, len(self.output_dims), u)
+        weights = weights.view(n_pairs, self.columns, u)
         total = None
         for x_pairs, target, parity in ((x_second, first, None),
                                         (x_first, second, self.column_parity)):
-            # all paths in one product, then each path's columns times its weight
-            messages = GroupedScale.apply(torch.bmm(couplings, x_pairs), weights, self.groups)
+            # all paths in one product, then every column times its path's weight
+            messages = torch.bmm(couplings, x_pairs) * weights
             summed = torch.zeros(n_atoms, messages.shape[1], u, dtype=x.dtype,
                                  device=x.device).index_add_(0, target, messages)
             total = summed if parity is None else total + summed * parity.to(x.dtype)
         # e3nn layout: one [u, dim] block per output irrep
         return torch.cat([block.transpose(1, 2).reshape(n_atoms, -1)
                           for block in torch.split(total, self.output_dims, dim=1)], dim=1)
-
-
-class GroupedScale(torch.autograd.Function):
-    """y[p, c, u] = x[p, c, u] · w[p, k(c), u]: every column c of output irrep k (``groups``:
-    (irreps, dim) runs of irreps of one dimension, in column order) scaled by its weight.
-
-    One output tensor written group by group: splitting x instead would cost a copy in the
-    backward pass (split's backward is a cat; a slice's, a zero-filled tensor). The backward is
-    made of this class and ``GroupedDot``, so higher derivatives (forces in a training loss)
-    work too."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, groups: tuple[tuple[int, int], ...]
-                ) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        ctx.groups = groups
-        y = torch.empty_like(x)
-        n, u = x.shape[0], x.shape[2]
-        for columns, irreps, count, dim in _runs(groups):
-            torch.mul(x[:, columns].view(n, count, dim, u), w[:, irreps].unsqueeze(2),
-                      out=y[:, columns].view(n, count, dim, u))
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, w = ctx.saved_tensors
-        grad_x = GroupedScale.apply(grad, w, ctx.groups) if ctx.needs_input_grad[0] else None
-        grad_w = GroupedDot.apply(grad, x, ctx.groups) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, None
-
-
-class GroupedDot(torch.autograd.Function):
-    """z[p, k, u] = Σ_{c in irrep k} a[p, c, u] · b[p, c, u] (the weights' gradient of
-    ``GroupedScale``)."""
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, groups: tuple[tuple[int, int], ...]
-                ) -> torch.Tensor:
-        ctx.save_for_backward(a, b)
-        ctx.groups = groups
-        n, u = a.shape[0], a.shape[2]
-        z = a.new_empty(n, sum(count for count, _ in groups), u)
-        for columns, irreps, count, dim in _runs(groups):
-            z[:, irreps] = (a[:, columns].view(n, count, dim, u)
-                            * b[:, columns].view(n, count, dim, u)).sum(2)
-        return z
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        a, b = ctx.saved_tensors
-        grad_a = GroupedScale.apply(b, grad, ctx.groups) if ctx.needs_input_grad[0] else None
-        grad_b = GroupedScale.apply(a, grad, ctx.groups) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b, None
-
-
-def _runs(groups: tuple[tuple[int, int], ...]):
-    """(column slice, irrep slice, irreps, dim) of every run of same-dimension irreps."""
-    column, irrep = 0, 0
-    for count, dim in groups:
-        yield slice(column, column + count * dim), slice(irrep, irrep + count), count, dim
-        column += count * dim
-        irrep += count
 
 
 def _offsets(sizes) -> list[int]:
