@@ -24,8 +24,8 @@ sum over neighbours, but
   plain element-wise product, with no split, slice or gather of the [P, columns, u] messages in
   the graph (their backward passes would copy or zero-fill the whole tensor, as e3nn's
   per-instruction slices do). Measured against a product that broadcast each path's weights
-  over its 2l+1 columns (a custom autograd function): 10 % faster at l_max = 1, 16–20 % at
-  l_max = 2 (2048 atoms, 2 threads); the broadcast ran at half the memory speed.
+  over its 2l+1 columns (a custom autograd function; the broadcast ran at half the memory
+  speed): about 17 % faster at l_max = 2 and 5 % at l_max = 1 (2048 atoms, 2 threads).
 
 Layouts: e3nn's for the input and output features ([N, Σ mul·(2l+1)], irrep blocks, channel-major
 within a block); inside, [N, rows, u] and [P, columns, u] (channels innermost).
