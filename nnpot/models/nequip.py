@@ -122,11 +122,11 @@ class Interaction(nn.Module):
         weights once per component of its output irrep (``weight_columns``).
 
         The same numbers as ``(self.radial(radial) * envelope[:, None])[:, weight_columns]``
-        (e3nn's network),
-        computed with fewer passes over [P, width] tensors: e3nn's constant factors (weight
-        normalisation, the activation's second-moment normalisation) are folded into the
-        weight matrices, the envelope multiplies the last hidden layer (narrower than the
-        output), and the last matrix's columns are taken in the order of ``weight_columns``."""
+        (e3nn's network), computed with fewer passes over [P, width] tensors: e3nn's constant
+        factors (weight normalisation, the activation's second-moment normalisation) are
+        folded into the weight matrices, the envelope multiplies the last hidden layer
+        (narrower than the output), and the last matrix's columns are taken in the order of
+        ``weight_columns``."""
         *hidden_layers, last = self.radial
         hidden, factor = radial, 1.0  # factor: multiplies `hidden`, not applied yet
         for layer in hidden_layers:

@@ -140,13 +140,14 @@ class PairTensorProduct(nn.Module):
 
 
 class WeightedProduct(torch.autograd.Function):
-    """(B @ x) ⊙ w for B [P, columns, rows], x [P, rows, u], w [P, columns, u] → [P, columns, u].
+    """(B @ x) ⊙ w: B [P, columns, rows], x [P, rows, u], w [P, columns, u] → [P, columns, u].
 
     Autograd of ``torch.bmm(B, x) * w`` would keep the product [P, columns, u] for w's gradient,
     as large as w itself, per direction and layer; here it is recomputed in the backward pass
     from the small B and x instead (l_max = 2, 8788 atoms: the peak memory of a call went
-    from more than 23 GB to 15.8 GB; l_max = 1 is 6 % slower for it, l_max = 2 as fast). The backward is made of differentiable operations, so forces in a
-    training loss can differentiate it again."""
+    from more than 23 GB to 15.8 GB; l_max = 1 is 6 % slower for it, l_max = 2 as fast).
+    The backward is made of differentiable operations, so forces in a training loss can
+    differentiate it again."""
 
     @staticmethod
     def forward(ctx, couplings: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
