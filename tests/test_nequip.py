@@ -147,7 +147,8 @@ def test_pair_tensor_product_equals_e3nn(parity):
 
 def test_pair_convolution_has_exact_first_and_second_derivatives():
     """Forces in a training loss differentiate the convolution twice: its gradients and their
-    gradients with respect to the features and the path weights agree with finite differences;
+    gradients with respect to the features, the path weights and the harmonics' coupling
+    matrices agree with finite differences;
     and every column of an output irrep takes its own path's weights."""
     from nnpot.models.pair_tensor_product import PairTensorProduct
 
@@ -171,6 +172,7 @@ def test_pair_convolution_has_exact_first_and_second_derivatives():
                     dtype=torch.float64, requires_grad=True)
     w = torch.randn(n_pairs, conv.weight_columns.numel(), generator=generator,
                     dtype=torch.float64, requires_grad=True)
-    function = lambda a, b: conv(a, couplings, b, pair_index)  # noqa: E731
-    assert torch.autograd.gradcheck(function, (x, w))
-    assert torch.autograd.gradgradcheck(function, (x, w))
+    couplings = couplings.detach().requires_grad_(True)  # they carry the positions' gradient
+    function = lambda a, b, c: conv(a, c, b, pair_index)  # noqa: E731
+    assert torch.autograd.gradcheck(function, (x, w, couplings))
+    assert torch.autograd.gradgradcheck(function, (x, w, couplings))
