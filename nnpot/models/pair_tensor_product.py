@@ -91,9 +91,7 @@ class PairTensorProduct(nn.Module):
                              persistent=False)
         # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair).
         # Its last matrix's columns, taken in this order, give one [u] block per output
-        # *column* (an irrep's block repeated 2l+1 times), so the messages [P, columns, u] are
-        # weighted by one plain element-wise product; a broadcast over the 2l+1 components of
-        # each irrep runs at half the memory speed on CPU (short inner loops).
+        # *column* (an irrep's block repeated 2l+1 times; why: see the module docstring).
         self.register_buffer("weight_columns", torch.cat(
             [torch.arange(k * self.channels, (k + 1) * self.channels).repeat(dim)
              for k, dim in zip(instruction_of_output, self.output_dims)]), persistent=False)
