@@ -194,6 +194,11 @@ def test_the_default_set_follows_the_cutoff():
     model = HDNNP(["Si"], cutoff=5.0)
     assert model.descriptor.n_features == 44
     assert len(model.hparams["symmetry_functions"]) == 44  # the file stores the resolved set
+    # A mapping gives the default set with other arguments (16 radial, 6 angular radii × 4 ζ × 2 λ)
+    larger = HDNNP(["Si"], cutoff=5.0, symmetry_functions={"n_radial": 16, "angular_cutoff": 5.0,
+                                                           "n_angular_eta": 6})
+    assert larger.descriptor.n_features == 16 + 48
+    assert max(f["cutoff"] for f in larger.hparams["symmetry_functions"]) == 5.0
 
 
 @pytest.mark.parametrize("params, message", [
@@ -206,6 +211,10 @@ def test_the_default_set_follows_the_cutoff():
     ({"symmetry_functions": [{"type": "G2", "eta": 0.1, "cutoff": 9.0}]}, r"cutoff must be in \(0, 5"),
     ({"symmetry_functions": [{"type": "G2", "eta": -1}]}, r"eta must be ≥ 0"),
     ({"symmetry_functions": [{"type": "G2", "eta": 1, "zeta": 2}]}, r"unknown key\(s\) \['zeta'\]"),
+    ({"symmetry_functions": {"n_radial": 1}}, r"n_radial must be an integer ≥ 2"),
+    ({"symmetry_functions": {"angular_cutoff": 6.0}}, r"angular_cutoff must be a length in \(0, 5"),
+    ({"symmetry_functions": {"zetas": [1, 0]}}, r"zetas must be a list of integers ≥ 1"),
+    ({"symmetry_functions": {"n_radiall": 8}}, r"unknown key\(s\) \['n_radiall'\] for the default"),
 ])
 def test_bad_hyper_parameters_name_themselves(tmp_path, params, message):
     with pytest.raises(HyperParameterError, match=message):

@@ -20,7 +20,7 @@ from torch import nn
 from .base import AtomisticModel, HyperParameterError, check_int
 from .n2p2 import read_input_nn
 from .symmetry_functions import (CUTOFF_FUNCTIONS, SymmetryFunctionDescriptor, default_functions,
-                                 parse_function)
+                                 default_functions_from, parse_function)
 
 ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "silu": nn.SiLU}
 
@@ -71,6 +71,7 @@ class HDNNP(AtomisticModel):
         species: elements the model knows.
         cutoff: Å; every symmetry function's cutoff must be ≤ it (the largest one usually is).
         symmetry_functions: ``None`` for a default set from the cutoff (``default_functions``),
+            a mapping of that set's arguments (``{"n_radial": 16, "angular_cutoff": 5.0}``),
             the path of an n2p2 ``input.nn`` (its ``symfunction_short`` lines, lengths in Å;
             see ``HDNNP.from_n2p2`` for the rest of the file and for Bohr), or a list of dicts, each applied to every neighbour element (G2) or unordered pair
             of neighbour elements (G3, G9): ``{"type": "G2", "eta": 0.5, "rs": 0.0,
@@ -102,8 +103,10 @@ class HDNNP(AtomisticModel):
             symmetry_functions = read_input_nn(symmetry_functions).symmetry_functions
         if symmetry_functions is None:
             functions = default_functions(self.cutoff)
+        elif isinstance(symmetry_functions, Mapping):
+            functions = default_functions_from(symmetry_functions, self.cutoff)
         else:
-            if isinstance(symmetry_functions, (str, bytes, Mapping)) or \
+            if isinstance(symmetry_functions, (str, bytes)) or \
                     not isinstance(symmetry_functions, Sequence):
                 raise HyperParameterError("symmetry_functions", f"must be a list of mappings, got "
                                                                 f"{type(symmetry_functions).__name__}")

@@ -133,6 +133,43 @@ def default_functions(cutoff: float, n_radial: int = 12, angular_cutoff: float |
     return radial + angular
 
 
+DEFAULT_SET_KEYS = ("n_radial", "angular_cutoff", "n_angular_eta", "zetas", "r_lower")
+
+
+def default_functions_from(spec: Mapping[str, Any], cutoff: float) -> list[SymmetryFunction]:
+    """``default_functions`` with the arguments of a config mapping, checked: e.g.
+    ``{"n_radial": 16, "angular_cutoff": 5.0, "n_angular_eta": 6}`` (any of
+    ``DEFAULT_SET_KEYS``; the rest keep their defaults)."""
+    def fail(message: str) -> HyperParameterError:
+        return HyperParameterError("symmetry_functions", message)
+
+    unknown = sorted(set(spec) - set(DEFAULT_SET_KEYS))
+    if unknown:
+        raise fail(f"unknown key(s) {unknown} for the default set (allowed: "
+                   f"{list(DEFAULT_SET_KEYS)}; a list of functions is the other form)")
+    arguments: dict[str, Any] = {}
+    for key in ("n_radial", "n_angular_eta"):
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise fail(f"{key} must be an integer ≥ 2, got {value!r}")
+            arguments[key] = value
+    for key in ("angular_cutoff", "r_lower"):
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 < value <= cutoff:
+                raise fail(f"{key} must be a length in (0, {cutoff}] Å, got {value!r}")
+            arguments[key] = float(value)
+    if "zetas" in spec:
+        zetas = spec["zetas"]
+        if isinstance(zetas, (str, bytes)) or not isinstance(zetas, Sequence) or not zetas or \
+                any(isinstance(z, bool) or not isinstance(z, int) or z < 1 for z in zetas):
+            raise fail(f"zetas must be a list of integers ≥ 1, got {zetas!r}")
+        arguments["zetas"] = tuple(zetas)
+    return default_functions(cutoff, **arguments)
+
+
 # -------------------------------------------------------------------------------------------
 def triplets(center: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every unordered pair (a, b), a ≠ b, of directed edges that share their centre atom.
