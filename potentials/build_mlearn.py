@@ -31,7 +31,7 @@ from ase.neighborlist import neighbor_list
 
 import nnpot
 from nnpot.drivers import MDInstabilityError, md
-from nnpot.train import fit, load_config
+from nnpot.train import TrainConfig, fit, load_config
 
 # Published mlearn test-set errors (energy meV/atom, force meV/Å), Zuo et al. 2020
 PUBLISHED = {"Si": {"GAP": (2.91, 70), "MTP": (2.21, 60)},
@@ -50,12 +50,17 @@ def shortest_training_distance(path: Path) -> float:
                for frame in read(path, ":") if len(neighbor_list("d", frame, 3.0)))
 
 
-def stability(model: Path, element: str, temperatures: list[float], steps: int,
-              limit: float) -> list[dict]:
-    """NVT runs; the shortest distance seen (every 10 steps) and whether it stays above limit."""
+def mlearn_cell(element: str):
+    """The 54- or 64-atom crystal the MD check starts from (bcc 3×3×3, diamond 2×2×2)."""
     lattice, a = STRUCTURES[element]
     cubic = bulk(element, lattice, a=a, cubic=True)
-    atoms0 = cubic.repeat(2 if len(cubic) == 8 else 3 if len(cubic) == 2 else 2)
+    return cubic.repeat(2 if len(cubic) == 8 else 3 if len(cubic) == 2 else 2)
+
+
+def stability(model: Path, atoms0, temperatures: list[float], steps: int, limit: float,
+              timestep: float = 2.0) -> list[dict]:
+    """NVT runs (Bussi, ``timestep`` fs) from ``atoms0``; the shortest distance seen (every 10
+    steps) and whether it stays above ``limit`` Å."""
     rows = []
     for temperature in temperatures:
         atoms = atoms0.copy()
@@ -64,7 +69,7 @@ def stability(model: Path, element: str, temperatures: list[float], steps: int,
             start = time.perf_counter()
             try:
                 result = md(atoms, nnpot.NNPCalculator(model, skin=0.5), ensemble="bussi",
-                            temperature=temperature, timestep=2.0, steps=steps, interval=10,
+                            temperature=temperature, timestep=timestep, steps=steps, interval=10,
                             seed=0, progress=False, output=trajectory)
                 mean_t, finished = result.mean_temperature, True
             except MDInstabilityError as error:
@@ -73,7 +78,7 @@ def stability(model: Path, element: str, temperatures: list[float], steps: int,
             elapsed = time.perf_counter() - start
             frames = read(trajectory, ":")
         shortest = min(float(neighbor_list("d", frame, 3.0).min()) for frame in frames)
-        reached_ps = (len(frames) - 1) * 10 * 2e-3   # a frame every 10 steps of 2 fs
+        reached_ps = (len(frames) - 1) * 10 * timestep * 1e-3   # a frame every 10 steps
         rows.append({"temperature_K": temperature, "atoms": len(atoms),
                      "time_ps": reached_ps, "mean_T_K": mean_t, "shortest_A": shortest,
                      "stable": finished and shortest > limit,
@@ -82,7 +87,32 @@ def stability(model: Path, element: str, temperatures: list[float], steps: int,
     return rows
 
 
-def card(folder: Path, element: str, steps: int) -> None:
+def stability_section(rows: list[dict], steps: int, limit: float, timestep: float = 2.0
+                      ) -> list[str]:
+    """The model card's MD-stability section (markdown lines) for ``stability``'s rows."""
+    lines = [
+        f"## MD stability (NVT, Bussi, {timestep:g} fs, {steps * timestep * 1e-3:g} ps each)",
+        "",
+        f"Criterion: no two atoms closer than 0.7 × the shortest training distance "
+        f"= {limit:.3f} Å (checked every 10 steps).",
+        "",
+        "| T (K) | atoms | ps run | mean T (K) | shortest distance (Å) | stable | ms/atom/step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['temperature_K']:.0f} | {row['atoms']} | {row['time_ps']:.1f} | "
+                     f"{row['mean_T_K']:.0f} | "
+                     f"{row['shortest_A']:.3f} | {'yes' if row['stable'] else '**no**'} | "
+                     f"{row['ms_per_atom_step']:.3f} |")
+    return lines + [
+        "", "A run that blew up (two atoms closer than 0.5 Å) stops there: \"ps run\" says "
+        "when. ms/atom/step: ASE MD with NNPCalculator (float32, Verlet skin 0.5 Å), one "
+        "process on the 2-core development machine.", ""]
+
+
+def ship_run(folder: Path) -> tuple[TrainConfig, dict, dict[str, str]]:
+    """Copy ``run/best.pt`` to ``model.pt`` with the run's plots; return the config, the run's
+    metrics.json and the last row of its log.csv (column → text)."""
     config = load_config(folder / "config.yaml")
     run = folder / "run"
     shutil.copyfile(run / "best.pt", folder / "model.pt")
@@ -90,11 +120,16 @@ def card(folder: Path, element: str, steps: int) -> None:
         if (run / name).exists():
             shutil.copyfile(run / name, folder / name)
     metrics = json.loads((run / "metrics.json").read_text())
-    validation = metrics["validation"]["metrics"]
     log = (run / "log.csv").read_text().splitlines()
-    last = dict(zip(log[0].split(","), log[-1].split(",")))
+    return config, metrics, dict(zip(log[0].split(","), log[-1].split(",")))
+
+
+def card(folder: Path, element: str, steps: int) -> None:
+    config, metrics, last = ship_run(folder)
+    validation = metrics["validation"]["metrics"]
     limit = 0.7 * shortest_training_distance(Path(config.data.train))
-    md_rows = stability(folder / "model.pt", element, [300.0, *LIQUID_K[element]], steps, limit)
+    md_rows = stability(folder / "model.pt", mlearn_cell(element), [300.0, *LIQUID_K[element]],
+                        steps, limit)
 
     energy, forces = validation["energy"]["mae"], validation["forces"]["mae"]
     model = nnpot.load(folder / "model.pt")
@@ -126,22 +161,8 @@ def card(folder: Path, element: str, steps: int) -> None:
         f"{config.training.threads} CPU thread(s) of the 2-core development machine. Learning "
         f"curves: `learning_curves.png`; parity: `parity_validation.png`.",
         "",
-        f"## MD stability (NVT, Bussi, 2 fs, {steps * 2e-3:g} ps each)",
-        "",
-        f"Criterion: no two atoms closer than 0.7 × the shortest training distance "
-        f"= {limit:.3f} Å (checked every 10 steps).",
-        "",
-        "| T (K) | atoms | ps run | mean T (K) | shortest distance (Å) | stable | ms/atom/step |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for row in md_rows:
-        lines.append(f"| {row['temperature_K']:.0f} | {row['atoms']} | {row['time_ps']:.1f} | "
-                     f"{row['mean_T_K']:.0f} | "
-                     f"{row['shortest_A']:.3f} | {'yes' if row['stable'] else '**no**'} | "
-                     f"{row['ms_per_atom_step']:.3f} |")
-    lines += ["", "A run that blew up (two atoms closer than 0.5 Å) stops there: \"ps run\" says "
-              "when. ms/atom/step: ASE MD with NNPCalculator (float32, Verlet skin 0.5 Å), one "
-              "process on the 2-core development machine.", ""]
+    lines += stability_section(md_rows, steps, limit)
     (folder / "model_card.md").write_text("\n".join(lines))
     (folder / "stability.json").write_text(json.dumps(md_rows, indent=1))
     print("\n".join(lines))
