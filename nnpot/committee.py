@@ -125,9 +125,12 @@ class Committee(nn.Module):
         """Write the committee to one model file, atomically; ``nnpot.load`` reads it back."""
         if provenance:
             self.provenance.update(provenance)
-        payload = {"format": FORMAT, "format_version": COMMITTEE_FORMAT_VERSION,
+        members = [member.payload() for member in self.members]
+        # A member's newer entries (pair_repulsion) make the whole file that newer format.
+        version = max([COMMITTEE_FORMAT_VERSION] + [m["format_version"] for m in members])
+        payload = {"format": FORMAT, "format_version": version,
                    "nnpot_version": __version__, "kind": "committee",
-                   "members": [member.payload() for member in self.members],
+                   "members": members,
                    "provenance": dict(self.provenance)}
         return atomic_torch_save(payload, path)
 

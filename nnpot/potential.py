@@ -1,7 +1,9 @@
 """Potential: a model's per-atom energies → total energy, forces and stress, and the model file.
 
-E = Σ_i (scale·ε_i + shift + E0[Z_i]),  F = −∂E/∂R,  σ = (1/V)·∂E/∂ε (symmetric strain ε applied
+E = Σ_i (scale·ε_i + shift + E0[Z_i] + ε^rep_i),  F = −∂E/∂R,  σ = (1/V)·∂E/∂ε (symmetric strain ε applied
 to positions and cell). Forces and stress come from autograd here, in one place, for every model.
+ε^rep_i is an optional physical pair repulsion under the model (``pair_repulsion="zbl"``,
+``nnpot.repulsion``); without it, zero.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from .devices import resolve_device
 from .files import atomic_write
 from .graph import pair_vectors
 from .models import MODELS, AtomisticModel
+from .repulsion import PAIR_REPULSIONS, ZBLRepulsion
 from .version import __version__
 
 FORMAT = "nnpot-model"
-FORMAT_VERSION = 2  # 1: one potential; 2: adds committee files (kind: committee)
+FORMAT_VERSION = 3  # 1: one potential; 2: adds committee files (kind: committee); 3: adds
+#                      pair_repulsion (written as 3 only by potentials that have one, so every
+#                      other file stays readable by older nnpot, and an older nnpot refuses a
+#                      file whose energies it would get wrong)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -52,10 +58,13 @@ class Potential(nn.Module):
         e0: reference energy per element, eV (``{"Cu": -3.7}``); elements left out get 0.
         scale: multiplies the model's per-atom output (eV per model unit).
         shift: added to every atom's energy, eV.
+        pair_repulsion: ``None`` or ``"zbl"``: the ZBL screened nuclear repulsion between atoms
+            closer than their covalent-radius sum, added to the model's energy (the network
+            learns the rest), so that hot MD cannot collapse two atoms into one.
     """
 
     def __init__(self, model: AtomisticModel, e0: Mapping[str, float] | None = None,
-                 scale: float = 1.0, shift: float = 0.0):
+                 scale: float = 1.0, shift: float = 0.0, pair_repulsion: str | None = None):
         super().__init__()
         if not isinstance(model, AtomisticModel):
             raise TypeError(f"model must be an nnpot AtomisticModel, got {type(model).__name__}")
@@ -72,6 +81,11 @@ class Potential(nn.Module):
         self.register_buffer("e0", torch.tensor([float(e0.get(s, 0.0)) for s in model.species]))
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.register_buffer("shift", torch.tensor(float(shift)))
+        if pair_repulsion is not None and pair_repulsion not in PAIR_REPULSIONS:
+            raise ValueError(f"pair_repulsion must be None or one of {PAIR_REPULSIONS}, got "
+                             f"{pair_repulsion!r}")
+        self.pair_repulsion = pair_repulsion
+        self.repulsion = ZBLRepulsion(model.species, model.cutoff) if pair_repulsion else None
         self.provenance: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------------------
@@ -134,13 +148,17 @@ class Potential(nn.Module):
         return geometry.results(self.atom_energies(geometry), create_graph)
 
     def atom_energies(self, geometry: "Geometry") -> torch.Tensor:
-        """Per-atom energies [N] eV: scale·model + shift + E0 of the element."""
+        """Per-atom energies [N] eV: scale·model + shift + E0 of the element (+ repulsion)."""
         per_atom = self.model(geometry.species, geometry.pair_index, geometry.pair_vec)
-        return self.scale * per_atom + self.shift + self.e0[geometry.species]
+        energies = self.scale * per_atom + self.shift + self.e0[geometry.species]
+        if self.repulsion is not None:
+            energies = energies + self.repulsion(geometry.species, geometry.pair_index,
+                                                 geometry.pair_vec)
+        return energies
 
     def payload(self) -> dict[str, Any]:
         """Everything a model file holds for this potential (plain values and CPU tensors)."""
-        return {
+        payload = {
             "format": FORMAT,
             "format_version": 1,  # single potentials stay readable by nnpot of format 1
             "nnpot_version": __version__,
@@ -155,6 +173,9 @@ class Potential(nn.Module):
             "provenance": dict(self.provenance),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
+        if self.pair_repulsion is not None:
+            payload.update(format_version=3, pair_repulsion=self.pair_repulsion)
+        return payload
 
     # ---------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Path:
@@ -326,7 +347,8 @@ def _potential_from(path: Path, data: Any, device: torch.device, where: str = ""
     where = f" ({where})" if where else ""
     try:
         model = MODELS[data["model_class"]](**data["hparams"])
-        potential = Potential(model, e0=data["e0"], scale=data["scale"], shift=data["shift"])
+        potential = Potential(model, e0=data["e0"], scale=data["scale"], shift=data["shift"],
+                              pair_repulsion=data.get("pair_repulsion"))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}{where}: the stored hyper-parameters do not build a "
                          f"{data['model_class']}: {error}") from None

@@ -88,12 +88,22 @@ def make_nequip(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0,
     return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
 
 
-MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp, "NequIP": make_nequip}
+def make_hdnnp_zbl(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0) -> Potential:
+    """``make_hdnnp`` with the ZBL repulsion under it: in ``rattled_cell`` and
+    ``triclinic_pair`` many pairs lie inside their covalent-radius sums (Cu–Cu 2.64 Å, Cu–O
+    1.98 Å), so the derivative and invariance tests exercise it."""
+    plain = make_hdnnp(dtype, species, cutoff, seed)
+    return Potential(plain.model, e0=plain.e0_dict(), scale=float(plain.scale),
+                     shift=float(plain.shift), pair_repulsion="zbl").to(dtype)
+
+
+MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp, "NequIP": make_nequip,
+                "HDNNP+ZBL": make_hdnnp_zbl}
 
 
 @pytest.fixture(params=sorted(MODEL_MAKERS))
 def potential64(request) -> Potential:
-    """Each physics test runs for every model: SchNet, HDNNP and NequIP."""
+    """Each physics test runs for every model: SchNet, HDNNP, NequIP, and HDNNP with ZBL."""
     return MODEL_MAKERS[request.param]()
 
 

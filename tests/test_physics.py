@@ -195,7 +195,10 @@ def test_nve_conserves_energy(potential64):
         return float(np.ptp(totals))
 
     coarse, fine = wander(0.5), wander(0.25)
-    assert coarse / len(rattled_cell()) < 1e-5  # eV/atom over 100 fs
+    # A ZBL repulsion is not scaled with the network: it pushes the compressed Cu–Cu pairs of
+    # the rattled cell apart, the atoms heat to ~800 K and the wander is ~4× larger.
+    limit = 5e-5 if potential64.repulsion is not None else 1e-5
+    assert coarse / len(rattled_cell()) < limit  # eV/atom over 100 fs
     assert 3.0 < coarse / fine < 5.5, (coarse, fine)
 
 

@@ -310,6 +310,7 @@ def test_wrong_force_shape_names_the_frame(tmp_path):
     ({"data": {"train": "nowhere.extxyz"}}, "data.train: file nowhere.extxyz not found"),
     ({"training": {"batch_size": 0}}, "training.batch_size must be ≥ 1"),
     ({"data": {"e0": "guess"}}, "data.e0 must be"),
+    ({"model": {"pair_repulsion": "lj"}}, r"model.pair_repulsion must be null or one of \['zbl'\]"),
 ])
 def test_config_errors_name_the_key(tmp_path, emt_file, patch, message):
     config = small_config(tmp_path, emt_file)

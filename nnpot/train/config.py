@@ -30,6 +30,8 @@ class ModelConfig:
                                               # trained together, saved as one Committee file
     bootstrap: bool = False                   # committee: member k fits a resample (with
                                               # replacement, seed + k) of the training frames
+    pair_repulsion: Optional[str] = None      # zbl: ZBL repulsion under the network, for
+                                              # pairs closer than their covalent-radius sum
 
 
 @dataclass
@@ -186,6 +188,7 @@ def _check_values(config: TrainConfig) -> None:
     from ..devices import resolve_device
     from ..models import MODELS, HyperParameterError
     from ..neighbors import BACKENDS
+    from ..repulsion import PAIR_REPULSIONS
 
     def require(condition: bool, message: str) -> None:
         if not condition:
@@ -219,6 +222,9 @@ def _check_values(config: TrainConfig) -> None:
     require(not m.bootstrap or m.committee >= 2,
             "model.bootstrap resamples the training frames per committee member: it needs "
             f"model.committee ≥ 2, got {m.committee}")
+    require(m.pair_repulsion is None or m.pair_repulsion in PAIR_REPULSIONS,
+            f"model.pair_repulsion must be null or one of {list(PAIR_REPULSIONS)}, got "
+            f"{m.pair_repulsion!r}")
     try:  # a degenerate model (0 features, a string for a width) fails here, before any work
         MODELS[m.type](species=["H"], cutoff=m.cutoff, **m.params)
     except HyperParameterError as error:

@@ -299,7 +299,8 @@ class Trainer:
                                     **cfg.model.params)
             except TypeError as error:
                 raise ConfigError(f"model.params do not fit {cfg.model.type}: {error}") from None
-            member = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift)
+            member = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift,
+                               pair_repulsion=cfg.model.pair_repulsion)
             if model.needs_statistics:  # the model-statistics hook: once, before training
                 if k == 0:
                     self._log(f"{cfg.model.type}: statistics of the {len(self.train_set)} "
