@@ -110,6 +110,22 @@ def stability_section(rows: list[dict], steps: int, limit: float, timestep: floa
         "process on the 2-core development machine.", ""]
 
 
+def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[str, str],
+               md_rows: list[dict], steps: int, limit: float, timestep: float = 2.0) -> None:
+    """Finish a model card (``lines``: its title and errors) with the training time and the MD
+    check, and write ``model_card.md`` and ``stability.json``."""
+    lines = lines + [
+        "",
+        f"Training: {float(last['time_s']) / 60:.0f} min, {int(last['epoch'])} epochs on "
+        f"{config.training.threads} CPU thread(s) of the 2-core development machine. Learning "
+        f"curves: `learning_curves.png`; parity: `parity_validation.png`.",
+        "",
+    ] + stability_section(md_rows, steps, limit, timestep)
+    (folder / "model_card.md").write_text("\n".join(lines))
+    (folder / "stability.json").write_text(json.dumps(md_rows, indent=1))
+    print("\n".join(lines))
+
+
 def ship_run(folder: Path) -> tuple[TrainConfig, dict, dict[str, str]]:
     """Copy ``run/best.pt`` to ``model.pt`` with the run's plots; return the config, the run's
     metrics.json and the last row of its log.csv (column → text)."""
@@ -156,16 +172,8 @@ def card(folder: Path, element: str, steps: int) -> None:
         "",
         "The official test set is held back; validation frames come from the same AIMD runs as "
         "training frames (time-correlated), so they flatter a little.",
-        "",
-        f"Training: {float(last['time_s']) / 60:.0f} min, {int(last['epoch'])} epochs on "
-        f"{config.training.threads} CPU thread(s) of the 2-core development machine. Learning "
-        f"curves: `learning_curves.png`; parity: `parity_validation.png`.",
-        "",
     ]
-    lines += stability_section(md_rows, steps, limit)
-    (folder / "model_card.md").write_text("\n".join(lines))
-    (folder / "stability.json").write_text(json.dumps(md_rows, indent=1))
-    print("\n".join(lines))
+    write_card(folder, lines, config, last, md_rows, steps, limit)
 
 
 def main() -> int:

@@ -14,14 +14,13 @@ shortest distance in the training data (an O–H bond).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ase.io import read
 
 import nnpot
-from build_mlearn import ship_run, shortest_training_distance, stability, stability_section
+from build_mlearn import ship_run, shortest_training_distance, stability, write_card
 from nnpot.train import fit, load_config
 
 # DeePMD-kit's DeepPot-SE on liquid water (Zhang et al., NeurIPS 2018; RMSE, meV/atom and meV/Å)
@@ -58,16 +57,8 @@ def card(folder: Path, steps: int, temperatures: list[float]) -> None:
         "",
         "Validation frames come from the same trajectories as the training frames "
         "(time-correlated), so they flatter a little.",
-        "",
-        f"Training: {float(last['time_s']) / 60:.0f} min, {int(last['epoch'])} epochs on "
-        f"{config.training.threads} CPU thread(s) of the 2-core development machine. Learning "
-        f"curves: `learning_curves.png`; parity: `parity_validation.png`.",
-        "",
     ]
-    lines += stability_section(md_rows, steps, limit, timestep=TIMESTEP_FS)
-    (folder / "model_card.md").write_text("\n".join(lines))
-    (folder / "stability.json").write_text(json.dumps(md_rows, indent=1))
-    print("\n".join(lines))
+    write_card(folder, lines, config, last, md_rows, steps, limit, TIMESTEP_FS)
 
 
 def main() -> int:

@@ -96,9 +96,11 @@ def test_larger_cells_match_calculator(plugin, cu64, tmp_path, ranks, repeat, tr
     "SchNet",
     pytest.param("HDNNP", marks=pytest.mark.slow),    # ~35 s to compile
     pytest.param("NequIP", marks=pytest.mark.slow),   # ~80 s to compile
+    pytest.param("HDNNP+ZBL", marks=pytest.mark.slow),  # the repulsion is in the exported graph
 ])
 def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
-    """SchNet, HDNNP and NequIP (two elements) through the same export and pair style."""
+    """SchNet, HDNNP and NequIP (two elements), and an HDNNP with ZBL, through the same export
+    and pair style."""
     from ase import Atoms
 
     from conftest import MODEL_MAKERS
