@@ -39,7 +39,7 @@ def test_cu_potential_on_an_independent_emt_test_set():
 
 @pytest.mark.parametrize("name, headline", [
     ("mlearn-si-hdnnp", "mae"), ("mlearn-si-nequip", "mae"), ("mlearn-ge-hdnnp", "mae"),
-    ("mlearn-mo-nequip", "mae"), ("mlearn-li-hdnnp", "mae")])
+    ("mlearn-mo-nequip", "mae"), ("mlearn-li-hdnnp", "mae"), ("deepmd-water-nequip", "rmse")])
 def test_shipped_dft_potential_is_complete(name, headline):
     """DFT potentials: model, the config that trained it, a card with the validation errors
     (in bold the force error its target is stated in: MAE for mlearn, RMSE for water) and the MD
