@@ -24,6 +24,8 @@ import torch
 from ase.data import atomic_numbers, covalent_radii
 from torch import nn
 
+from .models.blocks import polynomial_envelope
+
 COULOMB_EV_ANGSTROM = 14.399645  # e² / (4π ε0) in eV·Å
 SCREENING_LENGTH = 0.46850        # Å, ZBL's universal a = 0.8854 a_0 (a_0 the Bohr radius)
 SCREENING_EXPONENT = 0.23
@@ -32,16 +34,6 @@ PHI_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
 SWITCH_POWER = 6                  # the polynomial envelope of NequIP (Gasteiger et al.'s p = 6)
 
 PAIR_REPULSIONS = ("zbl",)
-
-
-def polynomial_switch(x: torch.Tensor, p: int = SWITCH_POWER) -> torch.Tensor:
-    """1 − (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) − p(p+1)/2 x^(p+2) for x < 1, else 0: equals 1 at
-    x = 0 and goes to 0 at x = 1 with its first and second derivatives (smooth forces)."""
-    inside = x < 1
-    x = torch.where(inside, x, torch.zeros_like(x))
-    value = (1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x**(p + 1)
-             - p * (p + 1) / 2 * x**(p + 2))
-    return torch.where(inside, value, torch.zeros_like(value))
 
 
 class ZBLRepulsion(nn.Module):
@@ -77,7 +69,8 @@ class ZBLRepulsion(nn.Module):
         r_safe = torch.where(near, r, r_c)   # far pairs: finite values, masked below
         x = r_safe * (z_i**SCREENING_EXPONENT + z_j**SCREENING_EXPONENT) / SCREENING_LENGTH
         phi = sum(c * torch.exp(-b * x) for c, b in zip(PHI_COEFFICIENTS, PHI_EXPONENTS))
-        pair = COULOMB_EV_ANGSTROM * z_i * z_j / r_safe * phi * polynomial_switch(r_safe / r_c)
+        switch = polynomial_envelope(r_safe, r_c, SWITCH_POWER)
+        pair = COULOMB_EV_ANGSTROM * z_i * z_j / r_safe * phi * switch
         pair = torch.where(near, pair, torch.zeros_like(pair))
         energies = pair_vec.new_zeros(species.shape[0])
         return energies.index_add(0, pair_index[0], 0.5 * pair).index_add(0, pair_index[1],

@@ -69,3 +69,16 @@ def pair_convolution(h: torch.Tensor, weights: torch.Tensor, pair_index: torch.T
     out.index_add_(0, i, h.index_select(0, j) * weights)
     out.index_add_(0, j, h.index_select(0, i) * weights)
     return out
+
+
+def polynomial_envelope(r: torch.Tensor, cutoff: float | torch.Tensor, p: int) -> torch.Tensor:
+    """u(x) = 1 − (p+1)(p+2)/2 xᵖ + p(p+2) xᵖ⁺¹ − p(p+1)/2 xᵖ⁺² for x = r/r_c < 1, else 0:
+    smooth to order p at the cutoff (NequIP's envelope; the ZBL repulsion's switch). [P] → [P];
+    ``cutoff`` a number or one per pair [P]."""
+    x = r / cutoff
+    inside = x < 1.0
+    x = torch.where(inside, x, torch.zeros_like(x))
+    xp = x**p
+    value = (1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x
+             - 0.5 * p * (p + 1) * xp * x * x)
+    return torch.where(inside, value, torch.zeros_like(value))

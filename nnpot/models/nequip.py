@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .base import AtomisticModel, HyperParameterError, check_int
+from .blocks import polynomial_envelope
 from .pair_tensor_product import PairTensorProduct
 
 
@@ -50,18 +51,6 @@ class BesselBasis(nn.Module):
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         x = r[:, None] / self.cutoff
         return math.sqrt(2.0 / self.cutoff) * torch.sin(self.frequencies * x) / r[:, None]
-
-
-def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int) -> torch.Tensor:
-    """u(x) = 1 − (p+1)(p+2)/2 xᵖ + p(p+2) xᵖ⁺¹ − p(p+1)/2 xᵖ⁺² for x = r/r_c < 1, else 0:
-    smooth to order p at the cutoff. [P] → [P]."""
-    x = r / cutoff
-    inside = x < 1.0
-    x = torch.where(inside, x, torch.zeros_like(x))
-    xp = x**p
-    value = (1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x
-             - 0.5 * p * (p + 1) * xp * x * x)
-    return torch.where(inside, value, torch.zeros_like(value))
 
 
 class Interaction(nn.Module):
