@@ -65,13 +65,12 @@ class ZBLRepulsion(nn.Module):
         z_i, z_j = charge[first], charge[second]
         r = torch.linalg.vector_norm(pair_vec, dim=-1)
         r_c = self.switch_radius.to(pair_vec.dtype)[first, second]
-        near = r < r_c
-        r_safe = torch.where(near, r, r_c)   # far pairs: finite values, masked below
-        x = r_safe * (z_i**SCREENING_EXPONENT + z_j**SCREENING_EXPONENT) / SCREENING_LENGTH
+        x = r * (z_i**SCREENING_EXPONENT + z_j**SCREENING_EXPONENT) / SCREENING_LENGTH
         phi = sum(c * torch.exp(-b * x) for c, b in zip(PHI_COEFFICIENTS, PHI_EXPONENTS))
-        switch = polynomial_envelope(r_safe, r_c, SWITCH_POWER)
-        pair = COULOMB_EV_ANGSTROM * z_i * z_j / r_safe * phi * switch
-        pair = torch.where(near, pair, torch.zeros_like(pair))
+        # The envelope is exactly 0 (value and gradient) for r ≥ r_c, and r > 0 for every pair
+        # (no atom sits on another), so far pairs add nothing without a mask of their own.
+        pair = COULOMB_EV_ANGSTROM * z_i * z_j / r * phi * polynomial_envelope(r, r_c,
+                                                                             SWITCH_POWER)
         energies = pair_vec.new_zeros(species.shape[0])
         return energies.index_add(0, pair_index[0], 0.5 * pair).index_add(0, pair_index[1],
                                                                           0.5 * pair)
