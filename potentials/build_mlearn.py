@@ -32,6 +32,7 @@ from ase.neighborlist import neighbor_list
 import nnpot
 from nnpot.drivers import MDInstabilityError, md
 from nnpot.train import TrainConfig, fit, load_config
+from nnpot.train.data import split_indices
 
 # Published mlearn test-set errors (energy meV/atom, force meV/Å), Zuo et al. 2020
 PUBLISHED = {"Si": {"GAP": (2.91, 70), "MTP": (2.21, 60)},
@@ -55,6 +56,30 @@ def mlearn_cell(element: str):
     lattice, a = STRUCTURES[element]
     cubic = bulk(element, lattice, a=a, cubic=True)
     return cubic.repeat(2 if len(cubic) == 8 else 3 if len(cubic) == 2 else 2)
+
+
+def errors_by_config_type(model: Path, config: TrainConfig) -> dict[str, dict[str, float]]:
+    """Validation errors per config_type: the trainer's stratified split of the training file
+    (same fraction and seed), each frame evaluated with NNPCalculator. Returns config_type →
+    {"frames", "energy_mae" (meV/atom), "forces_mae" (meV/Å, per component)}."""
+    frames = read(config.data.train, ":")
+    groups = [str(atoms.info.get(config.data.keys.group, "")) for atoms in frames]
+    _, validation = split_indices(len(frames), config.data.validation_fraction, config.seed,
+                                  groups if config.data.stratify else None)
+    calculator = nnpot.NNPCalculator(model)
+    errors: dict[str, dict[str, list[float]]] = {}
+    for k in validation:
+        atoms = frames[k].copy()
+        reference_energy = frames[k].get_potential_energy()
+        reference_forces = frames[k].get_forces()
+        atoms.calc = calculator
+        group = errors.setdefault(groups[k], {"energy": [], "forces": []})
+        group["energy"].append(abs(atoms.get_potential_energy() - reference_energy) / len(atoms))
+        group["forces"].extend(np.abs(atoms.get_forces() - reference_forces).ravel().tolist())
+    return {name: {"frames": len(group["energy"]),
+                   "energy_mae": 1e3 * float(np.mean(group["energy"])),
+                   "forces_mae": 1e3 * float(np.mean(group["forces"]))}
+            for name, group in sorted(errors.items())}
 
 
 def stability(model: Path, atoms0, temperatures: list[float], steps: int, limit: float,
@@ -168,6 +193,11 @@ def card(folder: Path, element: str, steps: int) -> None:
     ]
     for name, (e, f) in PUBLISHED[element].items():
         lines.append(f"| {name} (published) | {e} | {f} | | | mlearn test set |")
+    lines += ["", "By config_type (validation frames):", "",
+              "| config_type | frames | energy MAE | force MAE |", "|---|---|---|---|"]
+    for name, row in errors_by_config_type(folder / "model.pt", config).items():
+        lines.append(f"| {name or '(none)'} | {row['frames']} | {row['energy_mae']:.2f} | "
+                     f"{row['forces_mae']:.1f} |")
     lines += [
         "",
         "The official test set is held back; validation frames come from the same AIMD runs as "
