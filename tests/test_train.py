@@ -598,3 +598,39 @@ def test_a_checkpoint_from_before_a_new_config_key_still_resumes(tmp_path, emt_f
     config["training"]["max_epochs"] = 2
     fit(config_from_dict(config), resume=True)
     assert torch.load(path, weights_only=True)["epoch"] == 2
+
+
+def test_init_from_starts_from_the_file_and_checks_it_fits(tmp_path, emt_file):
+    first = nnpot.load(fit(config_from_dict(small_config(tmp_path / "a", emt_file,
+                                                           max_epochs=2))))
+    config = small_config(tmp_path / "b", emt_file, max_epochs=1, lr=1e-12, ema_decay=None,
+                          scheduler={"type": "none", "min_lr": 0.0})
+    config["model"]["init_from"] = str(tmp_path / "a" / "run" / "best.pt")
+    config["seed"] = 11  # a fresh model of another seed would differ: the file's weights win
+    again = nnpot.load(fit(config_from_dict(config)))
+    assert again.e0_dict() == pytest.approx(first.e0_dict())
+    atoms = emt_frames(1, seed=9)[0]
+    energies = []
+    for potential in (first, again):
+        atoms.calc = nnpot.NNPCalculator(potential)
+        energies.append(atoms.get_potential_energy())
+    assert energies[1] == pytest.approx(energies[0], abs=1e-5)
+
+    wider = copy.deepcopy(config)
+    wider["model"]["params"]["n_features"] = 16
+    wider["output"] = str(tmp_path / "c")
+    with pytest.raises(ConfigError, match=r"n_features = 8, the config gives 16 "
+                                          r"\(model.params.n_features\)"):
+        fit(config_from_dict(wider))
+    other = copy.deepcopy(config)
+    other["model"]["cutoff"] = 3.5
+    other["output"] = str(tmp_path / "d")
+    with pytest.raises(ConfigError, match="has cutoff 4.0, the config model.cutoff 3.5"):
+        fit(config_from_dict(other))
+    committee = copy.deepcopy(config)
+    committee["model"]["committee"] = 2
+    with pytest.raises(ConfigError, match="model.init_from starts one model"):
+        config_from_dict(committee)
+    config["model"]["init_from"] = "missing.pt"
+    with pytest.raises(ConfigError, match="model.init_from: file missing.pt not found"):
+        config_from_dict(config)

@@ -32,6 +32,8 @@ class ModelConfig:
                                               # replacement, seed + k) of the training frames
     pair_repulsion: Optional[str] = None      # zbl: ZBL repulsion under the network, for
                                               # pairs closer than their covalent-radius sum
+    init_from: Optional[str] = None           # a model file to start from (fine-tuning, or a
+                                              # longer run): its weights, E0, scale, statistics
 
 
 @dataclass
@@ -225,6 +227,9 @@ def _check_values(config: TrainConfig) -> None:
     require(m.pair_repulsion is None or m.pair_repulsion in PAIR_REPULSIONS,
             f"model.pair_repulsion must be null or one of {list(PAIR_REPULSIONS)}, got "
             f"{m.pair_repulsion!r}")
+    require(m.init_from is None or m.committee == 1,
+            "model.init_from starts one model from a file: it needs model.committee: 1 (members "
+            f"that start from the same weights would not differ), got {m.committee}")
     try:  # a degenerate model (0 features, a string for a width) fails here, before any work
         MODELS[m.type](species=["H"], cutoff=m.cutoff, **m.params)
     except HyperParameterError as error:
@@ -299,6 +304,13 @@ def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
                                                         else (base / path).resolve())
     _check_values(config)
     config.output = _folder("output", config.output, base)
+    if config.model.init_from:
+        path = Path(config.model.init_from).expanduser()
+        path = path if path.is_absolute() else (base / path)
+        if not path.is_file():
+            raise ConfigError(f"model.init_from: file {config.model.init_from} not found "
+                              f"(looked at {path.resolve()})")
+        config.model.init_from = str(path.resolve())
     if config.data.cache_dir:
         config.data.cache_dir = _folder("data.cache_dir", config.data.cache_dir, base)
     for name in ("train", "validation", "test"):

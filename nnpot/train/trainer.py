@@ -291,6 +291,7 @@ class Trainer:
     def build(self) -> None:
         cfg, t = self.config, self.config.training
         model_class = MODELS[cfg.model.type]
+        start = self._initial_potential() if cfg.model.init_from else None
         members = []
         for k in range(cfg.model.committee):  # member k from seed + k (one model: the seed)
             torch.manual_seed(cfg.seed + k)
@@ -301,7 +302,10 @@ class Trainer:
                 raise ConfigError(f"model.params do not fit {cfg.model.type}: {error}") from None
             member = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift,
                                pair_repulsion=cfg.model.pair_repulsion)
-            if model.needs_statistics:  # the model-statistics hook: once, before training
+            if start is not None:  # its weights and data statistics, not those of this data
+                self._check_same_model(model, start)
+                member.load_state_dict(start.state_dict())
+            elif model.needs_statistics:  # the model-statistics hook: once, before training
                 if k == 0:
                     self._log(f"{cfg.model.type}: statistics of the {len(self.train_set)} "
                               f"training frames")
@@ -325,6 +329,43 @@ class Trainer:
         self.best_state: dict | None = None  # weights (EMA applied) of the best epoch, on CPU
         self.history: list[dict] = []
         self.stop_reason = ""
+
+    def _initial_potential(self) -> Potential:
+        """The model file of ``model.init_from``, checked against the config and the data; its
+        species, E0 and force scale replace those computed from the training data."""
+        path = self.config.model.init_from
+        try:
+            start = load(path)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"model.init_from: {error}") from None
+        if isinstance(start, Committee):
+            raise ConfigError(f"model.init_from: {path} is a committee of {len(start.members)}; "
+                              f"start from one model file (a member saved alone)")
+        m = self.config.model
+        for key, in_file, in_config in (
+                ("type", type(start.model).__name__, m.type),
+                ("cutoff", start.cutoff, m.cutoff),
+                ("pair_repulsion", start.pair_repulsion, m.pair_repulsion)):
+            if in_file != in_config:
+                raise ConfigError(f"model.init_from: {path} has {key} {in_file!r}, the config "
+                                  f"model.{key} {in_config!r}; they must be the same")
+        missing = sorted(set(self.species) - set(start.species))
+        if missing:
+            raise ConfigError(f"model.init_from: {path} knows the elements {start.species}, but "
+                              f"the training data also has {missing}")
+        self.species, self.e0, self.scale = start.species, start.e0_dict(), float(start.scale)
+        self.shift = float(start.shift)
+        self._log(f"starting from the weights of {path} (its E0 and force scale, not the data's)")
+        return start
+
+    def _check_same_model(self, model, start: Potential) -> None:
+        """``model`` (built from the config) must be ``start``'s architecture, key by key."""
+        for key in sorted(set(model.hparams) | set(start.model.hparams)):
+            in_config, in_file = model.hparams.get(key), start.model.hparams.get(key)
+            if in_config != in_file:
+                raise ConfigError(f"model.init_from: {self.config.model.init_from} was built "
+                                  f"with {key} = {in_file!r}, the config gives {in_config!r} "
+                                  f"(model.params.{key}); they must be the same")
 
     def _model_inputs(self, potential: Potential):
         """The training set as the models' inputs (species, pair_index, pair_vec), float64 on
