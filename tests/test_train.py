@@ -609,6 +609,10 @@ def test_init_from_starts_from_the_file_and_checks_it_fits(tmp_path, emt_file):
     config["seed"] = 11  # a fresh model of another seed would differ: the file's weights win
     again = nnpot.load(fit(config_from_dict(config)))
     assert again.e0_dict() == pytest.approx(first.e0_dict())
+    chain = again.provenance["init_from"]  # the runs that made it, newest first
+    assert chain["file"] == config["model"]["init_from"]
+    assert (again.provenance["training"]["epochs"], chain["provenance"]["training"]["epochs"]) \
+        == (1, 2)
     atoms = emt_frames(1, seed=9)[0]
     energies = []
     for potential in (first, again):

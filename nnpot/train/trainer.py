@@ -291,6 +291,7 @@ class Trainer:
     def build(self) -> None:
         cfg, t = self.config, self.config.training
         model_class = MODELS[cfg.model.type]
+        self.start_provenance: dict | None = None
         start = self._initial_potential() if cfg.model.init_from else None
         members = []
         for k in range(cfg.model.committee):  # member k from seed + k (one model: the seed)
@@ -354,6 +355,7 @@ class Trainer:
             raise ConfigError(f"model.init_from: {path} knows the elements {start.species}, but "
                               f"the training data also has {missing}")
         self.species, self.e0, self.scale = start.species, start.e0_dict(), float(start.scale)
+        self.start_provenance = dict(start.provenance)
         self.shift = float(start.shift)
         self._log(f"starting from the weights of {path} (its E0 and force scale, not the data's)")
         return start
@@ -563,10 +565,20 @@ class Trainer:
             self.potential.load_state_dict(current)
 
     def _provenance(self) -> dict:
-        return {"config": self.config.to_dict(), "train_sha256": self.train_set.sha256,
-                "train_file": self.train_set.source, "best_epoch": self.best_epoch,
-                "n_train_frames": len(self.train_set),
-                "n_validation_frames": len(self.val_set) if self.val_set else 0}
+        provenance = {"config": self.config.to_dict(), "train_sha256": self.train_set.sha256,
+                      "train_file": self.train_set.source, "best_epoch": self.best_epoch,
+                      "n_train_frames": len(self.train_set),
+                      "n_validation_frames": len(self.val_set) if self.val_set else 0,
+                      "training": self._training_summary()}
+        if self.start_provenance is not None:  # the chain of runs that made this model
+            provenance["init_from"] = {"file": self.config.model.init_from,
+                                       "provenance": self.start_provenance}
+        return provenance
+
+    def _training_summary(self) -> dict:
+        return {"epochs": self.epoch, "time_min": self.elapsed / 60,
+                "threads": self.config.training.threads, "processes": self.dist.world,
+                "device": str(self.device)}
 
     # ---------------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -678,6 +690,7 @@ class Trainer:
             report.plot_learning_curves(self.history, self.out / "learning_curves.png")
         atomic_write_text(self.out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
         best.provenance["metrics"] = {k: v["metrics"] for k, v in results.items()}
+        best.provenance["training"] = self._training_summary()  # the whole run, not to best
         best.save(self.best_path)
         data = {}
         for role, dataset in (("train", self.train_set), ("validation", self.val_set),
