@@ -135,15 +135,41 @@ def stability_section(rows: list[dict], steps: int, limit: float, timestep: floa
         "process on the 2-core development machine.", ""]
 
 
+def train_stages(folder: Path) -> None:
+    """``nnpot train`` of ``config_stage1.yaml``, ``config_stage2.yaml``, … (if any) and then
+    ``config.yaml``, each resumed where its run directory holds a checkpoint."""
+    for path in [*sorted(folder.glob("config_stage*.yaml")), folder / "config.yaml"]:
+        config = load_config(path)
+        fit(config, resume=(Path(config.output) / "checkpoint.pt").exists())
+
+
+def training_stages(folder: Path, last: dict[str, str]) -> str:
+    """"N min, E epochs" for the run in ``folder/run`` (``last``: its log's last row), preceded
+    by the runs it started from (``model.init_from``), read from the model file's provenance."""
+    stages = [f"{float(last['time_s']) / 60:.0f} min, {int(last['epoch'])} epochs"]
+    minutes = float(last["time_s"]) / 60
+    link = nnpot.load(folder / "model.pt").provenance.get("init_from")
+    while link:
+        run = link["provenance"].get("training")
+        stages.insert(0, f"{run['time_min']:.0f} min, {run['epochs']} epochs" if run
+                      else f"{Path(link['file']).name} (time not recorded)")
+        minutes += run["time_min"] if run else 0.0
+        link = link["provenance"].get("init_from")
+    if len(stages) == 1:
+        return stages[0]
+    return (f"{minutes:.0f} min in {len(stages)} stages, each starting from the model of the one "
+            f"before (`model.init_from`): " + "; then ".join(stages) + ",")
+
+
 def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[str, str],
                md_rows: list[dict], steps: int, limit: float, timestep: float = 2.0) -> None:
     """Finish a model card (``lines``: its title and errors) with the training time and the MD
     check, and write ``model_card.md`` and ``stability.json``."""
     lines = lines + [
         "",
-        f"Training: {float(last['time_s']) / 60:.0f} min, {int(last['epoch'])} epochs on "
-        f"{config.training.threads} CPU thread(s) of the 2-core development machine. Learning "
-        f"curves: `learning_curves.png`; parity: `parity_validation.png`.",
+        f"Training: {training_stages(folder, last)} on {config.training.threads} CPU thread(s) "
+        f"of the 2-core development machine. Learning curves (of the last stage): "
+        f"`learning_curves.png`; parity: `parity_validation.png`.",
         "",
     ] + stability_section(md_rows, steps, limit, timestep)
     (folder / "model_card.md").write_text("\n".join(lines))
@@ -215,7 +241,7 @@ def main() -> int:
     args = parser.parse_args()
     element = args.folder.name.split("-")[1].capitalize()   # mlearn-<el>-<model>
     if args.train:
-        fit(load_config(args.folder / "config.yaml"), resume=(args.folder / "run" / "checkpoint.pt").exists())
+        train_stages(args.folder)
     card(args.folder, element, args.steps)
     return 0
 

@@ -1,14 +1,15 @@
 """Ship the liquid-water potential: train it (optional), copy the model, check MD stability,
 write the model card.
 
-    python potentials/build_water.py potentials/deepmd-water-nequip --train   # hours
+    python potentials/build_water.py potentials/deepmd-water-nequip --train   # hours (every stage)
     python potentials/build_water.py potentials/deepmd-water-nequip           # card only
 
 Like ``build_mlearn.py`` (whose copy, MD check and card section it uses), for DeePMD-kit's
 example water data: 64 H2O molecules in a periodic box. The MD check starts from the first
 training frame and runs NVT (Bussi thermostat, 1 fs: the O–H stretch's period of ~9 fs is nine
-steps, well inside velocity Verlet's stability limit of period/π) for 10 ps at 300 K, recording the shortest interatomic distance every 10 steps against 0.7× the
-shortest distance in the training data (an O–H bond).
+steps, well inside velocity Verlet's stability limit of period/π) for 10 ps at 300 K, recording
+the shortest interatomic distance every 10 steps against 0.7× the shortest distance in the
+training data (an O–H bond).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 from ase.io import read
 
 import nnpot
-from build_mlearn import ship_run, shortest_training_distance, stability, write_card
-from nnpot.train import fit, load_config
+from build_mlearn import (ship_run, shortest_training_distance, stability, train_stages,
+                          write_card)
 
 # DeePMD-kit's DeepPot-SE on liquid water (Zhang et al., NeurIPS 2018; RMSE, meV/atom and meV/Å)
 DEEPMD_RMSE = (1.0, 40.0)
@@ -43,7 +44,10 @@ def card(folder: Path, steps: int, temperatures: list[float]) -> None:
         f"`NNPCalculator(\"{folder.as_posix()}/model.pt\")`. Training data: "
         f"`deepmd_water_train.extxyz` (DeePMD-kit's water example: 64 H2O, 192 atoms, periodic), "
         f"a seeded {config.data.validation_fraction:.0%} of the frames held out for validation. "
-        f"Rebuild: `nnpot train {folder.as_posix()}/config.yaml`, then "
+        f"Rebuild: "
+        + "".join(f"`nnpot train {stage.as_posix()}`, then "
+                  for stage in sorted(folder.glob("config_stage*.yaml")))
+        + f"`nnpot train {folder.as_posix()}/config.yaml`, then "
         f"`python potentials/build_water.py {folder.as_posix()}` for this card.",
         "",
         "## Errors (meV/atom, meV/Å; force per component)",
@@ -71,8 +75,7 @@ def main() -> int:
                         help="K (default: 300)")
     args = parser.parse_args()
     if args.train:
-        fit(load_config(args.folder / "config.yaml"),
-            resume=(args.folder / "run" / "checkpoint.pt").exists())
+        train_stages(args.folder)
     card(args.folder, args.steps, args.temperatures)
     return 0
 
