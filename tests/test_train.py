@@ -638,3 +638,43 @@ def test_init_from_starts_from_the_file_and_checks_it_fits(tmp_path, emt_file):
     config["model"]["init_from"] = "missing.pt"
     with pytest.raises(ConfigError, match="model.init_from: file missing.pt not found"):
         config_from_dict(config)
+
+
+def test_group_weights_scale_a_term_of_each_frame_without_renormalising():
+    frames = emt_frames(3)
+    batch = labelled_batch(frames)
+    shift = torch.tensor([0.01, 0.02, 0.03], dtype=torch.float64)  # eV/atom errors
+    n_atoms = torch.tensor([len(a) for a in frames], dtype=torch.float64)
+    out = {"energy": batch.energy + shift * n_atoms, "forces": batch.forces + 0.1,
+           "stress": batch.stress}
+    energy_only = WeightedLoss(LossConfig(energy=1.0, forces=0.0, stress=0.0))
+    scales = {"energy": torch.tensor([3.0, 0.0, 1.0], dtype=torch.float64)}
+    expected = float((scales["energy"] * shift ** 2).sum() / 3)  # all three frames count
+    assert float(energy_only(out, batch, term_scales=scales)) == pytest.approx(expected,
+                                                                                rel=1e-6)
+    both = WeightedLoss(LossConfig(energy=1.0, forces=1.0, stress=0.0))
+    unscaled = float(both(out, batch))
+    doubled = {"forces": torch.full((3,), 2.0, dtype=torch.float64)}
+    assert float(both(out, batch, term_scales=doubled)) == pytest.approx(
+        unscaled + 0.1 ** 2, rel=1e-6)  # only the force term (0.1² per component) doubles
+
+
+def test_group_weights_are_checked_against_the_data(tmp_path):
+    frames = emt_frames(8)
+    for k, atoms in enumerate(frames):
+        atoms.info["config_type"] = "bulk" if k % 2 else "surface"
+    path = tmp_path / "groups.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    config = small_config(tmp_path, path, max_epochs=1)
+    config["training"]["loss"] = {"group_weights": {"surface": {"energy": 4.0}, "bulk": 0.5}}
+    assert nnpot.load(fit(config_from_dict(config))).species == ["Cu"]
+    config["output"] = str(tmp_path / "run2")
+    config["training"]["loss"] = {"group_weights": {"liquid": 2.0}}
+    with pytest.raises(ConfigError, match=r"group_weights names \['liquid'\], but no training "
+                                          r"frame has that 'config_type' .*\['bulk', 'surface'\]"):
+        fit(config_from_dict(config))
+    for weights, message in (({"bulk": -1.0}, "group_weights.bulk must be a number ≥ 0"),
+                             ({"bulk": {"virial": 2.0}}, "unknown term 'virial'")):
+        config["training"]["loss"] = {"group_weights": weights}
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict(config)

@@ -68,6 +68,9 @@ class LossConfig:
     huber_delta: float = 0.01                 # for huber, in the units of each term
     final_energy: Optional[float] = None      # energy weight for the final stage (None: no stage)
     final_fraction: float = 0.25              # share of the budget (epochs or time) in that stage
+    group_weights: dict = field(default_factory=dict)  # {group: w} or {group: {energy: w, …}}:
+                                              # multiply the loss terms of that group's frames
+                                              # (data.keys.group, e.g. config_type)
 
 
 @dataclass
@@ -280,6 +283,16 @@ def _check_values(config: TrainConfig) -> None:
     non_negative("training.loss.final_energy", loss.final_energy, optional=True)
     require(loss.type in ("mse", "huber"), f"training.loss.type must be mse or huber, got {loss.type!r}")
     positive("training.loss.huber_delta", loss.huber_delta)
+    for group, value in loss.group_weights.items():
+        key = f"training.loss.group_weights.{group}"
+        terms = value if isinstance(value, dict) else {"energy": value, "forces": value,
+                                                       "stress": value}
+        for term, weight in terms.items():
+            require(term in ("energy", "forces", "stress"),
+                    f"{key}: unknown term {term!r} (energy, forces or stress)")
+            require(isinstance(weight, (int, float)) and not isinstance(weight, bool)
+                    and weight >= 0, f"{key}{'.' + term if isinstance(value, dict) else ''} "
+                                     f"must be a number ≥ 0, got {weight!r}")
     require(0.0 < loss.final_fraction <= 1.0,
             f"training.loss.final_fraction must be in (0, 1], got {loss.final_fraction}")
 

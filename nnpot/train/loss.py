@@ -63,34 +63,48 @@ class WeightedLoss:
                                 delta=self.config.huber_delta)
         return diff.pow(2)
 
-    def __call__(self, out: dict, batch, frame_weights: torch.Tensor | None = None
-                 ) -> torch.Tensor | None:
+    def __call__(self, out: dict, batch, frame_weights: torch.Tensor | None = None,
+                 term_scales: dict[str, torch.Tensor] | None = None) -> torch.Tensor | None:
         """The weighted loss of a batch; None when the batch has no labelled, weighted term
         (e.g. energy weight 0 and no frame with forces), which the trainer skips.
 
         ``frame_weights`` [B] (a bootstrap's counts) weigh each frame's entries: a frame of
-        weight 2 counts as if it were in the batch twice, one of weight 0 not at all."""
+        weight 2 counts as if it were in the batch twice, one of weight 0 not at all.
+        ``term_scales`` {"energy"|"forces"|"stress": [B]} multiply one term of each frame (the
+        group weights of ``loss.group_weights``) without renormalising: a batch of frames all
+        scaled by 2 has twice the loss, so the scale acts across batches too."""
         total = None
         for name, (diff, mask) in residuals(out, batch).items():
             weight = self.weights[name]
-            if frame_weights is not None:
-                per_entry = frame_weights.to(diff.device, torch.float64)
-                if name == "forces":
-                    per_entry = per_entry[batch.batch]
-                per_entry = per_entry.view(-1, *([1] * (diff.dim() - 1))).expand_as(diff)
-                mask = mask & (per_entry > 0)
+            counts = self._per_entry(frame_weights, name, batch, diff)
+            scales = self._per_entry((term_scales or {}).get(name), name, batch, diff)
+            if counts is not None:
+                mask = mask & (counts > 0)
             if weight == 0 or not bool(mask.any()):
                 continue
             safe = torch.where(mask, diff, torch.zeros_like(diff))
-            if frame_weights is None:
-                term = weight * self.penalty(safe).sum() / mask.sum()
+            penalty = self.penalty(safe) if scales is None else scales * self.penalty(safe)
+            if counts is None:
+                term = weight * penalty.sum() / mask.sum()
             else:
-                counts = torch.where(mask, per_entry, torch.zeros_like(per_entry))
-                term = weight * (counts * self.penalty(safe)).sum() / counts.sum()
+                counts = torch.where(mask, counts, torch.zeros_like(counts))
+                term = weight * (counts * penalty).sum() / counts.sum()
             total = term if total is None else total + term
         if total is None:  # every weighted label is missing from this batch: nothing to learn
             return None
         return total.float() if total.dtype == torch.float64 else total
+
+
+    @staticmethod
+    def _per_entry(per_frame: torch.Tensor | None, name: str, batch, diff: torch.Tensor
+                   ) -> torch.Tensor | None:
+        """A per-frame value [B] spread over the entries of the ``name`` residual (like diff)."""
+        if per_frame is None:
+            return None
+        values = per_frame.to(diff.device, torch.float64)
+        if name == "forces":
+            values = values[batch.batch]
+        return values.view(-1, *([1] * (diff.dim() - 1))).expand_as(diff)
 
 
 class ErrorMetrics:

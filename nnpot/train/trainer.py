@@ -315,6 +315,7 @@ class Trainer:
         self.committee = len(members) > 1
         self.potential = Committee(members) if self.committee else members[0]
         self.frame_counts = self._bootstrap_counts() if cfg.model.bootstrap else None
+        self.term_scales = self._group_scales() if t.loss.group_weights else None
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
         self.optimizer = make_optimizer(self.potential.parameters(), t)
         self.schedule = EpochSchedule(self.optimizer, t.scheduler, t.lr)
@@ -504,16 +505,39 @@ class Trainer:
         """The training loss of a batch of the training ``frames``; a committee's is the sum of
         its members' own losses, so each member learns as if alone (Adam, EMA and per-member
         clipping act per parameter), each on its own resample with ``model.bootstrap``."""
+        scales = (None if self.term_scales is None
+                  else {term: values[frames] for term, values in self.term_scales.items()})
         if not self.committee:
-            return self.loss(out, batch)
+            return self.loss(out, batch, term_scales=scales)
         each = Committee.member_results(out)
         if self.frame_counts is None:
-            terms = [self.loss(member, batch) for member in each]
+            terms = [self.loss(member, batch, term_scales=scales) for member in each]
         else:
-            terms = [self.loss(member, batch, frame_weights=counts[frames])
+            terms = [self.loss(member, batch, frame_weights=counts[frames], term_scales=scales)
                      for member, counts in zip(each, self.frame_counts)]
         terms = [term for term in terms if term is not None]  # a member may draw none of them
         return torch.stack(terms).sum() if terms else None
+
+    def _group_scales(self) -> dict[str, torch.Tensor]:
+        """{term: [training frames]}: the factor ``training.loss.group_weights`` puts on each
+        frame's energy, forces and stress terms, from the frame's group (data.keys.group)."""
+        weights = self.config.training.loss.group_weights
+        groups = [str(g) for g in self.train_set.arrays("group")[self.train_set.indices]]
+        unknown = sorted(set(weights) - set(groups))
+        if unknown:
+            raise ConfigError(f"training.loss.group_weights names {unknown}, but no training "
+                              f"frame has that {self.config.data.keys.group!r} (the training "
+                              f"frames' groups: {sorted(set(groups))})")
+
+        def factor(group: str, term: str) -> float:
+            value = weights.get(group, 1.0)
+            return float(value.get(term, 1.0) if isinstance(value, dict) else value)
+
+        self._log("group weights (energy/forces/stress): " + ", ".join(
+            f"{g}: {factor(g, 'energy'):g}/{factor(g, 'forces'):g}/{factor(g, 'stress'):g}"
+            for g in sorted(weights)))
+        return {term: torch.tensor([factor(g, term) for g in groups], dtype=torch.float64)
+                for term in ("energy", "forces", "stress")}
 
     def _bootstrap_counts(self) -> torch.Tensor:
         """[members, training frames]: how often each member's resample holds each frame
