@@ -29,7 +29,7 @@ demo: install
 	$(VENV)/bin/nnpot demo --output demo_output
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
