@@ -505,15 +505,15 @@ class Trainer:
         """The training loss of a batch of the training ``frames``; a committee's is the sum of
         its members' own losses, so each member learns as if alone (Adam, EMA and per-member
         clipping act per parameter), each on its own resample with ``model.bootstrap``."""
-        scales = (None if self.term_scales is None
-                  else {term: values[frames] for term, values in self.term_scales.items()})
+        scaled = ({} if self.term_scales is None else {"term_scales": {
+            term: values[frames] for term, values in self.term_scales.items()}})
         if not self.committee:
-            return self.loss(out, batch, term_scales=scales)
+            return self.loss(out, batch, **scaled)
         each = Committee.member_results(out)
         if self.frame_counts is None:
-            terms = [self.loss(member, batch, term_scales=scales) for member in each]
+            terms = [self.loss(member, batch, **scaled) for member in each]
         else:
-            terms = [self.loss(member, batch, frame_weights=counts[frames], term_scales=scales)
+            terms = [self.loss(member, batch, frame_weights=counts[frames], **scaled)
                      for member, counts in zip(each, self.frame_counts)]
         terms = [term for term in terms if term is not None]  # a member may draw none of them
         return torch.stack(terms).sum() if terms else None
