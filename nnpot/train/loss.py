@@ -94,7 +94,6 @@ class WeightedLoss:
             return None
         return total.float() if total.dtype == torch.float64 else total
 
-
     @staticmethod
     def _per_entry(per_frame: torch.Tensor | None, name: str, batch, diff: torch.Tensor
                    ) -> torch.Tensor | None:
