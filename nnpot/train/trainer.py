@@ -175,6 +175,7 @@ class Trainer:
         self.out = Path(config.output)
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.best_path = self.out / "best.pt"
+        self._segment_start = time.perf_counter()  # run() restarts it; set here for `elapsed`
         t = config.training
         threads = t.threads or (max(1, (os.cpu_count() or 1) // self.dist.world)
                                 if self.dist.world > 1 else None)
