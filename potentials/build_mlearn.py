@@ -143,7 +143,7 @@ def train_stages(folder: Path) -> None:
         fit(config, resume=(Path(config.output) / "checkpoint.pt").exists())
 
 
-def training_stages(folder: Path, last: dict[str, str]) -> str:
+def training_time_text(folder: Path, last: dict[str, str]) -> str:
     """"N min, E epochs" for the run in ``folder/run`` (``last``: its log's last row), preceded
     by the runs it started from (``model.init_from``), read from the model file's provenance."""
     stages = [f"{float(last['time_s']) / 60:.0f} min, {int(last['epoch'])} epochs"]
@@ -167,7 +167,7 @@ def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[s
     check, and write ``model_card.md`` and ``stability.json``."""
     lines = lines + [
         "",
-        f"Training: {training_stages(folder, last)} on {config.training.threads} CPU thread(s) "
+        f"Training: {training_time_text(folder, last)} on {config.training.threads} CPU thread(s) "
         f"of the 2-core development machine. Learning curves (of the last stage): "
         f"`learning_curves.png`; parity: `parity_validation.png`.",
         "",
