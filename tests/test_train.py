@@ -678,3 +678,24 @@ def test_group_weights_are_checked_against_the_data(tmp_path):
         config["training"]["loss"] = {"group_weights": weights}
         with pytest.raises(ConfigError, match=message):
             config_from_dict(config)
+
+
+def test_huber_loss_takes_a_delta_per_term():
+    """Huber: ½d² within δ, δ(|d| − ½δ) beyond, with each term's own δ (energy eV/atom,
+    forces eV/Å); a term left out of the mapping keeps δ = 0.01."""
+    frames = emt_frames(2)
+    batch = labelled_batch(frames)
+    n_atoms = torch.tensor([len(a) for a in frames], dtype=torch.float64)
+    out = {"energy": batch.energy + 0.002 * n_atoms, "forces": batch.forces + 0.05,
+           "stress": batch.stress + 0.02}
+
+    def huber(d, delta):
+        return 0.5 * d * d if abs(d) <= delta else delta * (abs(d) - 0.5 * delta)
+
+    config = LossConfig(type="huber", energy=1.0, forces=2.0, stress=3.0,
+                        huber_delta={"energy": 0.001, "forces": 0.1})
+    expected = huber(0.002, 0.001) + 2.0 * huber(0.05, 0.1) + 3.0 * huber(0.02, 0.01)
+    assert float(WeightedLoss(config)(out, batch)) == pytest.approx(expected, rel=1e-6)
+    one_delta = LossConfig(type="huber", energy=1.0, forces=2.0, stress=3.0, huber_delta=0.03)
+    expected = huber(0.002, 0.03) + 2.0 * huber(0.05, 0.03) + 3.0 * huber(0.02, 0.03)
+    assert float(WeightedLoss(one_delta)(out, batch)) == pytest.approx(expected, rel=1e-6)

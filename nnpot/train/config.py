@@ -65,7 +65,9 @@ class LossConfig:
     forces: float = 10.0                      # weight of ΔF², (eV/Å)²
     stress: float = 100.0                     # weight of Δσ², (eV/Å³)²
     type: str = "mse"                         # mse | huber
-    huber_delta: float = 0.01                 # for huber, in the units of each term
+    huber_delta: Union[float, dict] = 0.01    # for huber: one δ in the units of each term, or
+                                              # {energy: eV/atom, forces: eV/Å, stress: eV/Å³}
+                                              # (terms not named keep 0.01)
     final_energy: Optional[float] = None      # energy weight for the final stage (None: no stage)
     final_fraction: float = 0.25              # share of the budget (epochs or time) in that stage
     group_weights: dict = field(default_factory=dict)  # {group: w} or {group: {energy: w, …}}:
@@ -282,7 +284,14 @@ def _check_values(config: TrainConfig) -> None:
             "training.loss: at least one of energy, forces, stress must have a weight > 0")
     non_negative("training.loss.final_energy", loss.final_energy, optional=True)
     require(loss.type in ("mse", "huber"), f"training.loss.type must be mse or huber, got {loss.type!r}")
-    positive("training.loss.huber_delta", loss.huber_delta)
+    deltas = loss.huber_delta if isinstance(loss.huber_delta, dict) else {"": loss.huber_delta}
+    for term, delta in deltas.items():
+        key = "training.loss.huber_delta" + (f".{term}" if term else "")
+        require(term in ("", "energy", "forces", "stress"),
+                f"{key}: unknown term {term!r} (energy, forces or stress)")
+        require(isinstance(delta, (int, float)) and not isinstance(delta, bool),
+                f"{key} must be a number, got {delta!r}")
+        positive(key, delta)
     for group, value in loss.group_weights.items():
         key = f"training.loss.group_weights.{group}"
         terms = value if isinstance(value, dict) else {"energy": value, "forces": value,

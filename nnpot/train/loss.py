@@ -57,10 +57,13 @@ class WeightedLoss:
         self.weights["energy"] = weight
         return changed
 
-    def penalty(self, diff: torch.Tensor) -> torch.Tensor:
+    def penalty(self, diff: torch.Tensor, name: str) -> torch.Tensor:
+        """diff² (mse), or Huber with the term's δ: ½ diff² within δ, δ·(|diff| − ½δ) beyond
+        (linear, like an absolute error: large errors pull less than with squares)."""
         if self.config.type == "huber":
-            return F.huber_loss(diff, torch.zeros_like(diff), reduction="none",
-                                delta=self.config.huber_delta)
+            delta = self.config.huber_delta
+            delta = delta.get(name, 0.01) if isinstance(delta, dict) else delta
+            return F.huber_loss(diff, torch.zeros_like(diff), reduction="none", delta=delta)
         return diff.pow(2)
 
     def __call__(self, out: dict, batch, frame_weights: torch.Tensor | None = None,
@@ -83,7 +86,9 @@ class WeightedLoss:
             if weight == 0 or not bool(mask.any()):
                 continue
             safe = torch.where(mask, diff, torch.zeros_like(diff))
-            penalty = self.penalty(safe) if scales is None else scales * self.penalty(safe)
+            penalty = self.penalty(safe, name)
+            if scales is not None:
+                penalty = scales * penalty
             if counts is None:
                 term = weight * penalty.sum() / mask.sum()
             else:
