@@ -106,8 +106,24 @@ def test_each_pair_may_point_either_way():
         assert torch.allclose(x, y, atol=1e-12)
 
 
+@pytest.fixture(params=["kernel", "torch"])
+def message_path(request, monkeypatch):
+    """Run a test through both ways of summing the messages: the fused CPU kernel
+    (pair_kernel.cpp) and the torch formulas (NNPOT_PAIR_KERNEL=0)."""
+    monkeypatch.setenv("NNPOT_PAIR_KERNEL", "1" if request.param == "kernel" else "0")
+    if request.param == "kernel":
+        require_kernel()
+    return request.param
+
+
+def require_kernel():
+    from nnpot.models import pair_kernel
+    if pair_kernel._load() is None:
+        pytest.skip(f"the fused kernel could not be built here: {pair_kernel._failed}")
+
+
 @pytest.mark.parametrize("parity", [True, False])
-def test_pair_tensor_product_equals_e3nn(parity):
+def test_pair_tensor_product_equals_e3nn(parity, message_path):
     """The convolution as batched matrix products (pair_tensor_product.py) gives what e3nn's
     tensor product of every directed edge, summed over neighbours, gives (both built in
     float64), for l_max 2 with and without parity, and for the first layer (scalars in)."""
@@ -145,7 +161,7 @@ def test_pair_tensor_product_equals_e3nn(parity):
                               atol=1e-12, rtol=0)
 
 
-def test_pair_convolution_has_exact_first_and_second_derivatives():
+def test_pair_convolution_has_exact_first_and_second_derivatives(message_path):
     """Forces in a training loss differentiate the convolution twice: its gradients and their
     gradients with respect to the features, the path weights and the harmonics' coupling
     matrices agree with finite differences;
@@ -176,3 +192,45 @@ def test_pair_convolution_has_exact_first_and_second_derivatives():
     function = lambda a, b, c: conv(a, c, b, pair_index)  # noqa: E731
     assert torch.autograd.gradcheck(function, (x, w, couplings))
     assert torch.autograd.gradgradcheck(function, (x, w, couplings))
+
+
+@pytest.mark.parametrize("l_max, parity", [(1, True), (2, True), (2, False)])
+def test_fused_kernel_gives_the_torch_numbers(l_max, parity, monkeypatch):
+    """Energy, forces, stress and the parameter gradient of a force loss (a second
+    derivative) are the same with the fused CPU kernel and with the torch formulas, in
+    float64, on a cell whose atoms are their own neighbours (pairs i–i across the boundary)."""
+    from nnpot.models import pair_kernel
+
+    require_kernel()
+    potential = make_nequip(l_max=l_max, parity=parity, n_layers=3)
+    graph = AtomicGraph.from_atoms(rattled_cell(), potential.cutoff)
+    results = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("NNPOT_PAIR_KERNEL", flag)
+        assert pair_kernel.kernel_applies(torch.zeros(1)) == (flag == "1")
+        out = potential(graph, forces=True, stress=True, create_graph=True)
+        loss = out["forces"].pow(2).sum()
+        gradient = torch.autograd.grad(loss, list(potential.parameters()), allow_unused=True)
+        results[flag] = [out["energy"], out["forces"], out["stress"],
+                         *[g for g in gradient if g is not None]]
+    for fused, reference in zip(results["1"], results["0"]):
+        assert torch.allclose(fused, reference, atol=1e-11, rtol=1e-11)
+
+
+def test_fused_kernel_stays_out_of_traces_and_off_the_cpu():
+    """Inside a make_fx trace (the LAMMPS export), and for tensors that are not plain CPU
+    float tensors (fake, CUDA, float16), the torch formulas are used: a trace would not see
+    the kernel's call."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from nnpot.models.pair_kernel import kernel_applies
+
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    with FakeTensorMode():
+        assert not kernel_applies(torch.zeros(3))
+    seen = []
+    make_fx(lambda x: seen.append(kernel_applies(x)) or x * 2)(torch.zeros(3))  # real tensors
+    assert seen == [False]
+    assert not kernel_applies(torch.zeros(3, dtype=torch.float16))
+    assert not kernel_applies(torch.zeros(3, device="meta"))

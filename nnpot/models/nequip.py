@@ -13,7 +13,8 @@
 Built on e3nn (irreps, spherical harmonics, tensor products, gates). Pairs come as nnpot's half
 list: the harmonics, their coupling matrices and the radial weights are computed once per pair
 (and the couplings once per forward), and the reverse message uses Y_l(−r̂) = (−1)^l Y_l(r̂)
-(pair_tensor_product.py). The average neighbour count is a data constant from the trainer's
+(pair_tensor_product.py; on the CPU a fused C++ kernel sums the messages, pair_kernel.cpp).
+The average neighbour count is a data constant from the trainer's
 model-statistics hook (stored in the model file).
 """
 
