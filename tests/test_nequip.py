@@ -150,15 +150,18 @@ def test_pair_tensor_product_equals_e3nn(parity, message_path):
         messages = tp(x[edges[1]], mirrored, torch.cat([weights, weights]))
         expected = torch.zeros(n_atoms, tp.irreps_out.dim,
                                dtype=torch.float64).index_add(0, edges[0], messages)
-        ordered = weights[:, conv.weight_columns]  # what path_weights hands the convolution
-        got = conv(x, conv.pair_couplings(sh), ordered, pair_index)
+        fused = message_path == "kernel"  # the kernel takes the weights per path
+        ordered = weights if fused else weights[:, conv.weight_columns]
+        got = conv(x, conv.pair_couplings(sh), ordered, pair_index, fused)
         assert torch.allclose(got, expected, atol=1e-12, rtol=0), str(tp)
         radial = torch.rand(n_pairs, model.bessel.frequencies.numel(), generator=generator,
                             dtype=torch.float64)
         envelope = torch.rand(n_pairs, generator=generator, dtype=torch.float64)
+        expected = layer.radial(radial) * envelope[:, None]
         assert torch.allclose(layer.path_weights(radial, envelope),
-                              (layer.radial(radial) * envelope[:, None])[:, conv.weight_columns],
-                              atol=1e-12, rtol=0)
+                              expected[:, conv.weight_columns], atol=1e-12, rtol=0)
+        assert torch.allclose(layer.path_weights(radial, envelope, per_column=False),
+                              expected, atol=1e-12, rtol=0)
 
 
 def test_pair_convolution_has_exact_first_and_second_derivatives(message_path):
@@ -186,10 +189,12 @@ def test_pair_convolution_has_exact_first_and_second_derivatives(message_path):
         torch.randn(n_pairs, 3, generator=generator, dtype=torch.float64)))
     x = torch.randn(n_atoms, layer.convolution.irreps_in1.dim, generator=generator,
                     dtype=torch.float64, requires_grad=True)
-    w = torch.randn(n_pairs, conv.weight_columns.numel(), generator=generator,
-                    dtype=torch.float64, requires_grad=True)
+    fused = message_path == "kernel"
+    w = torch.randn(n_pairs, layer.convolution.weight_numel if fused else
+                    conv.weight_columns.numel(), generator=generator, dtype=torch.float64,
+                    requires_grad=True)
     couplings = couplings.detach().requires_grad_(True)  # they carry the positions' gradient
-    function = lambda a, b, c: conv(a, c, b, pair_index)  # noqa: E731
+    function = lambda a, b, c: conv(a, c, b, pair_index, fused)  # noqa: E731
     assert torch.autograd.gradcheck(function, (x, w, couplings))
     assert torch.autograd.gradgradcheck(function, (x, w, couplings))
 

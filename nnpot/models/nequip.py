@@ -28,6 +28,7 @@ from torch import nn
 
 from .base import AtomisticModel, HyperParameterError, check_int
 from .blocks import polynomial_envelope
+from .pair_kernel import kernel_applies
 from .pair_tensor_product import PairTensorProduct
 
 
@@ -106,10 +107,12 @@ class Interaction(nn.Module):
             self.irreps_in, o3.Irreps(f"{n_species}x0e"), self.gate.irreps_in)
         self.irreps_out = self.gate.irreps_out
 
-    def path_weights(self, radial: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
-        """radial [P, n_radial], envelope [P] → the radial MLP's output times the envelope,
-        with its columns as ``pair_convolution`` wants them: [P, columns · u], each path's
-        weights once per component of its output irrep (``weight_columns``).
+    def path_weights(self, radial: torch.Tensor, envelope: torch.Tensor,
+                     per_column: bool = True) -> torch.Tensor:
+        """radial [P, n_radial], envelope [P] → the radial MLP's output times the envelope:
+        per path [P, n_weights] (``per_column`` false: the fused kernel's layout), or with
+        its columns as the torch formulas of ``pair_convolution`` want them: [P, columns · u],
+        each path's weights once per component of its output irrep (``weight_columns``).
 
         The same numbers as ``(self.radial(radial) * envelope[:, None])[:, weight_columns]``
         (e3nn's network), computed with fewer passes over [P, width] tensors: e3nn's constant
@@ -124,7 +127,8 @@ class Interaction(nn.Module):
             hidden = activation.f(hidden @ (layer.weight * (factor / math.sqrt(
                 layer.h_in * layer.var_in))))
             factor = (1.0 if activation._is_id else activation.cst) * math.sqrt(layer.var_out)
-        matrix = last.weight[:, self.pair_convolution.weight_columns]
+        matrix = last.weight[:, self.pair_convolution.weight_columns] if per_column else \
+            last.weight
         return (hidden * envelope[:, None]) @ (matrix * (factor / math.sqrt(
             last.h_in * last.var_in / last.var_out)))
 
@@ -132,8 +136,9 @@ class Interaction(nn.Module):
                 radial: torch.Tensor, envelope: torch.Tensor, pair_index: torch.Tensor,
                 norm: torch.Tensor) -> torch.Tensor:
         x = self.self_interaction(h)
-        weights = self.path_weights(radial, envelope)
-        aggregated = self.pair_convolution(x, couplings, weights, pair_index)
+        fused = kernel_applies(x, couplings, radial, pair_index)
+        weights = self.path_weights(radial, envelope, per_column=not fused)
+        aggregated = self.pair_convolution(x, couplings, weights, pair_index, fused)
         update = self.linear(aggregated * norm) + self.self_connection(h, one_hot)
         return self.gate(update)
 

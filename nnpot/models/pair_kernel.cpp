@@ -7,7 +7,9 @@
 //   out[j] += cp ⊙ w_p ⊙ (B_p (rp ⊙ x[i]))      the reverse message (mirrored harmonics)
 //
 // x [N, R, U] (rows R: input components of one channel, U: channels), B [P, C, R] (columns C:
-// output components), w [P, C, U], rp [R] and cp [C] the parities (±1) of rows and columns.
+// output components), w [P, K, U] one weight per path (K paths) and channel, column_path [C]
+// the path of each column (w_p above is w[p, column_path[c]] in column c), rp [R] and cp [C]
+// the parities (±1) of rows and columns.
 // Each output column couples to the rows of one input irrep only (one instruction per output
 // irrep): row_range [C, 2] gives them, [begin, end), and B's other entries (zero by
 // construction) are neither read nor given a gradient.
@@ -24,7 +26,7 @@
 namespace {
 
 struct Sizes {
-  int64_t n_atoms, n_pairs, rows, columns, channels;
+  int64_t n_atoms, n_pairs, rows, columns, channels, paths;
 };
 
 // Add each thread's [n] buffer into out.
@@ -41,8 +43,8 @@ void sum_buffers(const torch::Tensor& buffers, T* out, int64_t n) {
 template <typename T>
 void forward_kernel(const T* x, const T* B, const T* w, const int64_t* first,
                     const int64_t* second, const T* rp, const T* cp, const int64_t* row_range,
-                    T* buffers, Sizes s) {
-  const int64_t R = s.rows, C = s.columns, U = s.channels, atom_size = C * U;
+                    const int64_t* column_path, T* buffers, Sizes s) {
+  const int64_t R = s.rows, C = s.columns, U = s.channels, K = s.paths, atom_size = C * U;
   at::parallel_for(0, s.n_pairs, 256, [&](int64_t begin, int64_t end) {
     T* out = buffers + at::get_thread_num() * s.n_atoms * atom_size;
     std::vector<T> z(2 * U);
@@ -54,7 +56,7 @@ void forward_kernel(const T* x, const T* B, const T* w, const int64_t* first,
       const T* xi = x + i * R * U;
       for (int64_t c = 0; c < C; ++c) {
         const T* b = B + (p * C + c) * R;
-        const T* wc = w + (p * C + c) * U;
+        const T* wc = w + (p * K + column_path[c]) * U;
         for (int64_t u = 0; u < U; ++u) z1[u] = z2[u] = T(0);
         for (int64_t r = row_range[2 * c]; r < row_range[2 * c + 1]; ++r) {
           const T forward = b[r], reverse = b[r] * rp[r] * cp[c];
@@ -77,13 +79,14 @@ void forward_kernel(const T* x, const T* B, const T* w, const int64_t* first,
 }
 
 // grad [N, C, U] of the output → grad_x [N, R, U] (into per-thread buffers), grad_B [P, C, R]
-// and grad_w [P, C, U] (each pair writes its own rows: no buffers needed).
+// and grad_w [P, K, U] (each pair writes its own rows: no buffers needed; zeroed by the
+// caller, as the columns of one path add up).
 template <typename T>
 void backward_kernel(const T* grad, const T* x, const T* B, const T* w, const int64_t* first,
                      const int64_t* second, const T* rp, const T* cp,
-                     const int64_t* row_range, T* grad_x_buffers, T* grad_B, T* grad_w,
-                     Sizes s) {
-  const int64_t R = s.rows, C = s.columns, U = s.channels;
+                     const int64_t* row_range, const int64_t* column_path,
+                     T* grad_x_buffers, T* grad_B, T* grad_w, Sizes s) {
+  const int64_t R = s.rows, C = s.columns, U = s.channels, K = s.paths;
   at::parallel_for(0, s.n_pairs, 256, [&](int64_t begin, int64_t end) {
     T* grad_x = grad_x_buffers + at::get_thread_num() * s.n_atoms * R * U;
     std::vector<T> scratch(4 * U + 2 * R * U);
@@ -102,7 +105,7 @@ void backward_kernel(const T* grad, const T* x, const T* B, const T* w, const in
       for (int64_t k = 0; k < 2 * R * U; ++k) gxj[k] = T(0);
       for (int64_t c = 0; c < C; ++c) {
         const T* b = B + (p * C + c) * R;
-        const T* wc = w + (p * C + c) * U;
+        const T* wc = w + (p * K + column_path[c]) * U;
         const T sign = cp[c];
         const int64_t r0 = row_range[2 * c], r1 = row_range[2 * c + 1];
         for (int64_t u = 0; u < U; ++u) z1[u] = z2[u] = T(0);
@@ -115,12 +118,12 @@ void backward_kernel(const T* grad, const T* x, const T* B, const T* w, const in
             z2[u] += brp * xir[u];
           }
         }
-        T* gw = grad_w + (p * C + c) * U;
+        T* gw = grad_w + (p * K + column_path[c]) * U;
         const T* gic = gi + c * U;
         const T* gjc = gj + c * U;
         for (int64_t u = 0; u < U; ++u) {
           const T g2 = sign * gjc[u];
-          gw[u] = gic[u] * z1[u] + g2 * z2[u];
+          gw[u] += gic[u] * z1[u] + g2 * z2[u];
           a1[u] = gic[u] * wc[u];
           a2[u] = g2 * wc[u];
         }
@@ -157,11 +160,12 @@ void backward_kernel(const T* grad, const T* x, const T* B, const T* w, const in
 
 Sizes check(const torch::Tensor& x, const torch::Tensor& B, const torch::Tensor& w,
             const torch::Tensor& first, const torch::Tensor& second, const torch::Tensor& rp,
-            const torch::Tensor& cp, const torch::Tensor& row_range) {
+            const torch::Tensor& cp, const torch::Tensor& row_range,
+            const torch::Tensor& column_path) {
   TORCH_CHECK(x.dim() == 3 && B.dim() == 3 && w.dim() == 3, "x, B and w must be 3-d");
-  Sizes s{x.size(0), B.size(0), x.size(1), B.size(1), x.size(2)};
-  TORCH_CHECK(B.size(2) == s.rows && w.size(0) == s.n_pairs && w.size(1) == s.columns &&
-              w.size(2) == s.channels, "shapes of x, B and w do not match");
+  Sizes s{x.size(0), B.size(0), x.size(1), B.size(1), x.size(2), w.size(1)};
+  TORCH_CHECK(B.size(2) == s.rows && w.size(0) == s.n_pairs && w.size(2) == s.channels,
+              "shapes of x, B and w do not match");
   TORCH_CHECK(first.numel() == s.n_pairs && second.numel() == s.n_pairs,
               "one first and one second index per pair");
   TORCH_CHECK(rp.numel() == s.rows && cp.numel() == s.columns, "one parity per row and column");
@@ -171,6 +175,11 @@ Sizes check(const torch::Tensor& x, const torch::Tensor& B, const torch::Tensor&
   for (int64_t c = 0; c < s.columns; ++c)
     TORCH_CHECK(0 <= range[2 * c] && range[2 * c] <= range[2 * c + 1] &&
                 range[2 * c + 1] <= s.rows, "row range out of bounds");
+  TORCH_CHECK(column_path.scalar_type() == torch::kLong && column_path.is_contiguous() &&
+              column_path.numel() == s.columns, "one path per column");
+  const int64_t* path = column_path.data_ptr<int64_t>();
+  for (int64_t c = 0; c < s.columns; ++c)
+    TORCH_CHECK(0 <= path[c] && path[c] < s.paths, "column path out of bounds");
   for (const auto* t : {&x, &B, &w, &rp, &cp})
     TORCH_CHECK(t->is_contiguous() && t->device().is_cpu() && t->scalar_type() == x.scalar_type(),
                 "contiguous CPU tensors of one dtype expected");
@@ -181,8 +190,9 @@ Sizes check(const torch::Tensor& x, const torch::Tensor& B, const torch::Tensor&
 
 torch::Tensor pair_messages(torch::Tensor x, torch::Tensor B, torch::Tensor w,
                             torch::Tensor first, torch::Tensor second, torch::Tensor rp,
-                            torch::Tensor cp, torch::Tensor row_range) {
-  const Sizes s = check(x, B, w, first, second, rp, cp, row_range);
+                            torch::Tensor cp, torch::Tensor row_range,
+                            torch::Tensor column_path) {
+  const Sizes s = check(x, B, w, first, second, rp, cp, row_range, column_path);
   const int64_t n = s.n_atoms * s.columns * s.channels;
   auto buffers = torch::zeros({at::get_num_threads(), n}, x.options());
   auto out = torch::zeros({s.n_atoms, s.columns, s.channels}, x.options());
@@ -191,7 +201,7 @@ torch::Tensor pair_messages(torch::Tensor x, torch::Tensor B, torch::Tensor w,
                              w.data_ptr<scalar_t>(), first.data_ptr<int64_t>(),
                              second.data_ptr<int64_t>(), rp.data_ptr<scalar_t>(),
                              cp.data_ptr<scalar_t>(), row_range.data_ptr<int64_t>(),
-                             buffers.data_ptr<scalar_t>(), s);
+                             column_path.data_ptr<int64_t>(), buffers.data_ptr<scalar_t>(), s);
     sum_buffers<scalar_t>(buffers, out.data_ptr<scalar_t>(), n);
   });
   return out;
@@ -201,8 +211,9 @@ std::vector<torch::Tensor> pair_messages_backward(torch::Tensor grad, torch::Ten
                                                   torch::Tensor B, torch::Tensor w,
                                                   torch::Tensor first, torch::Tensor second,
                                                   torch::Tensor rp, torch::Tensor cp,
-                                                  torch::Tensor row_range) {
-  const Sizes s = check(x, B, w, first, second, rp, cp, row_range);
+                                                  torch::Tensor row_range,
+                                                  torch::Tensor column_path) {
+  const Sizes s = check(x, B, w, first, second, rp, cp, row_range, column_path);
   TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == x.scalar_type() &&
               grad.size(0) == s.n_atoms && grad.size(1) == s.columns &&
               grad.size(2) == s.channels, "grad must be a contiguous [N, C, U] tensor");
@@ -210,14 +221,14 @@ std::vector<torch::Tensor> pair_messages_backward(torch::Tensor grad, torch::Ten
   auto buffers = torch::zeros({at::get_num_threads(), n}, x.options());
   auto grad_x = torch::zeros_like(x);
   auto grad_B = torch::empty_like(B);
-  auto grad_w = torch::empty_like(w);
+  auto grad_w = torch::zeros_like(w);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pair_messages_backward", [&] {
     backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                               B.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                               first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
                               rp.data_ptr<scalar_t>(), cp.data_ptr<scalar_t>(),
-                              row_range.data_ptr<int64_t>(), buffers.data_ptr<scalar_t>(),
-                              grad_B.data_ptr<scalar_t>(),
+                              row_range.data_ptr<int64_t>(), column_path.data_ptr<int64_t>(),
+                              buffers.data_ptr<scalar_t>(), grad_B.data_ptr<scalar_t>(),
                               grad_w.data_ptr<scalar_t>(), s);
     sum_buffers<scalar_t>(buffers, grad_x.data_ptr<scalar_t>(), n);
   });

@@ -97,24 +97,27 @@ def _dispatch_mode():
 
 
 class PairMessages(torch.autograd.Function):
-    """The kernel with its fused backward. ``column_rows`` [columns, 2]: the rows [begin, end)
-    of the input irrep each output column couples to (the couplings' other entries are zero
-    and not read). ``reference`` (the torch formulas, the same arguments without
-    ``column_rows``) gives the second derivative, when the backward must be differentiable."""
+    """The kernel with its fused backward: x [N, rows, u], couplings [P, columns, rows],
+    weights [P, paths, u] (one per path, not per column), first and second [P], the parities
+    [rows] and [columns] → [N, columns, u]. ``column_rows`` [columns, 2]: the rows
+    [begin, end) of the input irrep each output column couples to (the couplings' other
+    entries are zero and not read); ``column_path`` [columns]: the path of each column.
+    ``reference(x, couplings, weights, first, second, row_parity, column_parity)`` (the torch
+    formulas) gives the second derivative, when the backward must be differentiable."""
 
     @staticmethod
     def forward(ctx, x, couplings, weights, first, second, row_parity, column_parity,
-                column_rows, reference: Callable):
+                column_rows, column_path, reference: Callable):
         ctx.save_for_backward(x, couplings, weights, first, second, row_parity, column_parity,
-                              column_rows)
+                              column_rows, column_path)
         ctx.reference = reference
         return _module.pair_messages(x, couplings, weights, first, second, row_parity,
-                                     column_parity, column_rows)
+                                     column_parity, column_rows, column_path)
 
     @staticmethod
     def backward(ctx, grad):
-        x, couplings, weights, first, second, row_parity, column_parity, column_rows = \
-            ctx.saved_tensors
+        (x, couplings, weights, first, second, row_parity, column_parity, column_rows,
+         column_path) = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiate the torch formulas
             # on aliases: a gradient with respect to the tensors themselves would add the
             # paths through their history (couplings and weights shared by layers also
@@ -128,5 +131,5 @@ class PairMessages(torch.autograd.Function):
         else:
             fused = _module.pair_messages_backward(grad.contiguous(), x, couplings, weights,
                                                    first, second, row_parity, column_parity,
-                                                   column_rows)
-        return (*fused, None, None, None, None, None, None)
+                                                   column_rows, column_path)
+        return (*fused, None, None, None, None, None, None, None)

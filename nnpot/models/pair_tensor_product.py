@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pair_kernel import PairMessages, kernel_applies
+from .pair_kernel import PairMessages
 
 
 class PairTensorProduct(nn.Module):
@@ -108,6 +108,11 @@ class PairTensorProduct(nn.Module):
         self.register_buffer("weight_columns", torch.cat(
             [torch.arange(k * self.channels, (k + 1) * self.channels).repeat(dim)
              for k, dim in zip(instruction_of_output, self.output_dims)]), persistent=False)
+        # The fused kernel takes the weights per path ([P, paths, u], instruction order) and
+        # the path of each column.
+        self.register_buffer("column_path", torch.cat(
+            [torch.full((dim,), k, dtype=torch.int64)
+             for k, dim in zip(instruction_of_output, self.output_dims)]), persistent=False)
         # Layers whose couplings are the same tensor can share one B per forward.
         self.structure = (tuple((ins.i_in1, ins.i_in2, ins.i_out, float(ins.path_weight))
                                 for ins in tensor_product.instructions), str(features),
@@ -121,30 +126,43 @@ class PairTensorProduct(nn.Module):
             harmonics.shape[0], self.columns, self.rows)
 
     def forward(self, x: torch.Tensor, couplings: torch.Tensor, weights: torch.Tensor,
-                pair_index: torch.Tensor) -> torch.Tensor:
-        """x [N, dim_in] (e3nn layout), ``couplings`` from ``pair_couplings``, weights
-        [P, columns · u] (per pair, one [u] block per output column: the tensor product's
-        weights [P, n_weights] indexed by ``weight_columns``), pair_index [2, P]
-        → Σ of messages [N, dim_out] (e3nn layout): atom pair_index[0] hears pair_index[1]
-        along Y(r̂) and vice versa."""
+                pair_index: torch.Tensor, fused: bool) -> torch.Tensor:
+        """x [N, dim_in] (e3nn layout), ``couplings`` from ``pair_couplings``, pair_index
+        [2, P] → Σ of messages [N, dim_out] (e3nn layout): atom pair_index[0] hears
+        pair_index[1] along Y(r̂) and vice versa.
+
+        ``fused`` (``pair_kernel.kernel_applies``): the fused CPU kernel sums the messages,
+        and the weights are the tensor product's own, [P, n_weights] (one [u] block per path,
+        in instruction order). Otherwise the torch formulas do, and the weights come one [u]
+        block per output column, [P, columns · u] (the tensor product's indexed by
+        ``weight_columns``)."""
         n_atoms, n_pairs, u = x.shape[0], weights.shape[0], self.channels
         first, second = pair_index[0], pair_index[1]
         blocks = torch.split(x, [mul * dim for mul, dim in self.feature_blocks], dim=1)
         x = torch.cat([block.reshape(n_atoms, mul, dim).transpose(1, 2)
                        for block, (mul, dim) in zip(blocks, self.feature_blocks)], dim=1)
-        weights = weights.view(n_pairs, self.columns, u)
         row_parity = self.row_parity.to(x.dtype).flatten()
         column_parity = self.column_parity.to(x.dtype).flatten()
-        if kernel_applies(x, couplings, weights, first, second):
-            total = PairMessages.apply(x, couplings.contiguous(), weights.contiguous(),
+        if fused:
+            total = PairMessages.apply(x, couplings.contiguous(),
+                                       weights.reshape(n_pairs, -1, u).contiguous(),
                                        first.contiguous(), second.contiguous(), row_parity,
-                                       column_parity, self.column_rows, pair_messages)
+                                       column_parity, self.column_rows, self.column_path,
+                                       self._messages_per_path)
         else:
-            total = pair_messages(x, couplings, weights, first, second, row_parity,
-                                  column_parity)
+            total = pair_messages(x, couplings, weights.view(n_pairs, self.columns, u), first,
+                                  second, row_parity, column_parity)
         # e3nn layout: one [u, dim] block per output irrep
         return torch.cat([block.transpose(1, 2).reshape(n_atoms, -1)
                           for block in torch.split(total, self.output_dims, dim=1)], dim=1)
+
+
+    def _messages_per_path(self, x, couplings, weights, first, second, row_parity,
+                           column_parity) -> torch.Tensor:
+        """``pair_messages`` with the weights per path [P, paths, u] (the fused kernel's
+        reference for second derivatives)."""
+        return pair_messages(x, couplings, weights.index_select(1, self.column_path), first,
+                             second, row_parity, column_parity)
 
 
 def pair_messages(x: torch.Tensor, couplings: torch.Tensor, weights: torch.Tensor,
