@@ -239,3 +239,24 @@ def test_fused_kernel_stays_out_of_traces_and_off_the_cpu():
     assert seen == [False]
     assert not kernel_applies(torch.zeros(3, dtype=torch.float16))
     assert not kernel_applies(torch.zeros(3, device="meta"))
+
+
+def test_a_kernel_that_cannot_be_built_warns_once_and_the_torch_path_takes_over(
+        tmp_path, monkeypatch):
+    from nnpot.models import pair_kernel
+
+    broken = tmp_path / "pair_kernel.cpp"
+    broken.write_text("#error this machine cannot build it\n")
+    monkeypatch.setattr(pair_kernel, "_SOURCE", broken)
+    monkeypatch.setattr(pair_kernel, "_module", None)
+    monkeypatch.setattr(pair_kernel, "_failed", None)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    monkeypatch.setenv("NNPOT_PAIR_KERNEL", "1")
+    potential = make_nequip(l_max=1)
+    graph = AtomicGraph.from_atoms(rattled_cell(), potential.cutoff)
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        energy = potential(graph)["energy"]
+    assert pair_kernel._failed is not None
+    assert not pair_kernel.kernel_applies(torch.zeros(1))  # no second attempt, no warning
+    monkeypatch.setenv("NNPOT_PAIR_KERNEL", "0")
+    assert float(energy) == pytest.approx(float(potential(graph)["energy"]), abs=1e-12)
