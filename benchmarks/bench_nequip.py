@@ -81,6 +81,14 @@ def main() -> None:
     for n_atoms in (medians[names[0]] if names else []):
         print(f" {n_atoms:5d} | " + " | ".join(f"{medians[n].get(n_atoms, float('nan')):12.1f}"
                                               for n in names))
+    for l_max in (1, 2):
+        ours = medians.get(f"nnpot l={l_max}", {})
+        peers = [medians[n] for n in names if n.endswith(f"l={l_max}") and n.startswith(
+            ("nequip", "mace"))]
+        for n_atoms, ms in ours.items():
+            faster = min((p[n_atoms] for p in peers if n_atoms in p), default=None)
+            if faster:
+                print(f" l={l_max}, {n_atoms} atoms: nnpot / faster peer = {ms / faster:.2f}")
     memory = {}
     if not args.no_memory:
         for l_max in (1, 2):
