@@ -143,9 +143,9 @@ class PairTensorProduct(nn.Module):
                        for block, (mul, dim) in zip(blocks, self.feature_blocks)], dim=1)
         row_parity = self.row_parity.to(x.dtype).flatten()
         column_parity = self.column_parity.to(x.dtype).flatten()
-        if fused:
-            total = PairMessages.apply(x, couplings.contiguous(),
-                                       weights.reshape(n_pairs, -1, u).contiguous(),
+        if fused:  # explicit sizes (no -1): a structure may have no pairs at all
+            per_path = weights.reshape(n_pairs, weights.shape[1] // u, u)
+            total = PairMessages.apply(x, couplings.contiguous(), per_path.contiguous(),
                                        first.contiguous(), second.contiguous(), row_parity,
                                        column_parity, self.column_rows, self.column_path,
                                        self._messages_per_path)
