@@ -1,9 +1,9 @@
 """The fused CPU kernel of NequIP's message sum (pair_kernel.cpp), and when to use it.
 
-``pair_messages(x, couplings, weights, first, second, row_parity, column_parity)`` is the
-sum over both directions of every pair that ``PairTensorProduct`` computes with gathers, batched
-products and scatters (same numbers: tests compare them in float64), in one pass over the pairs
-and, for the gradient, one more. It is compiled with torch's C++ extension tools at the first
+``PairMessages`` is the sum over both directions of every pair that
+``pair_tensor_product.pair_messages`` computes with gathers, batched products and scatters
+(same numbers: tests compare them in float64), in one pass over the pairs and, for the
+gradient, one more. It is compiled with torch's C++ extension tools at the first
 call on the CPU (about a minute, once: torch caches the library under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and used when
 
