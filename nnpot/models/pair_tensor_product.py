@@ -99,9 +99,8 @@ class PairTensorProduct(nn.Module):
         # so the messages are [P, columns, u] with the channels innermost (fast broadcasts).
         self.register_buffer("coupling", coupling.permute(0, 2, 1).contiguous(),
                              persistent=False)
-        self.register_buffer("row_parity", _per_component(features)[:, None], persistent=False)
-        self.register_buffer("column_parity", _per_component(outputs)[:, None],
-                             persistent=False)
+        self.register_buffer("row_parity", _per_component(features), persistent=False)
+        self.register_buffer("column_parity", _per_component(outputs), persistent=False)
         # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair).
         # Its last matrix's columns, taken in this order, give one [u] block per output
         # *column* (an irrep's block repeated 2l+1 times; why: see the module docstring).
@@ -141,8 +140,7 @@ class PairTensorProduct(nn.Module):
         blocks = torch.split(x, [mul * dim for mul, dim in self.feature_blocks], dim=1)
         x = torch.cat([block.reshape(n_atoms, mul, dim).transpose(1, 2)
                        for block, (mul, dim) in zip(blocks, self.feature_blocks)], dim=1)
-        row_parity = self.row_parity.to(x.dtype).flatten()
-        column_parity = self.column_parity.to(x.dtype).flatten()
+        row_parity, column_parity = self.row_parity.to(x.dtype), self.column_parity.to(x.dtype)
         if fused:  # explicit sizes (no -1): a structure may have no pairs at all
             per_path = weights.reshape(n_pairs, weights.shape[1] // u, u)
             total = PairMessages.apply(x, couplings.contiguous(), per_path.contiguous(),
@@ -155,7 +153,6 @@ class PairTensorProduct(nn.Module):
         # e3nn layout: one [u, dim] block per output irrep
         return torch.cat([block.transpose(1, 2).reshape(n_atoms, -1)
                           for block in torch.split(total, self.output_dims, dim=1)], dim=1)
-
 
     def _messages_per_path(self, x, couplings, weights, first, second, row_parity,
                            column_parity) -> torch.Tensor:
