@@ -76,7 +76,7 @@ def _load():
 
 
 def kernel_applies(*tensors: torch.Tensor) -> bool:
-    """Whether ``pair_messages`` can run on these tensors (see the module docstring)."""
+    """Whether ``PairMessages`` can run on these tensors (see the module docstring)."""
     if os.environ.get("NNPOT_PAIR_KERNEL", "1") == "0" or torch.compiler.is_compiling():
         return False
     if _dispatch_mode() is not None:  # make_fx (even of real tensors) would not see the call
@@ -120,16 +120,17 @@ class PairMessages(torch.autograd.Function):
          column_path) = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiate the torch formulas
             # on aliases: a gradient with respect to the tensors themselves would add the
-            # paths through their history (couplings and weights shared by layers also
-            # reach x through the layers before), not only this product's partial derivative
+            # paths through their history (the couplings, shared by layers, and the weights,
+            # made from the shared radial basis, also reach x through the layers before),
+            # not only this product's partial derivatives
             with torch.enable_grad():
                 aliases = [t.view_as(t) for t in (x, couplings, weights)]
                 inputs = [t for t, need in zip(aliases, ctx.needs_input_grad[:3]) if need]
                 out = ctx.reference(*aliases, first, second, row_parity, column_parity)
                 grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
-            fused = [next(grads) if need else None for need in ctx.needs_input_grad[:3]]
+            gradients = [next(grads) if need else None for need in ctx.needs_input_grad[:3]]
         else:
-            fused = _module.pair_messages_backward(grad.contiguous(), x, couplings, weights,
+            gradients = _module.pair_messages_backward(grad.contiguous(), x, couplings, weights,
                                                    first, second, row_parity, column_parity,
                                                    column_rows, column_path)
-        return (*fused, None, None, None, None, None, None, None)
+        return (*gradients, None, None, None, None, None, None, None)
