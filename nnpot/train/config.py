@@ -59,15 +59,18 @@ class DataConfig:
     neighbor_backend: str = "auto"
 
 
+HUBER_DELTA = 0.01  # the Huber δ of a loss term that the config does not name
+
+
 @dataclass
 class LossConfig:
     energy: float = 1.0                       # weight of (ΔE / N)², (eV/atom)²
     forces: float = 10.0                      # weight of ΔF², (eV/Å)²
     stress: float = 100.0                     # weight of Δσ², (eV/Å³)²
     type: str = "mse"                         # mse | huber
-    huber_delta: Union[float, dict] = 0.01    # for huber: one δ in the units of each term, or
-                                              # {energy: eV/atom, forces: eV/Å, stress: eV/Å³}
-                                              # (terms not named keep 0.01)
+    huber_delta: Union[float, dict] = HUBER_DELTA  # for huber: one δ in the units of each
+                                              # term, or {energy: eV/atom, forces: eV/Å,
+                                              # stress: eV/Å³} (terms not named: HUBER_DELTA)
     final_energy: Optional[float] = None      # energy weight for the final stage (None: no stage)
     final_fraction: float = 0.25              # share of the budget (epochs or time) in that stage
     group_weights: dict = field(default_factory=dict)  # {group: w} or {group: {energy: w, …}}:
@@ -284,26 +287,33 @@ def _check_values(config: TrainConfig) -> None:
             "training.loss: at least one of energy, forces, stress must have a weight > 0")
     non_negative("training.loss.final_energy", loss.final_energy, optional=True)
     require(loss.type in ("mse", "huber"), f"training.loss.type must be mse or huber, got {loss.type!r}")
-    deltas = loss.huber_delta if isinstance(loss.huber_delta, dict) else {"": loss.huber_delta}
-    for term, delta in deltas.items():
-        key = "training.loss.huber_delta" + (f".{term}" if term else "")
-        require(term in ("", "energy", "forces", "stress"),
-                f"{key}: unknown term {term!r} (energy, forces or stress)")
-        require(isinstance(delta, (int, float)) and not isinstance(delta, bool),
-                f"{key} must be a number, got {delta!r}")
+    for key, delta in _per_term("training.loss.huber_delta", loss.huber_delta):
+        require(_is_number(delta), f"{key} must be a number, got {delta!r}")
         positive(key, delta)
     for group, value in loss.group_weights.items():
-        key = f"training.loss.group_weights.{group}"
-        terms = value if isinstance(value, dict) else {"energy": value, "forces": value,
-                                                       "stress": value}
-        for term, weight in terms.items():
-            require(term in ("energy", "forces", "stress"),
-                    f"{key}: unknown term {term!r} (energy, forces or stress)")
-            require(isinstance(weight, (int, float)) and not isinstance(weight, bool)
-                    and weight >= 0, f"{key}{'.' + term if isinstance(value, dict) else ''} "
-                                     f"must be a number ≥ 0, got {weight!r}")
+        for key, weight in _per_term(f"training.loss.group_weights.{group}", value):
+            require(_is_number(weight) and weight >= 0,
+                    f"{key} must be a number ≥ 0, got {weight!r}")
     require(0.0 < loss.final_fraction <= 1.0,
             f"training.loss.final_fraction must be in (0, 1], got {loss.final_fraction}")
+
+
+LOSS_TERMS = ("energy", "forces", "stress")
+
+
+def _per_term(key: str, value):
+    """(key, number) of a loss setting given as one number or as {term: number}: the
+    term's key is ``key.term``; a term that is not a loss term is a ConfigError."""
+    if not isinstance(value, dict):
+        return [(key, value)]
+    for term in value:
+        if term not in LOSS_TERMS:
+            raise ConfigError(f"{key}.{term}: unknown term {term!r} (energy, forces or stress)")
+    return [(f"{key}.{term}", number) for term, number in value.items()]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _folder(key: str, value: str, base: Path) -> str:

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 from torch_geometric.data import Batch
 
-from .config import LossConfig
+from .config import HUBER_DELTA, LossConfig
 
 
 def _atoms_per_graph(batch) -> torch.Tensor:
@@ -62,7 +62,7 @@ class WeightedLoss:
         (linear, like an absolute error: large errors pull less than with squares)."""
         if self.config.type == "huber":
             delta = self.config.huber_delta
-            delta = delta.get(name, 0.01) if isinstance(delta, dict) else delta
+            delta = delta.get(name, HUBER_DELTA) if isinstance(delta, dict) else delta
             return F.huber_loss(diff, torch.zeros_like(diff), reduction="none", delta=delta)
         return diff.pow(2)
 
