@@ -4,7 +4,7 @@
 ``pair_tensor_product.pair_messages`` computes with gathers, batched products and scatters
 (same numbers: tests compare them in float64), in one pass over the pairs and, for the
 gradient, one more. It is compiled with torch's C++ extension tools at the first
-call on the CPU (about a minute, once: torch caches the library under
+call on the CPU (about 20 s, once: torch caches the library under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and used when
 
 * the tensors are plain CPU tensors (not on CUDA, not traced by ``make_fx`` or
@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 _SOURCE = Path(__file__).with_name("pair_kernel.cpp")
-_module = None          # the compiled extension, once loaded
+_module = None          # the compiled operators (torch.ops.<name>), once loaded
 _failed: str | None = None  # why it could not be built (then never tried again)
 
 
@@ -62,10 +62,11 @@ def _load():
         except Exception:
             built = Path(cpp_extension.get_default_build_root())
         if not any(built.glob(f"{name}*.so")):
-            print("nnpot: compiling the CPU kernel of the NequIP messages (about a minute, "
+            print("nnpot: compiling the CPU kernel of the NequIP messages (about 20 s, "
                   f"once; cached in {built})", file=sys.stderr, flush=True)
-        _module = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
-                                     verbose=False)
+        cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
+                           is_python_module=False, verbose=False)
+        _module = getattr(torch.ops, name)  # the operators the library registered
     except Exception as error:  # no compiler, no ninja, a read-only cache…: fall back
         lines = str(error).strip().splitlines()
         _failed = f"{type(error).__name__}: {lines[-1] if lines else ''}"
