@@ -94,7 +94,9 @@ def read_trajectory(path: str | os.PathLike) -> list[Atoms]:
     import h5py
 
     frames = []
-    with h5py.File(path, "r", libver="latest", swmr=True) as h5:
+    # locking=False: an SWMR reader needs no lock, and taking one races the live writer
+    # (BlockingIOError "unable to lock file" while `nnpot md` is still writing)
+    with h5py.File(path, "r", libver="latest", swmr=True, locking=False) as h5:
         numbers, pbc = h5["numbers"][:], h5["pbc"][:]
         for k in range(h5["positions"].shape[0]):
             atoms = Atoms(numbers=numbers, positions=h5["positions"][k], cell=h5["cell"][k],
