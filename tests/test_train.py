@@ -421,6 +421,38 @@ def test_final_stage_starts_from_the_best_model(tmp_path, emt_file, monkeypatch)
     assert [float(line.split(",")[column]) for line in log[1:]] == [1.0, 1.0, 5.0, 5.0]
 
 
+def test_keep_epoch_last_saves_the_latest_weights(tmp_path, emt_file, monkeypatch):
+    """keep_epoch: last saves the final epoch's (EMA) weights, whatever the validation loss did;
+    best.pt is written with the checkpoints, not every epoch."""
+    from nnpot.train.trainer import Trainer
+
+    writes, trainers = [], []
+    original_write, original_finish = Trainer._write_best, Trainer.finish
+
+    def count_writes(trainer):
+        writes.append(trainer.epoch)
+        original_write(trainer)
+
+    def keep(trainer):
+        trainers.append(trainer)
+        original_finish(trainer)
+
+    monkeypatch.setattr(Trainer, "_write_best", count_writes)
+    monkeypatch.setattr(Trainer, "finish", keep)
+    best = fit(config_from_dict(small_config(tmp_path, emt_file, ema_decay=0.9, max_epochs=5,
+                                             checkpoint_every=2, keep_epoch="last")))
+    trainer = trainers[0]
+    assert writes == [2, 4, 5]
+    assert trainer.best_epoch == 5
+    saved = torch.load(best, weights_only=True)
+    assert saved["provenance"]["best_epoch"] == 5
+    with trainer.ema.applied(trainer.potential):  # the EMA weights of the last epoch
+        latest = trainer.potential.state_dict()
+        assert all(torch.equal(value.cpu(), latest[key].cpu())
+                   for key, value in saved["state_dict"].items())
+    assert "kept the last epoch, 5" in (tmp_path / "run" / "model_card.md").read_text()
+
+
 def test_interrupted_training_says_how_to_resume(monkeypatch, capsys):
     import nnpot.train
 

@@ -99,6 +99,10 @@ class TrainingConfig:
     grad_clip: Optional[float] = 10.0         # max global gradient norm
     ema_decay: Optional[float] = 0.99         # None: no EMA
     early_stopping_patience: Optional[int] = 100  # epochs without a better validation loss
+    keep_epoch: str = "best"                  # the model saved: best (lowest validation loss)
+                                              # or last (the latest epoch; for a cosine schedule
+                                              # that anneals to its end, where the loss ranks
+                                              # by one term that the other barely moves)
     checkpoint_every: int = 5                 # epochs
     threads: Optional[int] = None             # torch threads per process
     progress: bool = True                     # progress bar
@@ -267,6 +271,8 @@ def _check_values(config: TrainConfig) -> None:
     non_negative("training.weight_decay", t.weight_decay)
     positive("training.grad_clip", t.grad_clip, optional=True)
     positive("training.early_stopping_patience", t.early_stopping_patience, optional=True)
+    require(t.keep_epoch in ("best", "last"),
+            f"training.keep_epoch must be best or last, got {t.keep_epoch!r}")
     require(t.checkpoint_every >= 1, f"training.checkpoint_every must be ≥ 1, got {t.checkpoint_every}")
     positive("training.threads", t.threads, optional=True)
     require(t.ema_decay is None or 0.0 < t.ema_decay < 1.0,

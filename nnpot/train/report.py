@@ -148,7 +148,8 @@ def write_model_card(path: Path, *, config: dict, data: dict, statistics: dict, 
         f"dtype {config['model']['dtype']}; {statistics['n_parameters']:,} parameters",
         f"- E0 (eV): {e0}; scale {statistics['scale']:.6f} eV; shift {statistics['shift']:.6f} eV",
         f"- trained {training['epochs']} epochs in {training['time_min']:.1f} min "
-        f"({training['stop_reason']}); best epoch {training['best_epoch']} (EMA weights)",
+        f"({training['stop_reason']}); kept the {config['training'].get('keep_epoch', 'best')} "
+        f"epoch, {training['best_epoch']} (EMA weights)",
         "",
         "## Data",
         "",

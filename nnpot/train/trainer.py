@@ -59,7 +59,7 @@ CHECKPOINT_VERSION = 2  # 2: the best model's weights, the seed and the world si
 # change the data split, the epoch order or the optimisation, and is refused (named).
 # (data.cache_dir is only where the graphs are kept; every neighbour backend gives the same pairs.)
 RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
-                     "training.early_stopping_patience", "training.checkpoint_every",
+                     "training.early_stopping_patience", "training.keep_epoch", "training.checkpoint_every",
                      "training.threads", "training.progress", "data.cache_dir",
                      "data.neighbor_backend"}
 
@@ -329,6 +329,7 @@ class Trainer:
                 self.potential, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.epoch, self.elapsed_before = 0, 0.0
         self.best_loss, self.best_epoch, self.since_best = math.inf, 0, 0
+        self._best_written = True  # best.pt holds best_state (keep_epoch: last writes it late)
         self.best_state: dict | None = None  # weights (EMA applied) of the best epoch, on CPU
         self.history: list[dict] = []
         self.stop_reason = ""
@@ -398,6 +399,9 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
             atomic_torch_save(self._state(), self.checkpoint_path)
+            if self.best_state is not None and not self._best_written:
+                self._write_best()  # keep_epoch: last writes best.pt with each checkpoint
+                self._best_written = True
 
     def load_checkpoint(self) -> None:
         try:
@@ -572,13 +576,14 @@ class Trainer:
         return sum(weights[name] * (m["rmse"] / 1e3) ** 2 for name, m in summary.items()
                    if weights[name] > 0)
 
-    def remember_best(self) -> None:
-        """Keep the current (EMA) weights as the best so far, and write them to best.pt."""
+    def remember_best(self, write: bool = True) -> None:
+        """Keep the current (EMA) weights as the model to save; ``write``: to best.pt now."""
         context = self.ema.applied(self.potential) if self.ema else nullcontext(self.potential)
         with context:
             self.best_state = {k: v.detach().cpu().clone()
                                for k, v in self.potential.state_dict().items()}
-        if self.dist.is_main:
+        self._best_written = write
+        if write and self.dist.is_main:
             self._write_best()
 
     def _write_best(self) -> None:
@@ -642,10 +647,13 @@ class Trainer:
             self.schedule.step(monitored, self._progress())
             improved = monitored < self.best_loss
             if improved:
-                self.best_loss, self.best_epoch, self.since_best = monitored, self.epoch, 0
-                self.remember_best()
+                self.best_loss, self.since_best = monitored, 0
             else:
                 self.since_best += 1
+            if improved or t.keep_epoch == "last":
+                self.best_epoch = self.epoch
+                # keep_epoch: last keeps every epoch in memory; best.pt follows each checkpoint
+                self.remember_best(write=t.keep_epoch == "best")
             row = report.history_row(self.epoch, self.elapsed, self.optimizer.param_groups[0]["lr"],
                                      train_loss, val_loss, train_metrics, val_metrics,
                                      energy_weight=self.loss.weights["energy"])
@@ -661,7 +669,8 @@ class Trainer:
         return self.best_path
 
     def _start_final_stage(self) -> None:
-        """Refine the energies of the best model so far (not of the latest, over-fitted one).
+        """Refine the energies of the best model so far (not of the latest, over-fitted one;
+        with keep_epoch: last, of the latest).
 
         The final stage weighs energy differently, so its validation losses are not comparable
         with the first stage's: the best model is chosen among final-stage epochs.
@@ -672,7 +681,8 @@ class Trainer:
         if self.ema:
             self.ema = ExponentialMovingAverage(self.potential, self.ema.decay)
         self.best_loss, self.since_best = math.inf, 0
-        self._log(f"final stage from the best epoch ({self.best_epoch}): energy weight "
+        self._log(f"final stage from the {self.config.training.keep_epoch} epoch "
+                  f"({self.best_epoch}): energy weight "
                   f"{self.config.training.loss.final_energy:g}")
 
     def _progress(self) -> float:
@@ -695,7 +705,8 @@ class Trainer:
 
     def finish(self) -> None:
         """Evaluate the best model; write plots, metrics.json and the model card."""
-        self._log(f"stopped: {self.stop_reason}; best epoch {self.best_epoch}")
+        self._log(f"stopped: {self.stop_reason}; kept the {self.config.training.keep_epoch} "
+                  f"epoch, {self.best_epoch}")
         if self.best_state is None:  # no epoch ran (a budget already spent)
             raise ConfigError(f"{self.out}: the run stopped ({self.stop_reason}) before any "
                               f"epoch was trained, so there is no model to save; raise "
