@@ -171,6 +171,7 @@ CONFIG_CASES = [
     ({"training": {"grad_clip": 0}}, r"training\.grad_clip must be > 0"),
     ({"training": {"early_stopping_patience": 0}}, r"training\.early_stopping_patience must be > 0"),
     ({"training": {"max_time_min": 0}}, r"training\.max_time_min must be > 0"),
+    ({"model": {"snapshot_committee": True}}, r"model\.snapshot_committee .* needs model\.init_from"),
     ({"training": {"keep_epoch": "final"}}, r"training\.keep_epoch must be best or last, got 'final'"),
     ({"training": {"max_time_min": -5}}, r"training\.max_time_min must be > 0"),
     ({"training": {"loss": {"forces": -1}}}, r"training\.loss\.forces must be ≥ 0"),

@@ -453,6 +453,41 @@ def test_keep_epoch_last_saves_the_latest_weights(tmp_path, emt_file, monkeypatc
     assert "kept the last epoch, 5" in (tmp_path / "run" / "model_card.md").read_text()
 
 
+def test_snapshot_committee_joins_the_start_model_and_the_run(tmp_path, emt_file):
+    """model.snapshot_committee: best.pt is the committee of the init_from model and the kept
+    epoch; its validation metrics are the committee's; a finish run again writes the same."""
+    from nnpot.train.evaluate import evaluate
+    from nnpot.train.trainer import Trainer
+
+    first = small_config(tmp_path, emt_file, max_epochs=2)
+    first["output"] = str(tmp_path / "stage1")
+    start = fit(config_from_dict(first))
+    second = small_config(tmp_path, emt_file, max_epochs=3, keep_epoch="last")
+    second["model"].update(init_from=str(start), snapshot_committee=True)
+    best = fit(config_from_dict(second))
+    committee = nnpot.load(best)
+    assert isinstance(committee, nnpot.Committee) and len(committee) == 2
+    stage1 = nnpot.load(start)
+    for key, value in stage1.state_dict().items():
+        assert torch.equal(committee.members[0].state_dict()[key], value), key
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    for key, value in checkpoint["best_state"].items():
+        assert torch.equal(committee.members[1].state_dict()[key], value), key
+    assert committee.provenance["best_epoch"] == 3 and committee.provenance["train_sha256"]
+    assert committee.provenance["init_from"]["provenance"]["training"]["epochs"] == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    trainer = Trainer(config_from_dict(second), resume=True)
+    trainer.prepare_data()
+    again, _ = evaluate(committee, trainer.val_set, 4)
+    assert again.summary()["forces"]["mae"] == pytest.approx(
+        metrics["validation"]["metrics"]["forces"]["mae"], rel=1e-6)
+    assert "snapshot ensemble" in (tmp_path / "run" / "model_card.md").read_text()
+    fit(config_from_dict(second), resume=True)   # budget spent: finish only, same committee
+    again = nnpot.load(best)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                  committee.state_dict().values()))
+
+
 def test_interrupted_training_says_how_to_resume(monkeypatch, capsys):
     import nnpot.train
 

@@ -34,6 +34,10 @@ class ModelConfig:
                                               # pairs closer than their covalent-radius sum
     init_from: Optional[str] = None           # a model file to start from (fine-tuning, or a
                                               # longer run): its weights, E0, scale, statistics
+    snapshot_committee: bool = False          # with init_from: save a committee of the model
+                                              # started from and this run's (a snapshot
+                                              # ensemble of two training stages: their mean,
+                                              # and their spread as an uncertainty)
 
 
 @dataclass
@@ -239,6 +243,11 @@ def _check_values(config: TrainConfig) -> None:
     require(m.pair_repulsion is None or m.pair_repulsion in PAIR_REPULSIONS,
             f"model.pair_repulsion must be null or one of {list(PAIR_REPULSIONS)}, got "
             f"{m.pair_repulsion!r}")
+    require(isinstance(m.snapshot_committee, bool), f"model.snapshot_committee must be true or "
+                                                    f"false, got {m.snapshot_committee!r}")
+    require(not m.snapshot_committee or m.init_from is not None,
+            "model.snapshot_committee saves a committee of the model.init_from model and this "
+            "run's: it needs model.init_from")
     require(m.init_from is None or m.committee == 1,
             "model.init_from starts one model from a file: it needs model.committee: 1 (members "
             f"that start from the same weights would not differ), got {m.committee}")

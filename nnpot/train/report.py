@@ -140,6 +140,10 @@ def write_model_card(path: Path, *, config: dict, data: dict, statistics: dict, 
     kind = (f"committee of {members} {config['model']['type']} potentials (seeds "
             f"{config['seed']}…{config['seed'] + members - 1}{resampled}; errors of their "
             f"mean; the calculator also gives their spread)" if members > 1
+            else f"committee of 2 {config['model']['type']} potentials: the model this run "
+                 f"started from (model.init_from) and this run's (a snapshot ensemble; errors "
+                 f"of their mean; the calculator also gives their spread)"
+            if config["model"].get("snapshot_committee")
             else f"{config['model']['type']} potential")
     lines = [
         f"# Model card: {kind}",

@@ -24,6 +24,7 @@ one rank (a data error while rank 0 builds the cache, a non-finite loss) stops e
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -59,7 +60,7 @@ CHECKPOINT_VERSION = 2  # 2: the best model's weights, the seed and the world si
 # change the data split, the epoch order or the optimisation, and is refused (named).
 # (data.cache_dir is only where the graphs are kept; every neighbour backend gives the same pairs.)
 RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
-                     "training.early_stopping_patience", "training.keep_epoch", "training.checkpoint_every",
+                     "training.early_stopping_patience", "training.keep_epoch", "model.snapshot_committee", "training.checkpoint_every",
                      "training.threads", "training.progress", "data.cache_dir",
                      "data.neighbor_backend"}
 
@@ -685,6 +686,18 @@ class Trainer:
                   f"({self.best_epoch}): energy weight "
                   f"{self.config.training.loss.final_energy:g}")
 
+    def _save_snapshot_committee(self) -> None:
+        """best.pt ← the committee of the model this run started from (``model.init_from``) and
+        this run's kept weights: the ends of two training stages, averaged (a snapshot
+        ensemble). Built from the in-memory weights, so a finish run twice writes the same."""
+        start = load(self.config.model.init_from, device=self.device)
+        kept = copy.deepcopy(self.potential)  # not the training model itself: it stays as is
+        kept.load_state_dict(self.best_state)
+        Committee([start.to(dtype=self.potential.dtype), kept]).save(
+            self.best_path, provenance=self._provenance())
+        self._log(f"saved a committee of {self.config.model.init_from} and the kept epoch "
+                  f"({self.best_epoch}) in {self.best_path}")
+
     def _progress(self) -> float:
         """Share of the run's budget spent: epochs, or wall time when that runs out first."""
         t = self.config.training
@@ -711,6 +724,8 @@ class Trainer:
             raise ConfigError(f"{self.out}: the run stopped ({self.stop_reason}) before any "
                               f"epoch was trained, so there is no model to save; raise "
                               f"training.max_epochs or training.max_time_min")
+        if self.config.model.snapshot_committee:
+            self._save_snapshot_committee()
         best = load(self.best_path, device=self.device)
         results = {}
         for name, dataset in (("validation", self.val_set), ("test", self.test_set)):
