@@ -10,8 +10,10 @@ For members m = 1…M with energies E_m, forces F_m,i and stresses σ_m (M ≥ 2
 
 (population spreads, divided by M, as DeePMD's model deviation; its ``max_devi_f`` is the
 largest ``forces_std_i`` of a structure). The members share one neighbour list, one set of pair
-vectors and one strain; each member's forward pass is followed at once by its backward pass,
-so outside training memory holds one member's graph at a time.
+vectors and one strain, and members of a model kind with a weight-free first part share that
+(``AtomisticModel.shared_key``: HDNNPs with the same symmetry functions compute them once);
+each member's forward pass is followed at once by its backward pass, so outside training
+memory holds one member's graph (and the shared part) at a time.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class Committee(nn.Module):
                                      f"{theirs}: members must agree")
         self.members = nn.ModuleList(members)
         self.provenance: dict[str, Any] = {}
+        # Members of one model kind share its weight-free first part (HDNNP: the symmetry
+        # functions), computed once per call; a key held by one member only is not shared.
+        keys = [member.model.shared_key() for member in members]
+        self._shared_keys = [key if key is not None and keys.count(key) > 1 else None
+                             for key in keys]
 
     # The calculator and drivers see a committee through the same properties as a Potential.
     @property
@@ -91,9 +98,14 @@ class Committee(nn.Module):
         ``member_forces`` [M, N, 3], ``member_stress`` [M, B, 6])."""
         geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress)
         last = len(self.members) - 1
-        each = []
+        each, shared = [], {}
         for k, member in enumerate(self.members):
-            results = geometry.results(member.atom_energies(geometry), create_graph,
+            key = self._shared_keys[k]
+            if key is not None and key not in shared:
+                shared[key] = member.model.shared_part(geometry.species, geometry.pair_index,
+                                                       geometry.pair_vec)
+            energies = member.atom_energies(geometry, shared.get(key))
+            results = geometry.results(energies, create_graph,
                                        retain_graph=True if k < last else None)
             if geometry.wrt and not create_graph:  # done with this member's graph: let it go
                 results = {key: value.detach() for key, value in results.items()}

@@ -147,9 +147,14 @@ class Potential(nn.Module):
         geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress)
         return geometry.results(self.atom_energies(geometry), create_graph)
 
-    def atom_energies(self, geometry: "Geometry") -> torch.Tensor:
-        """Per-atom energies [N] eV: scale·model + shift + E0 of the element (+ repulsion)."""
-        per_atom = self.model(geometry.species, geometry.pair_index, geometry.pair_vec)
+    def atom_energies(self, geometry: "Geometry", shared: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """Per-atom energies [N] eV: scale·model + shift + E0 of the element (+ repulsion).
+        ``shared``: the model's ``shared_part`` of this geometry, computed once for a committee."""
+        if shared is None:
+            per_atom = self.model(geometry.species, geometry.pair_index, geometry.pair_vec)
+        else:
+            per_atom = self.model.forward_from_shared(shared, geometry.species)
         energies = self.scale * per_atom + self.shift + self.e0[geometry.species]
         if self.repulsion is not None:
             energies = energies + self.repulsion(geometry.species, geometry.pair_index,

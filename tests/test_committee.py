@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nnpot
-from nnpot import AtomicGraph, Committee, NNPCalculator, batch_graphs
+from nnpot import AtomicGraph, Committee, NNPCalculator, Potential, batch_graphs
 from nnpot.potential import load
 
 from conftest import ethanol_like, make_hdnnp, make_potential, rattled_cell, triclinic_pair
@@ -40,6 +40,48 @@ def test_the_committee_is_the_mean_and_spread_of_its_members_alone():
     np.testing.assert_allclose(out["forces_std"].numpy(), per_atom, atol=1e-10)
     np.testing.assert_allclose(out["stress_std"].numpy(), stresses.std(axis=0), atol=1e-10)
     assert (out["forces_std"] > 0).all() and (out["energy_std"] > 0).all()
+
+
+def test_hdnnp_members_share_their_symmetry_functions(monkeypatch):
+    """HDNNPs with the same symmetry functions compute them once per call (the SchNet member
+    and a lone HDNNP of other functions do not share), and every member's results are still
+    its own results alone, training graph (create_graph) included."""
+    from nnpot.models.symmetry_functions import SymmetryFunctionDescriptor
+
+    from nnpot.models import HDNNP
+
+    torch.manual_seed(7)   # the default symmetry functions: not those of make_hdnnp
+    other = Potential(HDNNP(species=["Cu", "O"], cutoff=4.0, hidden=(8,))).double()
+    pots = [make_hdnnp(seed=2), make_potential(seed=0), make_hdnnp(seed=3), other]
+    committee = Committee(pots)
+    keys = committee._shared_keys
+    assert keys[1] is None and keys[3] is None and keys[0] == keys[2] is not None
+    calls = []
+    original = SymmetryFunctionDescriptor.forward
+
+    def counting(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    graph = AtomicGraph.from_atoms(rattled_cell(), 4.0)
+    alone = [p(graph, forces=True, stress=True) for p in pots]
+    monkeypatch.setattr(SymmetryFunctionDescriptor, "forward", counting)
+    out = committee(graph, forces=True, stress=True, members=True)
+    assert len(calls) == 2   # once for members 0 and 2, once for member 3
+    for key in ("energy", "forces", "stress"):
+        stacked = torch.stack([a[key] for a in alone]).detach()
+        np.testing.assert_allclose(out[f"member_{key}"].numpy(), stacked.numpy(), rtol=0,
+                                   atol=1e-10)
+    trained = committee(graph, forces=True, create_graph=True, members=True)
+    loss = trained["member_forces"][2].square().sum()
+    loss.backward()
+    reference = pots[2](graph, forces=True, create_graph=True)["forces"].square().sum()
+    grads = torch.autograd.grad(reference, list(pots[2].parameters()), allow_unused=True)
+    used = [(mine, theirs) for mine, theirs in zip(committee.members[2].parameters(), grads)
+            if theirs is not None]   # an element absent from the cell leaves its network unused
+    assert used
+    for mine, theirs in used:
+        np.testing.assert_allclose(mine.grad.numpy(), theirs.numpy(), rtol=1e-9, atol=1e-12)
 
 
 def test_identical_members_have_zero_spread():

@@ -87,6 +87,22 @@ class AtomisticModel(nn.Module):
         atoms out to this distance for every owned atom's energy to be exact."""
         return self.cutoff
 
+    # Committees: members whose ``shared_key`` is equal (and not None) compute ``shared_part``
+    # once and each finish with ``forward_from_shared``; the energies are those of ``forward``.
+    def shared_key(self) -> Any:
+        """A hashable that is equal for models whose ``shared_part`` is the same function of
+        the inputs (no trainable weights in it); None: nothing to share (the default)."""
+        return None
+
+    def shared_part(self, species: torch.Tensor, pair_index: torch.Tensor,
+                    pair_vec: torch.Tensor) -> torch.Tensor:
+        """The weight-free first part of ``forward`` (see ``shared_key``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared part (shared_key None)")
+
+    def forward_from_shared(self, shared: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies [N] from ``shared_part``'s output (see ``shared_key``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared part (shared_key None)")
+
     def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
                        ) -> None:
         """Derive data constants from the training set, given as ``(species, pair_index,

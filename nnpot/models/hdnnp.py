@@ -135,7 +135,21 @@ class HDNNP(AtomisticModel):
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:
         """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        features = self.descriptor(species, pair_index, pair_vec)
+        return self.forward_from_shared(self.descriptor(species, pair_index, pair_vec), species)
+
+    def shared_key(self) -> tuple:
+        """HDNNPs with the same symmetry functions share them in a committee (most of a call's
+        cost: the networks on top are cheap)."""
+        return ("HDNNP", tuple(self.species), repr(self.hparams["symmetry_functions"]),
+                self.hparams["cutoff_function"])
+
+    def shared_part(self, species: torch.Tensor, pair_index: torch.Tensor,
+                    pair_vec: torch.Tensor) -> torch.Tensor:
+        """The raw symmetry functions [N, n_features]."""
+        return self.descriptor(species, pair_index, pair_vec)
+
+    def forward_from_shared(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Raw symmetry functions [N, n_features] → per-atom energies [N]."""
         if len(self.species) == 1:
             features = (features - self.feature_mean[0]) * self.feature_scale[0]
         else:
