@@ -200,13 +200,18 @@ def card(folder: Path, element: str, steps: int) -> None:
 
     energy, forces = validation["energy"]["mae"], validation["forces"]["mae"]
     model = nnpot.load(folder / "model.pt")
+    members = model.members if isinstance(model, nnpot.Committee) else [model]
+    kind = type(members[0].model).__name__ + (f" committee of {len(members)}"
+                                              if len(members) > 1 else "")
     lines = [
-        f"# mlearn {element} — {type(model.model).__name__} fitted to DFT (PBE)",
+        f"# mlearn {element} — {kind} fitted to DFT (PBE)",
         "",
         f"`NNPCalculator(\"{folder.as_posix()}/model.pt\")`. Training data: the published mlearn "
         f"{element} training split (Zuo et al., J. Phys. Chem. A 124, 731 (2020); VASP PBE), "
         f"{config.data.validation_fraction:.0%} of every config_type held out for validation. "
-        f"Rebuild: `nnpot train {folder.as_posix()}/config.yaml`, then "
+        f"Rebuild: " + "".join(f"`nnpot train {stage.as_posix()}`, then "
+                               for stage in sorted(folder.glob("config_stage*.yaml")))
+        + f"`nnpot train {folder.as_posix()}/config.yaml`, then "
         f"`python potentials/build_mlearn.py {folder.as_posix()}` for this card.",
         "",
         "## Errors (meV/atom, meV/Å; force per component)",
