@@ -97,11 +97,13 @@ class AtomisticModel(nn.Module):
     def shared_part(self, species: torch.Tensor, pair_index: torch.Tensor,
                     pair_vec: torch.Tensor) -> torch.Tensor:
         """The weight-free first part of ``forward`` (see ``shared_key``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no shared part (shared_key None)")
+        raise TypeError(f"{type(self).__name__} shares nothing with other committee members "
+                        f"(its shared_key is None)")
 
     def forward_from_shared(self, shared: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-atom energies [N] from ``shared_part``'s output (see ``shared_key``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no shared part (shared_key None)")
+        raise TypeError(f"{type(self).__name__} shares nothing with other committee members "
+                        f"(its shared_key is None)")
 
     def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
                        ) -> None:
