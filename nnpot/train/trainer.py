@@ -60,8 +60,8 @@ CHECKPOINT_VERSION = 2  # 2: the best model's weights, the seed and the world si
 # change the data split, the epoch order or the optimisation, and is refused (named).
 # (data.cache_dir is only where the graphs are kept; every neighbour backend gives the same pairs.)
 RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
-                     "training.early_stopping_patience", "training.keep_epoch", "model.snapshot_committee", "training.checkpoint_every",
-                     "training.threads", "training.progress", "data.cache_dir",
+                     "training.early_stopping_patience", "training.keep_epoch",
+                     "model.snapshot_committee", "training.checkpoint_every", "training.threads", "training.progress", "data.cache_dir",
                      "data.neighbor_backend"}
 
 
