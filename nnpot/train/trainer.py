@@ -61,8 +61,8 @@ CHECKPOINT_VERSION = 2  # 2: the best model's weights, the seed and the world si
 # (data.cache_dir is only where the graphs are kept; every neighbour backend gives the same pairs.)
 RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
                      "training.early_stopping_patience", "training.keep_epoch",
-                     "model.snapshot_committee", "training.checkpoint_every", "training.threads", "training.progress", "data.cache_dir",
-                     "data.neighbor_backend"}
+                     "model.snapshot_committee", "training.checkpoint_every", "training.threads",
+                     "training.progress", "data.cache_dir", "data.neighbor_backend"}
 
 
 def _differences(saved: dict, current: dict, where: str = "",
