@@ -135,7 +135,7 @@ class HDNNP(AtomisticModel):
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:
         """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        return self.forward_from_shared(self.descriptor(species, pair_index, pair_vec), species)
+        return self.forward_from_shared(self.shared_part(species, pair_index, pair_vec), species)
 
     def shared_key(self) -> tuple:
         """HDNNPs with the same symmetry functions share them in a committee (most of a call's
