@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import ase.io
 import numpy as np
@@ -486,6 +487,73 @@ def test_snapshot_committee_joins_the_start_model_and_the_run(tmp_path, emt_file
     again = nnpot.load(best)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
                                                   committee.state_dict().values()))
+
+
+def test_committee_with_joins_runs_trained_separately(tmp_path, emt_file):
+    """model.committee_with: best.pt holds the members of the named files (a committee gives
+    all of its members) and this run's; data.split_seed gives runs of other seeds one
+    validation set, so the committee's validation error is measured on frames none trained on."""
+    from nnpot.train.trainer import Trainer
+
+    first = small_config(tmp_path, emt_file, max_epochs=2)
+    first["output"] = str(tmp_path / "seed3")
+    a = fit(config_from_dict(first))
+    second = small_config(tmp_path, emt_file, max_epochs=2)
+    second.update(output=str(tmp_path / "seed4"), seed=4)
+    second["data"]["split_seed"] = 3
+    second["model"]["committee_with"] = [str(a)]
+    b = fit(config_from_dict(second))
+    pair = nnpot.load(b)
+    assert isinstance(pair, nnpot.Committee) and len(pair) == 2
+    for key, value in nnpot.load(a).state_dict().items():
+        assert torch.equal(pair.members[0].state_dict()[key], value), key
+    own = torch.load(tmp_path / "seed4" / "checkpoint.pt", weights_only=True)["best_state"]
+    for key, value in own.items():
+        assert torch.equal(pair.members[1].state_dict()[key], value), key
+    validation = [Trainer(config_from_dict(c), resume=True) for c in (first, second)]
+    for trainer in validation:
+        trainer.prepare_data()
+    assert list(validation[0].val_set.indices) == list(validation[1].val_set.indices)
+    card = (tmp_path / "seed4" / "model_card.md").read_text()
+    assert "committee of 2 SchNet potentials" in card and "model.committee_with" in card
+
+    third = small_config(tmp_path, emt_file, max_epochs=1)  # a committee file: its members
+    third.update(output=str(tmp_path / "seed5"), seed=5)
+    third["model"]["committee_with"] = [str(b)]
+    assert len(nnpot.load(fit(config_from_dict(third)))) == 3
+
+    other = small_config(tmp_path, emt_file, max_epochs=1)
+    other["output"] = str(tmp_path / "other")
+    other["model"].update(cutoff=3.5, committee_with=[str(a)])
+    with pytest.raises(ConfigError, match=r"committee_with: .*seed3/best.pt has species \['Cu'\] "
+                                          r"and cutoff 4 Å, this run \['Cu'\] and 3.5 Å"):
+        fit(config_from_dict(other))
+    assert not (tmp_path / "other" / "checkpoint.pt").exists()  # refused before training
+    with pytest.raises(ConfigError, match="model.committee_with: file nowhere.pt not found"):
+        other["model"]["committee_with"] = ["nowhere.pt"]
+        config_from_dict(other)
+
+
+def test_a_finished_time_limited_run_resumes_into_finish(tmp_path, emt_file, monkeypatch):
+    """The time limit stops a run when one more epoch would not fit; resuming the finished run
+    (to add a committee_with file, say) must decide the same, not train one epoch more."""
+    import nnpot.train.trainer as trainer_module
+
+    clock = [0.0]  # a fake clock: each epoch takes 10 s, nothing else takes time
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    original = trainer_module.Trainer.train_epoch
+
+    def ten_seconds(trainer):
+        clock[0] += 10.0
+        return original(trainer)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", ten_seconds)
+    config = small_config(tmp_path, emt_file, max_epochs=100, max_time_min=0.55)  # 33 s
+    fit(config_from_dict(config))
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 3  # at 30 s, 40 > 33
+    fit(config_from_dict(config), resume=True)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 3
 
 
 def test_interrupted_training_says_how_to_resume(monkeypatch, capsys):

@@ -38,6 +38,9 @@ class ModelConfig:
                                               # started from and this run's (a snapshot
                                               # ensemble of two training stages: their mean,
                                               # and their spread as an uncertainty)
+    committee_with: list = field(default_factory=list)  # model files (models or committees)
+                                              # whose members join this run's in best.pt:
+                                              # members trained in separate runs, one file
 
 
 @dataclass
@@ -55,6 +58,8 @@ class DataConfig:
     train: str = ""                           # extxyz file (required)
     validation: Optional[str] = None          # separate validation file, or
     validation_fraction: float = 0.1          # a seeded random share of the training file
+    split_seed: Optional[int] = None          # seed of that share (default: the run's seed):
+                                              # runs with different seeds, one validation set
     stratify: bool = False                    # take that share from every group (keys.group)
     test: Optional[str] = None                # evaluated once at the end (model card)
     keys: KeysConfig = field(default_factory=KeysConfig)
@@ -248,6 +253,9 @@ def _check_values(config: TrainConfig) -> None:
     require(not m.snapshot_committee or m.init_from is not None,
             "model.snapshot_committee saves a committee of the model.init_from model and this "
             "run's: it needs model.init_from")
+    require(isinstance(m.committee_with, list)
+            and all(isinstance(p, str) and p for p in m.committee_with),
+            f"model.committee_with must be a list of model files, got {m.committee_with!r}")
     require(m.init_from is None or m.committee == 1,
             "model.init_from starts one model from a file: it needs model.committee: 1 (members "
             f"that start from the same weights would not differ), got {m.committee}")
@@ -340,6 +348,15 @@ def _folder(key: str, value: str, base: Path) -> str:
     return str(path)
 
 
+def _model_file(key: str, name: str, base: Path) -> str:
+    """The absolute path of an existing model file named by ``key`` (relative to ``base``)."""
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else (base / path)
+    if not path.is_file():
+        raise ConfigError(f"{key}: file {name} not found (looked at {path.resolve()})")
+    return str(path.resolve())
+
+
 def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
     """Checked config from a mapping; relative paths (data, output) are taken from ``base_dir``."""
     config = _build(TrainConfig, values, "")
@@ -352,12 +369,9 @@ def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
     _check_values(config)
     config.output = _folder("output", config.output, base)
     if config.model.init_from:
-        path = Path(config.model.init_from).expanduser()
-        path = path if path.is_absolute() else (base / path)
-        if not path.is_file():
-            raise ConfigError(f"model.init_from: file {config.model.init_from} not found "
-                              f"(looked at {path.resolve()})")
-        config.model.init_from = str(path.resolve())
+        config.model.init_from = _model_file("model.init_from", config.model.init_from, base)
+    config.model.committee_with = [_model_file("model.committee_with", name, base)
+                                   for name in config.model.committee_with]
     if config.data.cache_dir:
         config.data.cache_dir = _folder("data.cache_dir", config.data.cache_dir, base)
     for name in ("train", "validation", "test"):

@@ -137,14 +137,21 @@ def write_model_card(path: Path, *, config: dict, data: dict, statistics: dict, 
     members = config["model"].get("committee", 1)
     resampled = ("; each fitted to a bootstrap resample of the training frames"
                  if config["model"].get("bootstrap") else "")
-    kind = (f"committee of {members} {config['model']['type']} potentials (seeds "
-            f"{config['seed']}…{config['seed'] + members - 1}{resampled}; errors of their "
-            f"mean; the calculator also gives their spread)" if members > 1
-            else f"committee of 2 {config['model']['type']} potentials: the model this run "
-                 f"started from (model.init_from) and this run's (a snapshot ensemble; errors "
-                 f"of their mean; the calculator also gives their spread)"
-            if config["model"].get("snapshot_committee")
-            else f"{config['model']['type']} potential")
+    mean = "errors of their mean; the calculator also gives their spread"
+    joined = config["model"].get("committee_with") or []
+    snapshot = config["model"].get("snapshot_committee")
+    if joined or snapshot:  # members from other files join this run's
+        sources = ([f"the members of {len(joined)} separately trained model file(s) "
+                    f"(model.committee_with)"] if joined else [])
+        sources += ["the model this run started from (model.init_from)"] if snapshot else []
+        ensemble = "a snapshot ensemble; " if snapshot else ""
+        kind = (f"committee of {statistics['members']} {config['model']['type']} potentials: "
+                f"{', '.join(sources)} and this run's ({ensemble}{mean})")
+    elif members > 1:
+        kind = (f"committee of {members} {config['model']['type']} potentials (seeds "
+                f"{config['seed']}…{config['seed'] + members - 1}{resampled}; {mean})")
+    else:
+        kind = f"{config['model']['type']} potential"
     lines = [
         f"# Model card: {kind}",
         "",

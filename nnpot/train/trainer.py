@@ -61,7 +61,8 @@ CHECKPOINT_VERSION = 2  # 2: the best model's weights, the seed and the world si
 # (data.cache_dir is only where the graphs are kept; every neighbour backend gives the same pairs.)
 RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
                      "training.early_stopping_patience", "training.keep_epoch",
-                     "model.snapshot_committee", "training.checkpoint_every", "training.threads",
+                     "model.snapshot_committee", "model.committee_with",
+                     "training.checkpoint_every", "training.threads",
                      "training.progress", "data.cache_dir", "data.neighbor_backend"}
 
 
@@ -232,7 +233,8 @@ class Trainer:
             self.train_set, self.val_set = full, GraphDataset(caches["validation"])
         elif cfg.validation_fraction > 0:
             groups = list(full.arrays("group")) if cfg.stratify else None
-            train_idx, val_idx = split_indices(len(full), cfg.validation_fraction, self.config.seed,
+            split_seed = self.config.seed if cfg.split_seed is None else cfg.split_seed
+            train_idx, val_idx = split_indices(len(full), cfg.validation_fraction, split_seed,
                                                groups)
             self.train_set, self.val_set = full.subset(train_idx), full.subset(val_idx)
             if groups is not None:
@@ -316,6 +318,7 @@ class Trainer:
             members.append(member)
         self.committee = len(members) > 1
         self.potential = Committee(members) if self.committee else members[0]
+        self._members_to_join()  # checked now, not after hours of training
         self.frame_counts = self._bootstrap_counts() if cfg.model.bootstrap else None
         self.term_scales = self._group_scales() if t.loss.group_weights else None
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
@@ -334,6 +337,7 @@ class Trainer:
         self.best_state: dict | None = None  # weights (EMA applied) of the best epoch, on CPU
         self.history: list[dict] = []
         self.stop_reason = ""
+        self.last_epoch_time = 0.0  # s; the time-limit test asks whether one more epoch fits
 
     def _initial_potential(self) -> Potential:
         """The model file of ``model.init_from``, checked against the config and the data; its
@@ -394,6 +398,7 @@ class Trainer:
             "rng": torch.get_rng_state(), "elapsed": self.elapsed,
             "best": {"loss": self.best_loss, "epoch": self.best_epoch, "since": self.since_best},
             "history": self.history, "stop_reason": self.stop_reason,
+            "last_epoch_s": self.last_epoch_time,
             "loss_weights": dict(self.loss.weights),
         }
 
@@ -441,6 +446,9 @@ class Trainer:
         self.best_loss, self.best_epoch, self.since_best = best["loss"], best["epoch"], best["since"]
         self.best_state = state["best_state"]
         self.history = list(state["history"])
+        # the stop test then gives what it gave when this checkpoint was written: a finished
+        # time-limited run resumes into finish(), not into one more epoch
+        self.last_epoch_time = state.get("last_epoch_s", 0.0)
         self.loss.weights.update(state["loss_weights"])
         # best.pt may have been written after this checkpoint by epochs now lost: make it the
         # resumed history's best again (or remove it when that history has none yet).
@@ -632,9 +640,8 @@ class Trainer:
                   f"{len(self.train_set)} training / {len(self.val_set) if self.val_set else 0} "
                   f"validation frames; {self.dist.world} process(es) on {self.device}")
         self._log(report.table_header())
-        last_epoch_time = 0.0
         while True:
-            stop = self._stop_reason(last_epoch_time)
+            stop = self._stop_reason(self.last_epoch_time)
             if self.dist.broadcast_flag(bool(stop)):
                 self.stop_reason = stop or self.stop_reason or "stopped by rank 0"
                 break
@@ -662,9 +669,9 @@ class Trainer:
             self._log(report.table_row(row) + (" *" if improved else ""))
             if self.dist.is_main:
                 report.write_csv(self.history, self.out / "log.csv")
+            self.last_epoch_time = time.perf_counter() - start
             if self.epoch % t.checkpoint_every == 0:
                 self.save_checkpoint()
-            last_epoch_time = time.perf_counter() - start
         self.save_checkpoint()
         self.dist.run_on_main(self.finish)  # the others wait, or stop with rank 0's error
         return self.best_path
@@ -686,17 +693,39 @@ class Trainer:
                   f"({self.best_epoch}): energy weight "
                   f"{self.config.training.loss.final_energy:g}")
 
-    def _save_snapshot_committee(self) -> None:
-        """best.pt ← the committee of the model this run started from (``model.init_from``) and
-        this run's kept weights: the ends of two training stages, averaged (a snapshot
-        ensemble). Built from the in-memory weights, so a finish run twice writes the same."""
-        start = load(self.config.model.init_from, device=self.device)
+    def _members_to_join(self) -> list[Potential]:
+        """The members that join this run's in best.pt: those of the ``model.committee_with``
+        files (a committee file gives all its members), then, with ``model.snapshot_committee``,
+        the model this run started from. Each must agree with this run's model."""
+        m = self.config.model
+        members = []
+        for path in m.committee_with:
+            try:
+                model = load(path, device=self.device)
+            except (ValueError, OSError) as error:
+                raise ConfigError(f"model.committee_with: {error}") from None
+            for member in (model.members if isinstance(model, Committee) else [model]):
+                if (member.species, member.cutoff) != (self.species, m.cutoff):
+                    raise ConfigError(
+                        f"model.committee_with: {path} has species {member.species} and cutoff "
+                        f"{member.cutoff:g} Å, this run {self.species} and {m.cutoff:g} Å; "
+                        f"committee members must agree")
+                members.append(member)
+        if m.snapshot_committee:
+            members.append(load(m.init_from, device=self.device))
+        return [member.to(dtype=getattr(torch, m.dtype)) for member in members]
+
+    def _save_joined_committee(self) -> None:
+        """best.pt ← the committee of ``_members_to_join()`` and this run's kept weights (a
+        snapshot ensemble of two training stages, and/or members trained in separate runs).
+        Built from the in-memory weights, so a finish run twice writes the same."""
         kept = copy.deepcopy(self.potential)  # not the training model itself: it stays as is
         kept.load_state_dict(self.best_state)
-        Committee([start.to(dtype=self.potential.dtype), kept]).save(
-            self.best_path, provenance=self._provenance())
-        self._log(f"saved a committee of {self.config.model.init_from} and the kept epoch "
-                  f"({self.best_epoch}) in {self.best_path}")
+        joined = self._members_to_join()
+        own = list(kept.members) if isinstance(kept, Committee) else [kept]
+        Committee(joined + own).save(self.best_path, provenance=self._provenance())
+        self._log(f"saved a committee of {len(joined)} joined member(s) and this run's kept "
+                  f"epoch ({self.best_epoch}) in {self.best_path}")
 
     def _progress(self) -> float:
         """Share of the run's budget spent: epochs, or wall time when that runs out first."""
@@ -724,8 +753,8 @@ class Trainer:
             raise ConfigError(f"{self.out}: the run stopped ({self.stop_reason}) before any "
                               f"epoch was trained, so there is no model to save; raise "
                               f"training.max_epochs or training.max_time_min")
-        if self.config.model.snapshot_committee:
-            self._save_snapshot_committee()
+        if self.config.model.snapshot_committee or self.config.model.committee_with:
+            self._save_joined_committee()
         best = load(self.best_path, device=self.device)
         results = {}
         for name, dataset in (("validation", self.val_set), ("test", self.test_set)):
@@ -755,7 +784,8 @@ class Trainer:
             self.out / "model_card.md", config=self.config.to_dict(), data=data,
             statistics={"species": self.species, "e0": self.e0, "scale": self.scale,
                         "shift": self.shift,
-                        "n_parameters": sum(p.numel() for p in best.parameters())},
+                        "n_parameters": sum(p.numel() for p in best.parameters()),
+                        "members": len(best) if isinstance(best, Committee) else 1},
             results=results,
             training={"epochs": self.epoch, "time_min": self.elapsed / 60,
                       "stop_reason": self.stop_reason, "best_epoch": self.best_epoch})
