@@ -136,29 +136,64 @@ def stability_section(rows: list[dict], steps: int, limit: float, timestep: floa
 
 
 def train_stages(folder: Path) -> None:
-    """``nnpot train`` of ``config_stage1.yaml``, ``config_stage2.yaml``, … (if any) and then
-    ``config.yaml``, each resumed where its run directory holds a checkpoint."""
-    for path in [*sorted(folder.glob("config_stage*.yaml")), folder / "config.yaml"]:
+    """``nnpot train`` of every ``config_*.yaml`` (stages, committee members trained apart; in
+    name order, so config_stage1 comes before config_stage2) and then ``config.yaml``, each
+    resumed where its run directory holds a checkpoint."""
+    for path in [*sorted(folder.glob("config_*.yaml")), folder / "config.yaml"]:
         config = load_config(path)
         fit(config, resume=(Path(config.output) / "checkpoint.pt").exists())
 
 
-def training_time_text(folder: Path, last: dict[str, str]) -> str:
-    """"N min, E epochs" for the run in ``folder/run`` (``last``: its log's last row), preceded
-    by the runs it started from (``model.init_from``), read from the model file's provenance."""
-    stages = [f"{float(last['time_s']) / 60:.0f} min, {int(last['epoch'])} epochs"]
-    minutes = float(last["time_s"]) / 60
-    link = nnpot.load(folder / "model.pt").provenance.get("init_from")
+def rebuild_text(folder: Path, script: str) -> str:
+    """The commands that rebuild ``folder``'s model and card, for the card."""
+    return ("Rebuild: " + "".join(f"`nnpot train {path.as_posix()}`, then "
+                                  for path in sorted(folder.glob("config_*.yaml")))
+            + f"`nnpot train {folder.as_posix()}/config.yaml`, then "
+              f"`python potentials/{script} {folder.as_posix()}` for this card.")
+
+
+def _stages(provenance: dict, own: dict | None) -> tuple[list[str], float]:
+    """"N min, E epochs" of a run (``own``: its training summary) and of the runs it started
+    from (``model.init_from``), oldest first, with their total minutes."""
+    stages = [f"{own['time_min']:.0f} min, {own['epochs']} epochs" if own else "time not recorded"]
+    minutes = own["time_min"] if own else 0.0
+    link = provenance.get("init_from")
     while link:
         run = link["provenance"].get("training")
         stages.insert(0, f"{run['time_min']:.0f} min, {run['epochs']} epochs" if run
                       else f"{Path(link['file']).name} (time not recorded)")
         minutes += run["time_min"] if run else 0.0
         link = link["provenance"].get("init_from")
+    return stages, minutes
+
+
+def _chain_text(stages: list[str]) -> str:
     if len(stages) == 1:
         return stages[0]
-    return (f"{minutes:.0f} min in {len(stages)} stages, each starting from the model of the one "
-            f"before (`model.init_from`): " + "; then ".join(stages) + ",")
+    return (f"{len(stages)} stages, each starting from the model of the one before "
+            f"(`model.init_from`): " + "; then ".join(stages))
+
+
+def training_time_text(folder: Path, last: dict[str, str]) -> str:
+    """The training time of ``folder/model.pt``: its run (``last``: the last row of its log),
+    the runs it started from (``model.init_from``) and the runs whose members it joined
+    (``model.committee_with``), read from the model file's provenance."""
+    provenance = nnpot.load(folder / "model.pt").provenance
+    stages, minutes = _stages(provenance, {"time_min": float(last["time_s"]) / 60,
+                                           "epochs": int(last["epoch"])})
+    joined = provenance.get("committee_with", [])
+    if not joined:
+        return (stages[0] if len(stages) == 1
+                else f"{minutes:.0f} min in " + _chain_text(stages) + ",")
+    parts = []
+    for link in joined:
+        their_stages, their_minutes = _stages(link["provenance"],
+                                              link["provenance"].get("training"))
+        parts.append(f"{Path(link['file']).parent.name}: {_chain_text(their_stages)}")
+        minutes += their_minutes
+    return (f"{minutes:.0f} min in {len(joined) + 1} runs joined as one committee "
+            f"(`model.committee_with`; two trained at a time, one per core) — "
+            + "; ".join(parts) + f"; run: {_chain_text(stages)} —")
 
 
 def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[str, str],
@@ -209,10 +244,7 @@ def card(folder: Path, element: str, steps: int) -> None:
         f"`NNPCalculator(\"{folder.as_posix()}/model.pt\")`. Training data: the published mlearn "
         f"{element} training split (Zuo et al., J. Phys. Chem. A 124, 731 (2020); VASP PBE), "
         f"{config.data.validation_fraction:.0%} of every config_type held out for validation. "
-        f"Rebuild: " + "".join(f"`nnpot train {stage.as_posix()}`, then "
-                               for stage in sorted(folder.glob("config_stage*.yaml")))
-        + f"`nnpot train {folder.as_posix()}/config.yaml`, then "
-        f"`python potentials/build_mlearn.py {folder.as_posix()}` for this card.",
+        + rebuild_text(folder, "build_mlearn.py"),
         "",
         "## Errors (meV/atom, meV/Å; force per component)",
         "",

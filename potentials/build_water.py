@@ -21,8 +21,8 @@ from pathlib import Path
 from ase.io import read
 
 import nnpot
-from build_mlearn import (ship_run, shortest_training_distance, stability, train_stages,
-                          write_card)
+from build_mlearn import (rebuild_text, ship_run, shortest_training_distance, stability,
+                          train_stages, write_card)
 
 # DeePMD-kit's DeepPot-SE on liquid water (Zhang et al., NeurIPS 2018; RMSE, meV/atom and meV/Å)
 DEEPMD_RMSE = (1.0, 40.0)
@@ -44,11 +44,7 @@ def card(folder: Path, steps: int, temperatures: list[float]) -> None:
         f"`NNPCalculator(\"{folder.as_posix()}/model.pt\")`. Training data: "
         f"`deepmd_water_train.extxyz` (DeePMD-kit's water example: 64 H2O, 192 atoms, periodic), "
         f"a seeded {config.data.validation_fraction:.0%} of the frames held out for validation. "
-        f"Rebuild: "
-        + "".join(f"`nnpot train {stage.as_posix()}`, then "
-                  for stage in sorted(folder.glob("config_stage*.yaml")))
-        + f"`nnpot train {folder.as_posix()}/config.yaml`, then "
-        f"`python potentials/build_water.py {folder.as_posix()}` for this card.",
+        + rebuild_text(folder, "build_water.py"),
         "",
         "## Errors (meV/atom, meV/Å; force per component)",
         "",

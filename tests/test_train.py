@@ -516,6 +516,8 @@ def test_committee_with_joins_runs_trained_separately(tmp_path, emt_file):
     assert list(validation[0].val_set.indices) == list(validation[1].val_set.indices)
     card = (tmp_path / "seed4" / "model_card.md").read_text()
     assert "committee of 2 SchNet potentials" in card and "model.committee_with" in card
+    joined = pair.provenance["committee_with"]  # the runs that made the members, recorded
+    assert joined[0]["file"] == str(a) and joined[0]["provenance"]["training"]["epochs"] == 2
 
     third = small_config(tmp_path, emt_file, max_epochs=1)  # a committee file: its members
     third.update(output=str(tmp_path / "seed5"), seed=5)

@@ -338,6 +338,7 @@ class Trainer:
         self.history: list[dict] = []
         self.stop_reason = ""
         self.last_epoch_time = 0.0  # s; the time-limit test asks whether one more epoch fits
+        self.joined_provenance: list[dict] = []  # of the model.committee_with files
 
     def _initial_potential(self) -> Potential:
         """The model file of ``model.init_from``, checked against the config and the data; its
@@ -612,6 +613,8 @@ class Trainer:
         if self.start_provenance is not None:  # the chain of runs that made this model
             provenance["init_from"] = {"file": self.config.model.init_from,
                                        "provenance": self.start_provenance}
+        if self.joined_provenance:  # the runs whose members join this one's
+            provenance["committee_with"] = self.joined_provenance
         return provenance
 
     def _training_summary(self) -> dict:
@@ -698,12 +701,13 @@ class Trainer:
         files (a committee file gives all its members), then, with ``model.snapshot_committee``,
         the model this run started from. Each must agree with this run's model."""
         m = self.config.model
-        members = []
+        members, self.joined_provenance = [], []
         for path in m.committee_with:
             try:
                 model = load(path, device=self.device)
             except (ValueError, OSError) as error:
                 raise ConfigError(f"model.committee_with: {error}") from None
+            self.joined_provenance.append({"file": path, "provenance": dict(model.provenance)})
             for member in (model.members if isinstance(model, Committee) else [model]):
                 if (member.species, member.cutoff) != (self.species, m.cutoff):
                     raise ConfigError(
