@@ -155,13 +155,15 @@ def rebuild_text(folder: Path, script: str) -> str:
 def _stages(provenance: dict, own: dict | None) -> tuple[list[str], float]:
     """"N min, E epochs" of a run (``own``: its training summary) and of the runs it started
     from (``model.init_from``), oldest first, with their total minutes."""
-    stages = [f"{own['time_min']:.0f} min, {own['epochs']} epochs" if own else "time not recorded"]
-    minutes = own["time_min"] if own else 0.0
+    def text(run: dict | None, name: str) -> str:
+        return f"{run['time_min']:.0f} min, {run['epochs']} epochs" if run \
+            else f"{name} (time not recorded)"
+
+    stages, minutes = [text(own, "this run")], own["time_min"] if own else 0.0
     link = provenance.get("init_from")
     while link:
         run = link["provenance"].get("training")
-        stages.insert(0, f"{run['time_min']:.0f} min, {run['epochs']} epochs" if run
-                      else f"{Path(link['file']).name} (time not recorded)")
+        stages.insert(0, text(run, Path(link["file"]).name))
         minutes += run["time_min"] if run else 0.0
         link = link["provenance"].get("init_from")
     return stages, minutes
@@ -192,7 +194,7 @@ def training_time_text(folder: Path, last: dict[str, str]) -> str:
         parts.append(f"{Path(link['file']).parent.name}: {_chain_text(their_stages)}")
         minutes += their_minutes
     return (f"{minutes:.0f} min in {len(joined) + 1} runs joined as one committee "
-            f"(`model.committee_with`; two trained at a time, one per core) — "
+            f"(`model.committee_with`) — "
             + "; ".join(parts) + f"; run: {_chain_text(stages)} —")
 
 
