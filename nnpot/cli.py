@@ -203,7 +203,8 @@ def cmd_lammps_build(args: argparse.Namespace) -> int:
 def cmd_lammps_export(args: argparse.Namespace) -> int:
     from .lammps import export_for_lammps
 
-    print(export_for_lammps(args.model, args.output, dtype=args.dtype, device=args.device))
+    print(export_for_lammps(args.model, args.output, dtype=args.dtype, device=args.device,
+                            halo_exchange=args.halo_exchange))
     return 0
 
 
@@ -312,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the device the package runs on in LAMMPS")
     p.add_argument("-o", "--output", default=None,
                    help="the .pt2 to write (default: MODEL-DTYPE.pt2 here)")
+    p.add_argument("--halo-exchange", action=argparse.BooleanOptionalAction, default=None,
+                   help="also compile each message-passing step, so that MPI ranks exchange "
+                        "ghost features per step (default: when the model allows it, SchNet; "
+                        "a few more minutes of compiling)")
     p.set_defaults(func=cmd_lammps_export)
 
     p = sub.add_parser("demo", help="the main job: data → training → relaxation → MD, with plots")

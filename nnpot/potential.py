@@ -155,6 +155,10 @@ class Potential(nn.Module):
             per_atom = self.model(geometry.species, geometry.pair_index, geometry.pair_vec)
         else:
             per_atom = self.model.forward_from_shared(shared, geometry.species)
+        return self.energies_from_model(per_atom, geometry)
+
+    def energies_from_model(self, per_atom: torch.Tensor, geometry: "Geometry") -> torch.Tensor:
+        """The model's per-atom energies [N] → eV: scale·model + shift + E0 (+ repulsion)."""
         energies = self.scale * per_atom + self.shift + self.e0[geometry.species]
         if self.repulsion is not None:
             energies = energies + self.repulsion(geometry.species, geometry.pair_index,

@@ -31,11 +31,13 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch._inductor.package import load_package, package_aoti
 
 from ..committee import Committee
 from ..devices import resolve_device
 from ..potential import Potential, load, resolve_dtype
 from ..version import __version__
+from .halo import export_stages, run_stages, stage_names, supports_halo_exchange
 
 FORMAT = "nnpot-lammps"
 FORMAT_VERSION = 1
@@ -102,9 +104,9 @@ class _Traced(nn.Module):
         for k, weight in enumerate(weights):
             self.register_buffer(f"weight_{k}", weight)
 
-    def forward(self, pair_vec, species, pair_index, owned):
+    def forward(self, *inputs):  # export sees one argument: the tuple of inputs
         weights = [getattr(self, f"weight_{k}") for k in range(self.n_weights)]
-        return self.graph(*weights, pair_vec, species, pair_index, owned)
+        return self.graph(*weights, *inputs)
 
 
 class _EnergyModule(nn.Module):
@@ -121,9 +123,13 @@ class _EnergyModule(nn.Module):
 
 def trace(potential: Potential | Committee, inputs: tuple[torch.Tensor, ...]) -> _Traced:
     """``make_fx`` of forward + autograd with symbolic sizes; the weights enter as inputs."""
+    return trace_module(_EnergyModule(potential), inputs)
+
+
+def trace_module(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> _Traced:
+    """``make_fx`` of a module that may call autograd inside, with symbolic sizes."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    module = _EnergyModule(potential)
     state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     names = list(state)
 
@@ -138,7 +144,8 @@ def trace(potential: Potential | Committee, inputs: tuple[torch.Tensor, ...]) ->
 
 def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None = None,
                       dtype: str = "float64", device: str = "cpu",
-                      log: Callable[[str], None] = print) -> Path:
+                      log: Callable[[str], None] = print,
+                      halo_exchange: bool | None = None) -> Path:
     """Compile an nnpot model file for ``pair_style nnpot``; returns the ``.pt2`` path.
 
     Args:
@@ -147,6 +154,10 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         dtype: ``float32`` or ``float64``, the precision the pair style computes in.
         device: ``cpu`` or ``cuda``; a package runs on the device it was compiled for.
         log: where progress lines go.
+        halo_exchange: also compile the model's message-passing steps one by one
+            (``nnpot.lammps.halo``), so that several ranks exchange ghost features after each
+            step instead of each holding ghosts out to the receptive field. Default: when the
+            model supports it (SchNet); it takes a few more minutes of compiling.
 
     The compiled package is checked against the Potential itself on a random cluster before
     it is written: a package that disagrees is an error, never a file.
@@ -167,15 +178,23 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
     log(f"exporting {model} ({kind}, species {' '.join(potential.species)}, "
         f"cutoff {potential.cutoff:g} Å, receptive field {reach:g} Å) in {dtype} on {device}")
 
+    if halo_exchange is None:
+        halo_exchange = supports_halo_exchange(potential)
+    elif halo_exchange and not supports_halo_exchange(potential):
+        raise ValueError(f"{model}: halo exchange needs a single message-passing model that "
+                         f"comes in steps (SchNet); this is a {kind}")
     function = energy_function(potential)
-    inputs = example_inputs(potential, torch_dtype, torch_device)
+    # 37 atoms: sizes that no layer width of a model is likely to share (see partition_step)
+    inputs = example_inputs(potential, torch_dtype, torch_device, n_atoms=37)
     start = time.perf_counter()
     # Symbolic tracing through autograd: forward and backward become one graph of aten ops.
     traced = trace(potential, inputs)
     atoms = torch.export.Dim("atoms", min=2)
     pairs = torch.export.Dim("pairs", min=2)
-    program = torch.export.export(traced, inputs,
-                                  dynamic_shapes=({0: pairs}, {0: atoms}, {1: pairs}, {0: atoms}))
+    programs = {"model": torch.export.export(
+        traced, inputs, dynamic_shapes=(({0: pairs}, {0: atoms}, {1: pairs}, {0: atoms}),))}
+    if halo_exchange:
+        programs.update(export_stages(potential, inputs, trace_module))
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -188,9 +207,14 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         else type(potential.model).__name__,
         "source": str(model.resolve()),
         "nnpot_version": __version__,
+        # Message steps compiled one by one (0: none) and the width of the features exchanged
+        "halo_steps": str(potential.model.n_message_steps if halo_exchange else 0),
+        "halo_width": str(potential.model.initial_features(inputs[1][:1]).shape[1]
+                          if halo_exchange else 0),
+        "halo_edges": str(len(potential.model.edge_features(inputs[0])) if halo_exchange else 0),
     }
-    log(f"traced in {time.perf_counter() - start:.1f} s; compiling with AOTInductor "
-        f"(a minute or two)…")
+    log(f"traced in {time.perf_counter() - start:.1f} s; compiling {len(programs)} "
+        f"program(s) with AOTInductor (about a minute each)…")
 
     threading = kernel_threading(potential)
     # Written under a temporary name (AOTInductor wants a .pt2 suffix) and renamed when checked.
@@ -199,10 +223,15 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
     try:
         with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
             warnings.simplefilter("ignore", FutureWarning)
-            torch._inductor.aoti_compile_and_package(
-                program, package_path=str(partial),
-                inductor_configs={"aot_inductor.metadata": metadata, **threading})
-        _check_package(str(partial), function, inputs, torch_dtype)
+            files = {}
+            for name, program in programs.items():
+                files[name] = torch._inductor.aot_compile(
+                    program.module(check_guards=False), *program.example_inputs,
+                    options={"aot_inductor.package": True, "aot_inductor.metadata": metadata,
+                             **threading})
+            package_aoti(str(partial), files)
+        _check_package(str(partial), function, inputs, torch_dtype,
+                       int(metadata["halo_steps"]), int(metadata["halo_edges"]))
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
@@ -226,15 +255,19 @@ def kernel_threading(potential: Potential | Committee) -> dict[str, object]:
 
 
 def _check_package(path: str, function: Callable, inputs: tuple[torch.Tensor, ...],
-                   dtype: torch.dtype) -> None:
-    """The compiled package must give the eager energies and pair gradients on ``inputs``."""
-    compiled = torch._inductor.aoti_load_package(path)
-    energies, gradient = compiled(*inputs)
+                   dtype: torch.dtype, halo_steps: int, halo_edges: int) -> None:
+    """The compiled package must give the eager energies and pair gradients on ``inputs``:
+    the one program, and the message steps run in turn when there are any."""
     reference_energies, reference_gradient = function(*inputs)
     tolerance = 1e-9 if dtype == torch.float64 else 1e-4
-    error = max(float((energies - reference_energies).abs().max()),
-                float((gradient - reference_gradient).abs().max()))
     scale = max(1.0, float(reference_gradient.abs().max()), float(reference_energies.abs().max()))
-    if not error <= tolerance * scale:
-        raise RuntimeError(f"the compiled package disagrees with the potential by {error:.3g} "
-                           f"(tolerance {tolerance * scale:.3g}); it was not written")
+    results = {"the compiled package": load_package(path, "model")(*inputs)}
+    if halo_steps:
+        stages = {name: load_package(path, name) for name in stage_names(halo_steps)}
+        results["its message steps"] = run_stages(stages, halo_steps, halo_edges, *inputs)
+    for what, (energies, gradient) in results.items():
+        error = max(float((energies - reference_energies).abs().max()),
+                    float((gradient - reference_gradient).abs().max()))
+        if not error <= tolerance * scale:
+            raise RuntimeError(f"{what} disagrees with the potential by {error:.3g} "
+                               f"(tolerance {tolerance * scale:.3g}); it was not written")

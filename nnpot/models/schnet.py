@@ -69,13 +69,37 @@ class SchNet(AtomisticModel):
         """Å: each interaction passes messages one cutoff further."""
         return len(self.interactions) * self.cutoff
 
+    # The model in stages, so that `nnpot lammps export` can compile each message-passing step
+    # on its own (LAMMPS then exchanges ghost atoms' features between ranks after each step).
+    # ``forward`` is their composition: one code path.
+    @property
+    def n_message_steps(self) -> int:
+        return len(self.interactions)
+
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        """species [N] → atom features [N, F] before the first interaction."""
+        return self.embedding(species)
+
+    def edge_features(self, pair_vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pair_vec [P, 3] Å → (Gaussian expansion [P, n_rbf], cosine cutoff [P])."""
+        distances = torch.linalg.vector_norm(pair_vec, dim=-1)
+        return self.radial_basis(distances), self.envelope(distances)
+
+    def message_step(self, step: int, x: torch.Tensor, edges: tuple[torch.Tensor, torch.Tensor],
+                     pair_index: torch.Tensor) -> torch.Tensor:
+        """Interaction ``step`` with its residual: features [N, F] → [N, F]."""
+        rbf, envelope = edges
+        return x + self.interactions[step](x, rbf, envelope, pair_index)
+
+    def read_out(self, x: torch.Tensor) -> torch.Tensor:
+        """Final features [N, F] → per-atom energies [N] (model units)."""
+        return self.readout(x).squeeze(-1)
+
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:
         """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        distances = torch.linalg.vector_norm(pair_vec, dim=-1)
-        rbf = self.radial_basis(distances)
-        envelope = self.envelope(distances)
-        x = self.embedding(species)
-        for interaction in self.interactions:
-            x = x + interaction(x, rbf, envelope, pair_index)
-        return self.readout(x).squeeze(-1)
+        edges = self.edge_features(pair_vec)
+        x = self.initial_features(species)
+        for step in range(self.n_message_steps):
+            x = self.message_step(step, x, edges, pair_index)
+        return self.read_out(x)

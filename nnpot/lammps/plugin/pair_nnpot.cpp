@@ -19,7 +19,12 @@
      side where r_ij points "up"). This is exactly nnpot's periodic graph: no ghost work.
    * ghost graph (message passing on several ranks): the nodes are owned and ghost atoms out to
      the receptive field (interactions × cutoff, set as the ghost cutoff), with all their pairs;
-     only owned atoms' energies count, so the ghosts' truncated environments never matter. */
+     only owned atoms' energies count, so the ghosts' truncated environments never matter.
+   * halo exchange (message passing on several ranks, a package with its steps compiled one by
+     one, nnpot.lammps.halo): the folded graph, run step by step. After each message step the
+     owners' new features are copied to their ghosts (forward comm); going back, each step's
+     gradient with respect to ghost features is added to the owners' (reverse comm). Ghosts
+     are one cutoff deep and a rank computes only its own atoms' messages. */
 
 #include "pair_nnpot.h"
 
@@ -40,6 +45,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <malloc.h>
 #include <sstream>
 #include <unordered_map>
 
@@ -74,6 +81,14 @@ std::string metadata_value(const std::unordered_map<std::string, std::string> &m
 
 PairNNPot::PairNNPot(LAMMPS *lmp) : Pair(lmp)
 {
+  // The model's tensors are large (tens of MB at 10⁴ atoms) and are allocated afresh every
+  // step. glibc serves such blocks with mmap and unmaps them when freed, so every step
+  // page-faults its memory in again: measured 20 % of a SchNet step on one rank and half of
+  // the step-by-step (halo exchange) evaluation. Keeping freed memory in the heap for reuse
+  // removes that; the process keeps its peak memory instead of returning it to the system.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+
   single_enable = 0;
   restartinfo = 0;
   one_coeff = 1;
@@ -187,6 +202,32 @@ void PairNNPot::load_model(const std::string &path)
     error->one(FLERR, "pair nnpot: loading {} failed: {}", path,
                std::string(e.what()).substr(0, 500));
   }
+  // The message steps are used on several ranks only; older packages have none.
+  auto steps = metadata.find("halo_steps");
+  halo_steps = steps == metadata.end() ? 0 : std::stoi(steps->second);
+  halo_width = halo_steps ? std::stoi(metadata_value(metadata, "halo_width", path, error)) : 0;
+  halo_edges = halo_steps ? std::stoi(metadata_value(metadata, "halo_edges", path, error)) : 0;
+  forward_stages.clear();
+  backward_stages.clear();
+  if (halo_steps > 0 && comm->nprocs > 1) {
+    auto stage = [&](const std::string &name) {
+      try {
+        return std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, name);
+      } catch (const std::exception &e) {
+        error->one(FLERR, "pair nnpot: loading {} of {} failed: {}", name, path,
+                   std::string(e.what()).substr(0, 500));
+      }
+      return std::unique_ptr<torch::inductor::AOTIModelPackageLoader>();
+    };
+    embed_stage = stage("halo_embed");
+    edges_forward = stage("halo_edges_forward");
+    edges_backward = stage("halo_edges_backward");
+    readout_stage = stage("halo_readout");
+    for (int t = 0; t < halo_steps; t++) {
+      forward_stages.push_back(stage("halo_step" + std::to_string(t) + "_forward"));
+      backward_stages.push_back(stage("halo_step" + std::to_string(t) + "_backward"));
+    }
+  }
   model_path = path;
   if (comm->me == 0)
     utils::logmesg(lmp, "pair nnpot: {} ({} {}, elements {}, cutoff {} Å, receptive field {} "
@@ -196,11 +237,17 @@ void PairNNPot::load_model(const std::string &path)
 
 /* ---------------------------------------------------------------------- */
 
+bool PairNNPot::halo_exchange() const
+{
+  return comm->nprocs > 1 && halo_steps > 0;
+}
+
 bool PairNNPot::ghost_graph() const
 {
   // Folding ghosts onto their owners is exact when every ghost is an image of an owned atom
-  // (one rank), or when only owned atoms' own pairs matter (energy reach = one cutoff).
-  return comm->nprocs > 1 && receptive_field > cutoff * (1.0 + 1e-12);
+  // (one rank), or when only owned atoms' own pairs matter (energy reach = one cutoff), or
+  // when ghosts get their features from their owners after every step (halo exchange).
+  return comm->nprocs > 1 && receptive_field > cutoff * (1.0 + 1e-12) && !halo_exchange();
 }
 
 void PairNNPot::init_style()
@@ -228,6 +275,10 @@ void PairNNPot::init_style()
     ghostneigh = 0;
     neighbor->add_request(this, NeighConst::REQ_FULL);
   }
+  comm_forward = comm_reverse = halo_exchange() ? halo_width : 0;
+  if (halo_exchange() && comm->me == 0)
+    utils::logmesg(lmp, "pair nnpot: {} message steps with halo exchange of {} features per "
+                   "ghost atom (ghosts one cutoff deep)\n", halo_steps, halo_width);
 }
 
 double PairNNPot::init_one(int i, int j)
@@ -349,17 +400,13 @@ void PairNNPot::compute(int eflag, int vflag)
   const auto device = on_cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
   std::vector<at::Tensor> inputs = {vec.to(device, dtype), node_species.to(device),
                                     index.to(device), owned.to(device, dtype)};
-  std::vector<at::Tensor> outputs;
-  const auto model_start = std::chrono::steady_clock::now();
-  try {
-    outputs = model->run(inputs);
-  } catch (const std::exception &e) {
-    error->one(FLERR, "pair nnpot: the model failed on {} atoms and {} pairs: {}", n_real,
-               n_real_pairs, std::string(e.what()).substr(0, 500));
-  }
-  const auto model_end = std::chrono::steady_clock::now();
-  at::Tensor energies = outputs[0].to(at::kCPU, at::kDouble).contiguous();
-  at::Tensor gradient = outputs[1].to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor energies, gradient;
+  if (halo_exchange())
+    compute_in_steps(inputs, energies, gradient);
+  else
+    compute_whole(inputs, energies, gradient);
+  energies = energies.to(at::kCPU, at::kDouble).contiguous();
+  gradient = gradient.to(at::kCPU, at::kDouble).contiguous();
   const double *e = energies.data_ptr<double>();
   const double *g = gradient.data_ptr<double>();
 
@@ -378,9 +425,157 @@ void PairNNPot::compute(int eflag, int vflag)
   if (vflag_fdotr) virial_fdotr_compute();
 
   const auto end = std::chrono::steady_clock::now();
-  model_seconds += std::chrono::duration<double>(model_end - model_start).count();
   total_seconds += std::chrono::duration<double>(end - start).count();
   n_calls++;
+}
+
+std::vector<at::Tensor> PairNNPot::run(torch::inductor::AOTIModelPackageLoader &stage,
+                                       const std::vector<at::Tensor> &inputs, const char *what)
+{
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<at::Tensor> outputs;
+  try {
+    outputs = stage.run(inputs);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair nnpot: the model ({}) failed on {} atoms and {} pairs: {}", what,
+               node_atom.size(), pair_atoms.size() / 2, std::string(e.what()).substr(0, 500));
+  }
+  model_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                       .count();
+  return outputs;
+}
+
+void PairNNPot::compute_whole(std::vector<at::Tensor> &inputs, at::Tensor &energies,
+                              at::Tensor &gradient)
+{
+  std::vector<at::Tensor> outputs = run(*model, inputs, "one program");
+  energies = outputs[0];
+  gradient = outputs[1];
+}
+
+/* The staged evaluation (nnpot.lammps.halo.run_stages, plus the exchanges):
+   x = embed(species); edges = edges_forward(r); for each step x, saved = step_forward(x, …)
+   and ghosts' rows of x from their owners; energies, ∂E/∂x, ∂E/∂r = readout(x); for each step
+   backwards ∂E/∂x, ∂E/∂edges += step_backward(…, ∂E/∂x), ghosts' rows of ∂E/∂x added to their
+   owners'; finally ∂E/∂r += edges_backward(∂E/∂edges). */
+void PairNNPot::compute_in_steps(std::vector<at::Tensor> &inputs, at::Tensor &energies,
+                                 at::Tensor &gradient)
+{
+  const at::Tensor &vec = inputs[0], &node_species = inputs[1], &index = inputs[2];
+  at::Tensor x = run(*embed_stage, {node_species}, "embedding")[0];
+  std::vector<at::Tensor> edges = run(*edges_forward, {vec}, "pair features");
+  std::vector<at::Tensor> edges_saved(edges.begin() + halo_edges, edges.end());
+  edges.resize(halo_edges);
+
+  std::vector<at::Tensor> step_inputs;
+  std::vector<std::vector<at::Tensor>> saved;
+  for (int t = 0; t < halo_steps; t++) {
+    std::vector<at::Tensor> step = {x, index};
+    step.insert(step.end(), edges.begin(), edges.end());
+    std::vector<at::Tensor> outputs = run(*forward_stages[t], step, "message step");
+    step_inputs.push_back(x);
+    x = exchange_features(outputs[0]);
+    saved.emplace_back(outputs.begin() + 1, outputs.end());
+  }
+  std::vector<at::Tensor> readout = run(*readout_stage, {x, node_species, vec, index, inputs[3]},
+                                        "readout");
+  energies = readout[0];
+  at::Tensor gradient_x = readout[1];
+  gradient = readout[2];
+
+  std::vector<at::Tensor> gradient_edges;
+  for (int t = halo_steps - 1; t >= 0; t--) {
+    std::vector<at::Tensor> step = {step_inputs[t], index};
+    step.insert(step.end(), edges.begin(), edges.end());
+    step.insert(step.end(), saved[t].begin(), saved[t].end());
+    step.push_back(gradient_x);
+    std::vector<at::Tensor> outputs = run(*backward_stages[t], step, "message step gradient");
+    saved[t].clear();    // the activations of step t are not needed any more
+    if (gradient_edges.empty())
+      gradient_edges.assign(outputs.begin() + 1, outputs.end());
+    else
+      for (int k = 0; k < halo_edges; k++) gradient_edges[k] += outputs[1 + k];
+    if (t > 0) gradient_x = exchange_gradient(outputs[0]);
+  }
+  std::vector<at::Tensor> last = {vec};
+  last.insert(last.end(), edges_saved.begin(), edges_saved.end());
+  last.insert(last.end(), gradient_edges.begin(), gradient_edges.end());
+  gradient = gradient + run(*edges_backward, last, "pair feature gradient")[0];
+}
+
+// Features [nodes, F] of one step → the same with ghost nodes' rows from their owners.
+at::Tensor PairNNPot::exchange_features(const at::Tensor &x)
+{
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const int n_real = static_cast<int>(node_atom.size());
+  at::Tensor values = x.to(at::kCPU, at::kDouble).contiguous();
+  double *v = values.data_ptr<double>();
+  const int w = halo_width;
+  atom_values.resize(static_cast<size_t>(nall) * w);
+  std::copy(v, v + static_cast<size_t>(nlocal) * w, atom_values.begin());
+  const auto start = std::chrono::steady_clock::now();
+  comm->forward_comm(this);
+  exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                          .count();
+  for (int n = nlocal; n < n_real; n++)
+    std::copy_n(atom_values.data() + static_cast<size_t>(node_atom[n]) * w, w,
+                v + static_cast<size_t>(n) * w);
+  return values.to(x.device(), x.scalar_type());
+}
+
+// ∂E/∂x [nodes, F] of one step's input → owned rows plus what ghosts of them got elsewhere;
+// ghost (and padding) rows zero: the next step back gets ∂E/∂x of owned atoms only.
+at::Tensor PairNNPot::exchange_gradient(const at::Tensor &gradient_x)
+{
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const int n_real = static_cast<int>(node_atom.size());
+  at::Tensor values = gradient_x.to(at::kCPU, at::kDouble).contiguous();
+  double *v = values.data_ptr<double>();
+  const int w = halo_width;
+  atom_values.assign(static_cast<size_t>(nall) * w, 0.0);
+  for (int n = nlocal; n < n_real; n++)
+    std::copy_n(v + static_cast<size_t>(n) * w, w,
+                atom_values.data() + static_cast<size_t>(node_atom[n]) * w);
+  const auto start = std::chrono::steady_clock::now();
+  comm->reverse_comm(this);
+  exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                          .count();
+  for (size_t k = 0; k < static_cast<size_t>(nlocal) * w; k++) v[k] += atom_values[k];
+  std::fill(v + static_cast<size_t>(nlocal) * w, v + values.numel(), 0.0);
+  return values.to(gradient_x.device(), gradient_x.scalar_type());
+}
+
+int PairNNPot::pack_forward_comm(int n, int *list, double *buf, int, int *)
+{
+  const int w = halo_width;
+  for (int k = 0; k < n; k++)
+    std::copy_n(atom_values.data() + static_cast<size_t>(list[k]) * w, w, buf + k * w);
+  return n * w;
+}
+
+void PairNNPot::unpack_forward_comm(int n, int first, double *buf)
+{
+  const int w = halo_width;
+  const size_t needed = static_cast<size_t>(first + n) * w;
+  if (atom_values.size() < needed) atom_values.resize(needed);
+  std::copy_n(buf, static_cast<size_t>(n) * w, atom_values.data() + static_cast<size_t>(first) * w);
+}
+
+int PairNNPot::pack_reverse_comm(int n, int first, double *buf)
+{
+  const int w = halo_width;
+  std::copy_n(atom_values.data() + static_cast<size_t>(first) * w, static_cast<size_t>(n) * w,
+              buf);
+  return n * w;
+}
+
+void PairNNPot::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  const int w = halo_width;
+  for (int k = 0; k < n; k++) {
+    double *row = atom_values.data() + static_cast<size_t>(list[k]) * w;
+    for (int d = 0; d < w; d++) row[d] += buf[k * w + d];
+  }
 }
 
 void PairNNPot::finish()
@@ -390,6 +585,9 @@ void PairNNPot::finish()
     utils::logmesg(lmp, "pair nnpot: {} calls, {:.3f} ms/call in the model, {:.3f} ms/call in "
                    "the pair style around it (graph, copies, forces)\n", n_calls,
                    1e3 * model_seconds / n_calls, 1e3 * (total_seconds - model_seconds) / n_calls);
-  model_seconds = total_seconds = 0.0;
+  if (comm->me == 0 && n_calls > 0 && halo_exchange())
+    utils::logmesg(lmp, "pair nnpot: of which {:.3f} ms/call in halo exchanges (including "
+                   "waiting for the other ranks)\n", 1e3 * exchange_seconds / n_calls);
+  model_seconds = total_seconds = exchange_seconds = 0.0;
   n_calls = 0;
 }

@@ -6,6 +6,8 @@
 
 #include "pair.h"
 
+#include <ATen/core/Tensor.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,12 +29,25 @@ class PairNNPot : public Pair {
   void init_style() override;
   double init_one(int i, int j) override;
   void finish() override;
+  int pack_forward_comm(int n, int *list, double *buf, int pbc_flag, int *pbc) override;
+  void unpack_forward_comm(int n, int first, double *buf) override;
+  int pack_reverse_comm(int n, int first, double *buf) override;
+  void unpack_reverse_comm(int n, int *list, double *buf) override;
 
  protected:
   void allocate();
   void load_model(const std::string &path);
   bool ghost_graph() const;
+  bool halo_exchange() const;
   void build_graph();
+  std::vector<at::Tensor> run(torch::inductor::AOTIModelPackageLoader &stage,
+                              const std::vector<at::Tensor> &inputs, const char *what);
+  void compute_whole(std::vector<at::Tensor> &inputs, at::Tensor &energies,
+                     at::Tensor &gradient);
+  void compute_in_steps(std::vector<at::Tensor> &inputs, at::Tensor &energies,
+                        at::Tensor &gradient);
+  at::Tensor exchange_features(const at::Tensor &x);
+  at::Tensor exchange_gradient(const at::Tensor &gradient);
 
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> model;
   std::string model_path;
@@ -43,6 +58,17 @@ class PairNNPot : public Pair {
   bool float64 = true;                 // the package's dtype
   bool on_cuda = false;                // the package's device
 
+  // Halo exchange (nnpot.lammps.halo): the message steps compiled one by one; between steps
+  // ghost atoms' features come from their owners and feature gradients go back to them.
+  int halo_steps = 0;                  // message steps in the package (0: one program only)
+  int halo_width = 0;                  // doubles exchanged per atom
+  int halo_edges = 0;                  // pair tensors shared by the steps (edge_features)
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> embed_stage, edges_forward,
+      edges_backward, readout_stage;
+  std::vector<std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> forward_stages,
+      backward_stages;
+  std::vector<double> atom_values;     // [nall, halo_width] what is being exchanged
+
   // The graph of one step: nodes are owned atoms first, then ghost atoms that stay nodes;
   // each pair joins two nodes and remembers its two LAMMPS atoms, which get its forces.
   std::vector<int> node_of;            // LAMMPS atom (owned or ghost) → node, -1: none
@@ -52,7 +78,7 @@ class PairNNPot : public Pair {
   std::vector<double> pair_vec;        // [P, 3] x_j − x_i, Å
 
   // Timing of the current run, printed by finish() (rank 0)
-  double model_seconds = 0.0, total_seconds = 0.0;
+  double model_seconds = 0.0, total_seconds = 0.0, exchange_seconds = 0.0;
   long n_calls = 0;
 };
 
