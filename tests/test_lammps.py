@@ -33,6 +33,7 @@ def plugin() -> Path:
 
 @pytest.fixture(scope="module")
 def cu64(tmp_path_factory) -> Path:
+    """The shipped SchNet with its message steps: several ranks use halo exchange."""
     from nnpot.lammps import export_for_lammps
 
     return export_for_lammps(CU_MODEL, tmp_path_factory.mktemp("export") / "cu-float64.pt2",
@@ -61,7 +62,9 @@ run 0
 """
 
 
-def compare_with_calculator(atoms, folder: Path, ranks: int, plugin: Path, package: Path) -> None:
+def compare_with_calculator(atoms, folder: Path, ranks: int, plugin: Path, package: Path) -> str:
+    """Energies, per-atom energies, forces and pressure of LAMMPS against NNPCalculator;
+    returns LAMMPS's output."""
     write_data(atoms, folder / "data.lmp", ["Cu"])
     out = run_lammps(single_point_script(plugin, package), folder, ranks=ranks)
     thermo = read_thermo(out.stdout)[-1]
@@ -76,12 +79,15 @@ def compare_with_calculator(atoms, folder: Path, ranks: int, plugin: Path, packa
     pressure = -atoms.get_stress(voigt=True) * EV_PER_A3_IN_BAR
     lammps = [thermo[k] for k in ("Pxx", "Pyy", "Pzz", "Pyz", "Pxz", "Pxy")]
     np.testing.assert_allclose(lammps, pressure, rtol=1e-7, atol=1e-6)
+    return out.stdout
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_small_triclinic_cell_matches_calculator(plugin, cu64, tmp_path, ranks):
-    """32 atoms, sheared cell smaller than the receptive field: every image counted right."""
-    compare_with_calculator(copper(2, triclinic=True), tmp_path, ranks, plugin, cu64)
+    """32 atoms, sheared cell smaller than the receptive field: every image counted right
+    (on 2 ranks with halo exchange, ghosts one cutoff deep)."""
+    out = compare_with_calculator(copper(2, triclinic=True), tmp_path, ranks, plugin, cu64)
+    assert ("halo exchange of 64 features" in out) == (ranks > 1)
 
 
 @pytest.mark.slow
@@ -100,7 +106,9 @@ def test_larger_cells_match_calculator(plugin, cu64, tmp_path, ranks, repeat, tr
 ])
 def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
     """SchNet, HDNNP and NequIP (two elements), and an HDNNP with ZBL, through the same export
-    and pair style."""
+    and pair style. The SchNet is exported without its steps: on 2 ranks it takes the ghost
+    graph (ghosts out to the receptive field), as NequIP does; the Cu potential (``cu64``)
+    tests halo exchange."""
     from ase import Atoms
 
     from conftest import MODEL_MAKERS
@@ -108,7 +116,7 @@ def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
 
     MODEL_MAKERS[model]().save(tmp_path / "model.pt")
     package = export_for_lammps(tmp_path / "model.pt", tmp_path / "model.pt2",
-                                log=lambda line: None)
+                                log=lambda line: None, halo_exchange=False)
     atoms = copper(2, triclinic=True, seed=1)
     symbols = ["Cu" if k % 3 else "O" for k in range(len(atoms))]
     atoms = Atoms(symbols, positions=atoms.positions, cell=atoms.cell, pbc=True)
@@ -117,6 +125,8 @@ def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
         "read_data data.lmp", "read_data data.lmp\nmass * 1.0")
     for ranks in (1, 2):
         out = run_lammps(script, tmp_path, ranks=ranks)
+        assert ("for message passing across ranks" in out.stdout) == (
+            ranks > 1 and model in ("SchNet", "NequIP"))   # the ghost graph
         (frame,) = read_dump(tmp_path / "dump.txt")
         atoms.calc = nnpot.NNPCalculator(tmp_path / "model.pt", dtype="float64")
         np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
@@ -254,7 +264,9 @@ run 1500
     assert lx == pytest.approx(a_relax, rel=1e-3)
 
 
-def test_under_pair_hybrid_null_types_are_left_to_the_other_style(plugin, cu64, tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_under_pair_hybrid_null_types_are_left_to_the_other_style(plugin, cu64, tmp_path,
+                                                                   ranks):
     """Types mapped to NULL are someone else's: the nnpot part of the energy and forces is the
     potential's on the mapped atoms alone (here with pair zero for the other type)."""
     from ase import Atoms
@@ -267,7 +279,7 @@ def test_under_pair_hybrid_null_types_are_left_to_the_other_style(plugin, cu64, 
         "pair_style nnpot\npair_coeff * * {} Cu".format(cu64),
         f"pair_style hybrid nnpot zero 5.0\npair_coeff * * nnpot {cu64} Cu NULL\n"
         f"pair_coeff * 2 zero")
-    out = run_lammps(script, tmp_path)
+    out = run_lammps(script, tmp_path, ranks=ranks)
     (frame,) = read_dump(tmp_path / "dump.txt")
     copper_only = atoms[[k for k, kind in enumerate(kinds) if kind == "Cu"]]
     copper_only.calc = nnpot.NNPCalculator(CU_MODEL, dtype="float64")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,19 +36,11 @@ from ..committee import Committee
 from ..devices import resolve_device
 from ..potential import Potential, load, resolve_dtype
 from ..version import __version__
-from .halo import export_stages, run_stages, stage_names, supports_halo_exchange
+from .halo import (PairGeometry, export_stages, functional_form, run_stages, stage_names,
+                   supports_halo_exchange)
 
 FORMAT = "nnpot-lammps"
 FORMAT_VERSION = 1
-
-
-@dataclass
-class _Pairs:
-    """The three inputs ``Potential.atom_energies`` reads (a Geometry without a cell)."""
-
-    species: torch.Tensor
-    pair_index: torch.Tensor
-    pair_vec: torch.Tensor
 
 
 def receptive_field(potential: Potential | Committee) -> float:
@@ -66,7 +57,7 @@ def energy_function(potential: Potential | Committee) -> Callable[..., tuple[tor
                             pair_index: torch.Tensor, owned: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor]:
         pair_vec = pair_vec.detach().requires_grad_(True)
-        pairs = _Pairs(species, pair_index, pair_vec)
+        pairs = PairGeometry(species, pair_index, pair_vec)
         energies = sum(member.atom_energies(pairs) for member in members) / len(members)
         (gradient,) = torch.autograd.grad((energies * owned).sum(), pair_vec)
         return energies.detach(), gradient
@@ -130,14 +121,7 @@ def trace_module(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> _Traced
     """``make_fx`` of a module that may call autograd inside, with symbolic sizes."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    names = list(state)
-
-    def flat(*args):
-        weights, rest = args[:len(names)], args[len(names):]
-        return torch.func.functional_call(module, dict(zip(names, weights)), rest)
-
-    weights = [state[name].detach() for name in names]
+    flat, weights = functional_form(module)
     graph = make_fx(flat, tracing_mode="symbolic")(*weights, *inputs)
     return _Traced(graph, weights)
 

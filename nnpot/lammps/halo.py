@@ -30,6 +30,7 @@ by the owners' values; the pair style never reads them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -84,11 +85,14 @@ class _Step(nn.Module):
         return self.model.message_step(self.step, x, tuple(edges), pair_index)
 
 
-class _Pairs:
-    """The geometry ``Potential.energies_from_model`` reads (species and pairs, no cell)."""
+@dataclass
+class PairGeometry:
+    """What ``Potential.atom_energies`` and ``energies_from_model`` read of a geometry:
+    species and pairs, no cell."""
 
-    def __init__(self, species: torch.Tensor, pair_index: torch.Tensor, pair_vec: torch.Tensor):
-        self.species, self.pair_index, self.pair_vec = species, pair_index, pair_vec
+    species: torch.Tensor
+    pair_index: torch.Tensor
+    pair_vec: torch.Tensor
 
 
 class _Readout(nn.Module):
@@ -103,7 +107,7 @@ class _Readout(nn.Module):
         pair_vec = pair_vec.detach().requires_grad_(True)
         per_atom = self.potential.model.read_out(x)
         energies = self.potential.energies_from_model(per_atom,
-                                                      _Pairs(species, pair_index, pair_vec))
+                                                      PairGeometry(species, pair_index, pair_vec))
         gradient_x, gradient_pairs = torch.autograd.grad(
             (energies * owned).sum(), [x, pair_vec], allow_unused=True)
         if gradient_pairs is None:  # no pair term (repulsion) in the readout
@@ -111,9 +115,17 @@ class _Readout(nn.Module):
         return energies.detach(), gradient_x, gradient_pairs
 
 
-def _module_state(module: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
+def functional_form(module: nn.Module) -> tuple[Callable, list[torch.Tensor]]:
+    """``module`` as a function of (*weights, *inputs), and its weights (parameters and
+    buffers, detached): the weights enter traces as inputs, not as folded constants."""
     state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    return list(state), [value.detach() for value in state.values()]
+    names = list(state)
+
+    def flat(*args):
+        return torch.func.functional_call(module, dict(zip(names, args[:len(names)])),
+                                          args[len(names):])
+
+    return flat, [value.detach() for value in state.values()]
 
 
 class _Partitioned(nn.Module):
@@ -150,12 +162,8 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
     from torch._functorch.aot_autograd import aot_function, make_boxed_func
     from torch._functorch.partitioners import min_cut_rematerialization_partition
 
-    names, weights = _module_state(module)
+    flat, weights = functional_form(module)
     n_weights = len(weights)
-
-    def flat(*args):
-        return torch.func.functional_call(module, dict(zip(names, args[:n_weights])),
-                                          args[n_weights:])
 
     graphs: dict[str, torch.fx.GraphModule] = {}
 

@@ -40,6 +40,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -276,6 +277,12 @@ void PairNNPot::init_style()
     neighbor->add_request(this, NeighConst::REQ_FULL);
   }
   comm_forward = comm_reverse = halo_exchange() ? halo_width : 0;
+  // Under pair hybrid, LAMMPS sizes its communication buffers from the hybrid style's sizes,
+  // which it copied from the sub-styles at pair_style time, before the model was known.
+  if (force->pair != this) {
+    force->pair->comm_forward = std::max(force->pair->comm_forward, comm_forward);
+    force->pair->comm_reverse = std::max(force->pair->comm_reverse, comm_reverse);
+  }
   if (halo_exchange() && comm->me == 0)
     utils::logmesg(lmp, "pair nnpot: {} message steps with halo exchange of {} features per "
                    "ghost atom (ghosts one cutoff deep)\n", halo_steps, halo_width);
