@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halo-exchange", action=argparse.BooleanOptionalAction, default=None,
                    help="also compile each message-passing step, so that MPI ranks exchange "
                         "ghost features per step (default: when the model allows it, SchNet; "
-                        "a few more minutes of compiling)")
+                        "about a minute more of compiling)")
     p.set_defaults(func=cmd_lammps_export)
 
     p = sub.add_parser("demo", help="the main job: data → training → relaxation → MD, with plots")

@@ -141,7 +141,7 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         halo_exchange: also compile the model's message-passing steps one by one
             (``nnpot.lammps.halo``), so that several ranks exchange ghost features after each
             step instead of each holding ghosts out to the receptive field. Default: when the
-            model supports it (SchNet); it takes a few more minutes of compiling.
+            model supports it (SchNet); it adds about a minute of compiling.
 
     The compiled package is checked against the Potential itself on a random cluster before
     it is written: a package that disagrees is an error, never a file.
@@ -168,7 +168,7 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         raise ValueError(f"{model}: halo exchange needs a single message-passing model that "
                          f"comes in steps (SchNet); this is a {kind}")
     function = energy_function(potential)
-    # 37 atoms: sizes that no layer width of a model is likely to share (see partition_step)
+    # 37 atoms: sizes that no layer width of a model is likely to share (halo.partition)
     inputs = example_inputs(potential, torch_dtype, torch_device, n_atoms=37)
     start = time.perf_counter()
     # Symbolic tracing through autograd: forward and backward become one graph of aten ops.
@@ -198,7 +198,7 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         "halo_edges": str(len(potential.model.edge_features(inputs[0])) if halo_exchange else 0),
     }
     log(f"traced in {time.perf_counter() - start:.1f} s; compiling {len(programs)} "
-        f"program(s) with AOTInductor (about a minute each)…")
+        f"program(s) with AOTInductor (10–60 s each)…")
 
     threading = kernel_threading(potential)
     # Written under a temporary name (AOTInductor wants a .pt2 suffix) and renamed when checked.

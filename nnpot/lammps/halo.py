@@ -146,7 +146,7 @@ class _Partitioned(nn.Module):
         return self.arrange(self.graph, weights, inputs)
 
 
-def _placeholders(graph: torch.fx.GraphModule) -> list[torch.fx.Node]:
+def _input_nodes(graph: torch.fx.GraphModule) -> list[torch.fx.Node]:
     return [node for node in graph.graph.nodes if node.op == "placeholder"]
 
 
@@ -188,8 +188,8 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
     forward, backward = graphs["forward"], graphs["backward"]
     n_outputs = len(outputs)
 
-    # The forward's placeholders are primals_1 …: the weights, then the inputs.
-    primals = _placeholders(forward)
+    # The forward graph's inputs are primals_1 …: the weights, then the inputs.
+    primals = _input_nodes(forward)
     role = {node.name: ("weight", k) for k, node in enumerate(primals[:n_weights])}
     role.update({node.name: ("input", k) for k, node in enumerate(primals[n_weights:])})
     size_names = {str(primals[n_weights + k].meta["val"].shape[d]): name
@@ -218,7 +218,7 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
     def arrange_forward(graph, weights_, inputs_):
         return tuple(graph(*weights_, *inputs_))
 
-    backward_inputs = _placeholders(backward)
+    backward_inputs = _input_nodes(backward)
     wanted = [n_weights + k for k, grad in enumerate(differentiable) if grad]
 
     def arrange_backward(graph, weights_, inputs_):
