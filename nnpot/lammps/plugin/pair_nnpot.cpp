@@ -510,6 +510,19 @@ void PairNNPot::compute_in_steps(std::vector<at::Tensor> &inputs, at::Tensor &en
   gradient = gradient + run(*edges_backward, last, "pair feature gradient")[0];
 }
 
+// LAMMPS's forward (owners → ghosts) or reverse (ghosts → owners, summed) comm of
+// atom_values, timed for finish().
+void PairNNPot::communicate(bool forward)
+{
+  const auto start = std::chrono::steady_clock::now();
+  if (forward)
+    comm->forward_comm(this);
+  else
+    comm->reverse_comm(this);
+  exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                          .count();
+}
+
 // Features [nodes, F] of one step → the same with ghost nodes' rows from their owners.
 at::Tensor PairNNPot::exchange_features(const at::Tensor &x)
 {
@@ -520,10 +533,7 @@ at::Tensor PairNNPot::exchange_features(const at::Tensor &x)
   const int w = halo_width;
   atom_values.resize(static_cast<size_t>(nall) * w);
   std::copy(v, v + static_cast<size_t>(nlocal) * w, atom_values.begin());
-  const auto start = std::chrono::steady_clock::now();
-  comm->forward_comm(this);
-  exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                          .count();
+  communicate(true);
   for (int n = nlocal; n < n_real; n++)
     std::copy_n(atom_values.data() + static_cast<size_t>(node_atom[n]) * w, w,
                 v + static_cast<size_t>(n) * w);
@@ -543,10 +553,7 @@ at::Tensor PairNNPot::exchange_gradient(const at::Tensor &gradient_x)
   for (int n = nlocal; n < n_real; n++)
     std::copy_n(v + static_cast<size_t>(n) * w, w,
                 atom_values.data() + static_cast<size_t>(node_atom[n]) * w);
-  const auto start = std::chrono::steady_clock::now();
-  comm->reverse_comm(this);
-  exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                          .count();
+  communicate(false);
   for (size_t k = 0; k < static_cast<size_t>(nlocal) * w; k++) v[k] += atom_values[k];
   std::fill(v + static_cast<size_t>(nlocal) * w, v + values.numel(), 0.0);
   return values.to(gradient_x.device(), gradient_x.scalar_type());

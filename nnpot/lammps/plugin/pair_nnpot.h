@@ -48,6 +48,7 @@ class PairNNPot : public Pair {
                         at::Tensor &gradient);
   at::Tensor exchange_features(const at::Tensor &x);
   at::Tensor exchange_gradient(const at::Tensor &gradient);
+  void communicate(bool forward);
 
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> model;
   std::string model_path;
