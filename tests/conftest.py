@@ -12,7 +12,7 @@ from ase.build import bulk
 
 from nnpot import AtomicGraph, Potential
 from nnpot.graph import pair_vectors
-from nnpot.models import HDNNP, NequIP, SchNet
+from nnpot.models import HDNNP, MACE, NequIP, SchNet
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -88,6 +88,22 @@ def make_nequip(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0,
     return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
 
 
+def make_mace(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0,
+              **hparams) -> Potential:
+    """A small randomly initialised MACE (l_max 2, max_L 1, correlation 3, two layers) with its
+    neighbour count from real cells."""
+    torch.manual_seed(seed)
+    hparams = {"n_features": 4, "l_max": 2, "n_bessel": 6, "radial_mlp": (8,), **hparams}
+    model = MACE(species=list(species), cutoff=cutoff, **hparams)
+    model.fit_statistics(statistics_inputs(model, cutoff))
+    with torch.no_grad():  # forces of O(0.1–1) eV/Å, so derivative tests compare real numbers
+        for readout in model.readouts:
+            for parameter in readout.parameters():
+                parameter.mul_(4.0)
+    e0 = {s: -1.0 - k for k, s in enumerate(species)}
+    return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
+
+
 def make_hdnnp_zbl(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0) -> Potential:
     """``make_hdnnp`` with the ZBL repulsion under it: in ``rattled_cell`` and
     ``triclinic_pair`` many pairs lie inside their covalent-radius sums (Cu–Cu 2.64 Å, Cu–O
@@ -98,12 +114,13 @@ def make_hdnnp_zbl(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0)
 
 
 MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp, "NequIP": make_nequip,
-                "HDNNP+ZBL": make_hdnnp_zbl}
+                "MACE": make_mace, "HDNNP+ZBL": make_hdnnp_zbl}
 
 
 @pytest.fixture(params=sorted(MODEL_MAKERS))
 def potential64(request) -> Potential:
-    """Each physics test runs for every model: SchNet, HDNNP, NequIP, and HDNNP with ZBL."""
+    """Each physics test runs for every model: SchNet, HDNNP, NequIP, MACE, and HDNNP with
+    ZBL."""
     return MODEL_MAKERS[request.param]()
 
 

@@ -5,9 +5,11 @@
 
 from .base import AtomisticModel, HyperParameterError
 from .hdnnp import HDNNP
+from .mace import MACE
 from .nequip import NequIP
 from .schnet import SchNet
 
-MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP, "NequIP": NequIP}
+MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP, "NequIP": NequIP,
+                                           "MACE": MACE}
 
-__all__ = ["AtomisticModel", "HyperParameterError", "HDNNP", "NequIP", "SchNet", "MODELS"]
+__all__ = ["AtomisticModel", "HyperParameterError", "HDNNP", "MACE", "NequIP", "SchNet", "MODELS"]

@@ -8,6 +8,7 @@ leave the neighbour list.
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -82,3 +83,53 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float | torch.Tensor, p: int) -
     value = (1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x
              - 0.5 * p * (p + 1) * xp * x * x)
     return torch.where(inside, value, torch.zeros_like(value))
+
+
+class BesselBasis(nn.Module):
+    """sqrt(2/r_c) · sin(n π r / r_c) / r, n = 1 … N, with trainable frequencies (as NequIP).
+    [P] distances (Å) → [P, N]."""
+
+    def __init__(self, n: int, cutoff: float):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.frequencies = nn.Parameter(torch.arange(1, n + 1, dtype=torch.float32) * math.pi)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        x = r[:, None] / self.cutoff
+        return math.sqrt(2.0 / self.cutoff) * torch.sin(self.frequencies * x) / r[:, None]
+
+
+@torch.no_grad()
+def average_neighbour_count(inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                            cutoff: float) -> float | None:
+    """The mean number of neighbours within ``cutoff`` per atom (both directions of each pair)
+    over ``(species, pair_index, pair_vec)`` batches; None when there are no atoms."""
+    atoms, edges = 0, 0
+    for species, _, pair_vec in inputs:
+        atoms += species.numel()
+        edges += 2 * int((torch.linalg.vector_norm(pair_vec, dim=-1) < cutoff).sum())
+    return max(edges / atoms, 1.0) if atoms else None
+
+
+class ExactConstants:
+    """Constants of a model's construction (coupling coefficients) kept in float64 outside the
+    module's state, so ``module.to(float32)`` and back cannot round them and a model converted
+    in memory computes with the very numbers of the same model loaded from its file. ``get``
+    returns a copy on a tensor's device and in its dtype (cached: one conversion per kind)."""
+
+    def __init__(self):
+        self._originals: dict[str, torch.Tensor] = {}
+        self._copies: dict[tuple, torch.Tensor] = {}
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self._originals[name] = value.detach().to(torch.float64)
+        self._copies = {key: t for key, t in self._copies.items() if key[0] != name}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._originals
+
+    def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.device, like.dtype)
+        if key not in self._copies:
+            self._copies[key] = self._originals[name].to(device=like.device, dtype=like.dtype)
+        return self._copies[key]

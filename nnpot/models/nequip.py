@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .base import AtomisticModel, HyperParameterError, check_int
-from .blocks import polynomial_envelope
+from .blocks import BesselBasis, average_neighbour_count, polynomial_envelope
 from .pair_kernel import kernel_applies
 from .pair_tensor_product import PairTensorProduct
 
@@ -39,20 +39,6 @@ def _e3nn():
         raise ImportError("the NequIP model needs e3nn: pip install e3nn") from None
     from e3nn import nn as enn, o3
     return o3, enn
-
-
-class BesselBasis(nn.Module):
-    """sqrt(2/r_c) · sin(n π r / r_c) / r, n = 1 … N, with trainable frequencies (as NequIP).
-    [P] distances (Å) → [P, N]."""
-
-    def __init__(self, n: int, cutoff: float):
-        super().__init__()
-        self.cutoff = float(cutoff)
-        self.frequencies = nn.Parameter(torch.arange(1, n + 1, dtype=torch.float32) * math.pi)
-
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        x = r[:, None] / self.cutoff
-        return math.sqrt(2.0 / self.cutoff) * torch.sin(self.frequencies * x) / r[:, None]
 
 
 class Interaction(nn.Module):
@@ -109,28 +95,9 @@ class Interaction(nn.Module):
 
     def path_weights(self, radial: torch.Tensor, envelope: torch.Tensor,
                      per_column: bool = True) -> torch.Tensor:
-        """radial [P, n_radial], envelope [P] → the radial MLP's output times the envelope:
-        per path [P, n_weights] (``per_column`` false: the fused kernel's layout), or with
-        its columns as the torch formulas of ``pair_convolution`` want them: [P, columns · u],
-        each path's weights once per component of its output irrep (``weight_columns``).
-
-        The same numbers as ``(self.radial(radial) * envelope[:, None])[:, weight_columns]``
-        (e3nn's network), computed with fewer passes over [P, width] tensors: e3nn's constant
-        factors (weight normalisation, the activation's second-moment normalisation) are
-        folded into the weight matrices, the envelope multiplies the last hidden layer
-        (narrower than the output), and the last matrix's columns are taken in the order of
-        ``weight_columns``."""
-        *hidden_layers, last = self.radial
-        hidden, factor = radial, 1.0  # factor: multiplies `hidden`, not applied yet
-        for layer in hidden_layers:
-            activation = layer.act  # e3nn's normalize2mom: f(x) · cst
-            hidden = activation.f(hidden @ (layer.weight * (factor / math.sqrt(
-                layer.h_in * layer.var_in))))
-            factor = (1.0 if activation._is_id else activation.cst) * math.sqrt(layer.var_out)
-        matrix = last.weight[:, self.pair_convolution.weight_columns] if per_column else \
-            last.weight
-        return (hidden * envelope[:, None]) @ (matrix * (factor / math.sqrt(
-            last.h_in * last.var_in / last.var_out)))
+        """The radial MLP's output times the envelope, per path or per column (see
+        ``PairTensorProduct.path_weights``)."""
+        return self.pair_convolution.path_weights(self.radial, radial, envelope, per_column)
 
     def forward(self, h: torch.Tensor, one_hot: torch.Tensor, couplings: torch.Tensor,
                 radial: torch.Tensor, envelope: torch.Tensor, pair_index: torch.Tensor,
@@ -244,9 +211,6 @@ class NequIP(AtomisticModel):
     def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
                        ) -> None:
         """The average number of neighbours within the cutoff per atom (both directions)."""
-        atoms, edges = 0, 0
-        for species, pair_index, pair_vec in inputs:
-            atoms += species.numel()
-            edges += 2 * int((torch.linalg.vector_norm(pair_vec, dim=-1) < self.cutoff).sum())
-        if atoms:
-            self.avg_num_neighbors.fill_(max(edges / atoms, 1.0))
+        count = average_neighbour_count(inputs, self.cutoff)
+        if count is not None:
+            self.avg_num_neighbors.fill_(count)

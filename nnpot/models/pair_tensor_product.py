@@ -38,9 +38,12 @@ within a block); inside, [N, rows, u] and [P, columns, u] (channels innermost).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from .blocks import ExactConstants
 from .pair_kernel import PairMessages
 
 
@@ -97,8 +100,8 @@ class PairTensorProduct(nn.Module):
              for _ in range(dim)], dtype=torch.int64), persistent=False)
         # Stored as [n_harmonics, columns, rows]: B comes out transposed, [P, columns, rows],
         # so the messages are [P, columns, u] with the channels innermost (fast broadcasts).
-        self.register_buffer("coupling", coupling.permute(0, 2, 1).contiguous(),
-                             persistent=False)
+        self.constants = ExactConstants()  # float64 whatever the module's dtype
+        self.constants["coupling"] = coupling.permute(0, 2, 1).contiguous()
         self.register_buffer("row_parity", _per_component(features), persistent=False)
         self.register_buffer("column_parity", _per_component(outputs), persistent=False)
         # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair).
@@ -117,11 +120,37 @@ class PairTensorProduct(nn.Module):
                                 for ins in tensor_product.instructions), str(features),
                           str(harmonics), str(outputs))
 
+    def path_weights(self, network: nn.Module, radial: torch.Tensor,
+                     envelope: torch.Tensor | None, per_column: bool = True) -> torch.Tensor:
+        """The per-pair weights of the paths from a radial MLP: ``network`` an e3nn
+        ``FullyConnectedNet`` [n_radial → … → n_weights], radial [P, n_radial], envelope [P] or
+        None (where the basis already carries it) → per path [P, n_weights] (``per_column``
+        false: the fused kernel's layout), or with its columns as the torch formulas want them:
+        [P, columns · u], each path's weights once per component of its output irrep
+        (``weight_columns``).
+
+        The same numbers as ``(network(radial) * envelope[:, None])[:, weight_columns]``,
+        computed with fewer passes over [P, width] tensors: e3nn's constant factors (weight
+        normalisation, the activation's second-moment normalisation) are folded into the
+        weight matrices, the envelope multiplies the last hidden layer (narrower than the
+        output), and the last matrix's columns are taken in the order of ``weight_columns``."""
+        *hidden_layers, last = network
+        hidden, factor = radial, 1.0  # factor: multiplies `hidden`, not applied yet
+        for layer in hidden_layers:
+            activation = layer.act  # e3nn's normalize2mom: f(x) · cst
+            hidden = activation.f(hidden @ (layer.weight * (factor / math.sqrt(
+                layer.h_in * layer.var_in))))
+            factor = (1.0 if activation._is_id else activation.cst) * math.sqrt(layer.var_out)
+        matrix = last.weight[:, self.weight_columns] if per_column else last.weight
+        if envelope is not None:
+            hidden = hidden * envelope[:, None]
+        return hidden @ (matrix * (factor / math.sqrt(last.h_in * last.var_in / last.var_out)))
+
     def pair_couplings(self, harmonics: torch.Tensor) -> torch.Tensor:
         """Y [P, n_harmonics] (of the vectors pair_index[0] → pair_index[1]) → Bᵀ [P, columns,
         rows]."""
         # explicit sizes throughout (no -1): a structure may have no pairs at all
-        return (harmonics @ self.coupling.to(harmonics.dtype).view(self.n_harmonics, -1)).view(
+        return (harmonics @ self.constants.get("coupling", harmonics).view(self.n_harmonics, -1)).view(
             harmonics.shape[0], self.columns, self.rows)
 
     def forward(self, x: torch.Tensor, couplings: torch.Tensor, weights: torch.Tensor,

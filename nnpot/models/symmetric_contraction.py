@@ -1,0 +1,233 @@
+"""MACE's symmetric contraction: the many-body basis B from products of the atomic basis A.
+
+For one channel c of one atom, A is a vector of d components (the irreps l = 0 … l_max of the
+atomic basis, d = Σ (2l+1)). The body-order-(ν+1) features are the products
+A_{i1} A_{i2} … A_{iν}, coupled to an irrep L (component M) by *generalised Clebsch–Gordan
+coefficients*: chains of Wigner 3j symbols
+
+    U[M; i1 … iν] = Σ C^{l12}_{m1 m2 μ12} C^{l123}_{μ12 m3 μ123} … C^{L}_{μ… mν M}
+
+over one coupling path (l1 ⊗ l2 → l12, l12 ⊗ l3 → l123, …, → L; parities multiply). Then
+
+    B_c^{LM} = Σ_{ν=1}^{correlation} Σ_η w^{(ν)}_{z, η, c} Σ_{i1…iν} U^{(ν)}_η[M; i1 … iν] A_{c,i1} … A_{c,iν}
+
+with weights per element z of the atom, per path η and per channel (Batatia et al., NeurIPS
+2022, eq. 10). Because the product of the A's is symmetric in its indices, two paths whose
+U differ only by a permutation of indices give the same polynomial; ``coupling_basis`` keeps a
+linearly independent set (tested on the symmetrised tensors), each element still one literal
+path, so a test can check any one of them against the explicit sum over products above.
+
+Evaluation: the products are symmetric, so only the monomials P_m = A_{i1} … A_{iν} with
+i1 ≤ … ≤ iν are formed (for d = 16 and ν ≤ 3: 16 + 136 + 816 instead of 16 + 256 + 4096
+products), each order from the one below (P^{(ν)} = P^{(ν−1)} · A_i, gathered). The coupling
+tensors are rewritten on them — each monomial's coefficient is the sum of U over the distinct
+orderings of its indices — and every output irrep keeps only the monomials it couples to
+(parity alone halves them). Per element the weights are folded into these coefficients once per
+forward, W_t = Σ_η C_{t,η} w_η [c, monomials, 2L+1], and B_t = P_t @ W_t is one batched matrix
+product per channel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .blocks import ExactConstants
+
+Irrep = tuple[int, int]  # (l, parity ±1)
+
+
+def coupling_paths(basis: Sequence[Irrep], order: int, target: Irrep
+                   ) -> list[tuple[tuple, torch.Tensor]]:
+    """Every coupling path of ``order`` factors of the atomic basis to the irrep ``target``.
+
+    ``basis``: the irreps of one channel of A, in order (components of irrep k at offsets
+    Σ_{k'<k} (2l+1)). Returns ``(path, U)`` pairs: ``path`` = (k1, k2, l12, k3, l123, …) names
+    the basis irreps and intermediate l's; ``U`` [2L+1, d, …, d] (``order`` times d) in float64.
+    Intermediate l's are bounded by what can still couple down to L.
+    """
+    from e3nn import o3
+
+    dims = [2 * l + 1 for l, _ in basis]
+    offsets = [sum(dims[:k]) for k in range(len(dims) + 1)]
+    d, l_max = offsets[-1], max(l for l, _ in basis)
+    # order 1: the identity on each irrep's block
+    states = []
+    for k, (l, p) in enumerate(basis):
+        u = torch.zeros(2 * l + 1, d, dtype=torch.float64)
+        u[:, offsets[k]:offsets[k + 1]] = torch.eye(2 * l + 1, dtype=torch.float64)
+        states.append(((k,), (l, p), u))
+    for step in range(2, order + 1):
+        reach = target[0] + (order - step) * l_max  # how far later couplings can bring l down
+        grown = []
+        for path, (l1, p1), u in states:
+            for k, (l2, p2) in enumerate(basis):
+                for l3 in range(abs(l1 - l2), min(l1 + l2, reach) + 1):
+                    cg = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)  # [2l1+1, 2l2+1, 2l3+1]
+                    block = torch.zeros(2 * l1 + 1, 2 * l2 + 1, *u.shape[1:], d,
+                                        dtype=torch.float64)
+                    block[..., offsets[k]:offsets[k + 1]] = torch.einsum(
+                        "aI,bj->abIj", u.reshape(2 * l1 + 1, -1),
+                        torch.eye(2 * l2 + 1, dtype=torch.float64)).reshape(
+                        2 * l1 + 1, 2 * l2 + 1, *u.shape[1:], 2 * l2 + 1)
+                    coupled = torch.einsum("abm,ab...->m...", cg, block)
+                    grown.append((path + (k, l3), (l3, p1 * p2), coupled))
+        states = grown
+    return [(path, u) for path, ir, u in states if ir == tuple(target)]
+
+
+def symmetrised(u: torch.Tensor) -> torch.Tensor:
+    """The mean of ``u`` [M, d, …, d] over all permutations of its last ``u.ndim - 1`` axes."""
+    order = u.ndim - 1
+    perms = list(itertools.permutations(range(1, order + 1)))
+    return sum(u.permute(0, *p) for p in perms) / len(perms)
+
+
+def coupling_basis(basis: Sequence[Irrep], order: int, target: Irrep,
+                   tolerance: float = 1e-10) -> tuple[list[tuple], torch.Tensor]:
+    """A linearly independent set of ``coupling_paths`` (as polynomials of A, i.e. after
+    symmetrising), chosen greedily in path order: ``(paths, U [n_paths, 2L+1, d, …, d])``."""
+    chosen, kept, orthonormal = [], [], []
+    for path, u in coupling_paths(basis, order, target):
+        v = symmetrised(u).reshape(-1)
+        for q in orthonormal:  # Gram–Schmidt (twice: float64 stays orthogonal to ~1e-16)
+            v = v - (q @ v) * q
+        for q in orthonormal:
+            v = v - (q @ v) * q
+        norm = torch.linalg.vector_norm(v)
+        if norm > tolerance * max(1.0, float(torch.linalg.vector_norm(u))):
+            orthonormal.append(v / norm)
+            chosen.append(path)
+            kept.append(u)
+    if not kept:
+        shape = (0, 2 * target[0] + 1) + (sum(2 * l + 1 for l, _ in basis),) * order
+        return [], torch.zeros(shape, dtype=torch.float64)
+    return chosen, torch.stack(kept)
+
+
+class SymmetricContraction(nn.Module):
+    """A [N, c, d] (one row of d basis components per channel) → B [N, c, Σ(2L+1)]: the
+    irreps ``targets`` (each (L, parity)) of every channel, in order.
+
+    Args:
+        basis: the irreps (l, parity) of one channel of A.
+        targets: the output irreps (L, parity).
+        correlation: the highest order ν of the products (body order ν + 1).
+        channels: c.
+        n_species: elements (one set of weights each).
+    """
+
+    def __init__(self, basis: Sequence[Irrep], targets: Sequence[Irrep], correlation: int,
+                 channels: int, n_species: int):
+        super().__init__()
+        self.basis, self.targets = [tuple(b) for b in basis], [tuple(t) for t in targets]
+        self.correlation, self.channels, self.n_species = correlation, channels, n_species
+        self.d = d = sum(2 * l + 1 for l, _ in self.basis)
+        parity_of = [p for l, p in self.basis for _ in range(2 * l + 1)]  # of each component
+        parity = lambda m: math.prod(parity_of[i] for i in m)  # noqa: E731
+        # The monomials i1 ≤ … ≤ iν of every order, even ones first, and how each order is
+        # built from the one below: P^{(ν)}[m] = P^{(ν−1)}[lower[m]] · A[last[m]].
+        by_parity = lambda ms: sorted(ms, key=lambda m: -parity(m))  # noqa: E731
+        monomials = [by_parity([(i,) for i in range(d)])]
+        self._first = torch.tensor([m[0] for m in monomials[0]])
+        self._gathers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for order in range(2, correlation + 1):
+            lower = {m: k for k, m in enumerate(monomials[-1])}
+            grown = by_parity([m + (i,) for m in monomials[-1] for i in range(m[-1], d)])
+            monomials.append(grown)
+            self._gathers.append((torch.tensor([lower[m[:-1]] for m in grown]),
+                                  torch.tensor([m[-1] for m in grown])))
+        # Each order splits into its even and odd monomials; an output irrep of parity p reads
+        # the monomials of parity p of every order, concatenated: one group per parity.
+        self._splits = [[sum(parity(m) == p for m in ms) for p in (1, -1)] for ms in monomials]
+        group = {p: [m for ms in monomials for m in ms if parity(m) == p] for p in (1, -1)}
+        column_of = {p: {m: k for k, m in enumerate(group[p])} for p in (1, -1)}
+        self.paths: dict[int, list[list[tuple]]] = {o: [] for o in range(1, correlation + 1)}
+        us = {}
+        for order in range(1, correlation + 1):
+            for t, target in enumerate(self.targets):
+                paths, us[order, t] = coupling_basis(self.basis, order, target)
+                self.paths[order].append(paths)
+        n_paths = [sum(len(p) for p in self.paths[o]) for o in range(1, correlation + 1)]
+        self.constants = ExactConstants()  # coupling coefficients, float64 whatever the dtype
+        rows_of = []  # the output rows (M of each target) in the order the groups give them
+        for p in (1, -1):
+            targets = [t for t, (_, q) in enumerate(self.targets) if q == p]
+            if not targets:
+                continue
+            # [monomials of the group, Σ (2L+1) of its targets, all paths (orders in turn,
+            # targets in turn within an order: the concatenated weights' order)]
+            coefficients = torch.zeros(len(group[p]), sum(2 * self.targets[t][0] + 1
+                                                          for t in targets), sum(n_paths),
+                                       dtype=torch.float64)
+            row = 0
+            for t in targets:
+                size = 2 * self.targets[t][0] + 1
+                for order in range(1, correlation + 1):
+                    start = sum(n_paths[:order - 1]) + sum(len(q) for q in self.paths[order][:t])
+                    block = _on_monomials(us[order, t], monomials[order - 1], column_of[p])
+                    coefficients[:, row:row + size, start:start + block.shape[2]] = block
+                offset = sum(2 * L + 1 for L, _ in self.targets[:t])
+                rows_of.extend(range(offset, offset + size))
+                row += size
+            self.constants[f"group_{p}"] = coefficients
+        # rows_of[k]: the output row the k-th assembled row is; invert it
+        self._output_order = None if rows_of == sorted(rows_of) else torch.tensor(
+            [rows_of.index(k) for k in range(len(rows_of))])
+        self.weights = nn.ParameterList()
+        for count in n_paths:  # normal weights scaled so each order's sum has unit variance
+            self.weights.append(nn.Parameter(torch.randn(n_species, count, channels)
+                                             / math.sqrt(max(count, 1))))
+
+    def monomials(self, a: torch.Tensor) -> dict[int, torch.Tensor]:
+        """[c, d, N] → the monomials of every order by parity: {±1: [c, monomials, N]}. (Atoms
+        last: every gather and its backward's scatter move contiguous rows of N numbers.)"""
+        orders = [a.index_select(1, self._first.to(a.device))]
+        for lower, last in self._gathers:
+            orders.append(orders[-1].index_select(1, lower.to(a.device))
+                          * a.index_select(1, last.to(a.device)))
+        parts = [torch.split(p, split, dim=1) for p, split in zip(orders, self._splits)]
+        return {1: torch.cat([even for even, _ in parts], dim=1),
+                -1: torch.cat([odd for _, odd in parts], dim=1)}
+
+    def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """a [N, c, d], species [N] (element index) → [N, c, Σ(2L+1)]."""
+        monomials = self.monomials(a.permute(1, 2, 0))
+        weights = torch.cat(list(self.weights), dim=1)                   # [S, paths, c]
+        groups = [p for p in (1, -1) if f"group_{p}" in self.constants]
+        out = None
+        for element in range(self.n_species):
+            blocks = []
+            for p in groups:
+                coefficients = self.constants.get(f"group_{p}", weights)   # [m, rows, paths]
+                folded = torch.einsum("mrp,pc->crm", coefficients, weights[element])
+                blocks.append(torch.bmm(folded, monomials[p]))             # [c, rows, N]
+            b = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
+            if self._output_order is not None:
+                b = b.index_select(1, self._output_order.to(b.device))
+            b = b.permute(2, 0, 1)                                         # [N, c, Σ(2L+1)]
+            if self.n_species == 1:
+                return b
+            mask = (species == element).to(b.dtype)[:, None, None]
+            out = b * mask if out is None else out + b * mask
+        return out
+
+
+def _on_monomials(u: torch.Tensor, monomials: list[tuple], column_of: dict) -> torch.Tensor:
+    """U [η, M, d, …, d] → its coefficients on the monomials of one parity group
+    [len(column_of), M, η]: for each monomial, the sum of U over the distinct orderings of its
+    indices (the products are symmetric), in the monomial's column; monomials of the other
+    parity have no coefficient (U couples to this group's parity only)."""
+    out = torch.zeros(len(column_of), u.shape[1], u.shape[0], dtype=torch.float64)
+    for m in monomials:
+        total = sum(u[(slice(None), slice(None)) + ordering] for ordering in
+                    set(itertools.permutations(m)))
+        if m in column_of:
+            out[column_of[m]] = total.T
+        else:
+            assert not torch.any(total), "a coupling to a monomial of the other parity"
+    return out
