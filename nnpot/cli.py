@@ -1,4 +1,4 @@
-"""The ``nnpot`` command line: train, learn, eval, md, relax, bench, demo.
+"""The ``nnpot`` command line: train, cv, learn, eval, md, relax, bench, demo, lammps.
 
 Exit status: 0 done; 1 a user error (bad input, named in one line on stderr: ``nnpot: error:
 ...``); 2 argparse's usage error; 3 an MD run that blew up; 130 interrupted. An unexpected
@@ -38,6 +38,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
 
     return _resumable("train", args, fit, "best model")
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from .train.cv import FoldFailed, cross_validate
+
+    def run(config, resume):
+        return cross_validate(config, folds=args.folds, jobs=args.jobs, output=args.output,
+                              resume=resume)
+    try:
+        return _resumable("cv", args, run, "cross-validation report")
+    except FoldFailed as error:  # the fold's own message is in the lines quoted
+        print(f"nnpot: error: {error}\ncontinue with `nnpot cv {args.config} --resume` once "
+              f"it is fixed", file=sys.stderr)
+        return 1
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -220,6 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config (see README)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cv", help="k-fold cross-validation of a training config: one training "
+                                  "per fold, a report of the errors (mean ± standard error)")
+    p.add_argument("config", help="YAML training config (as for nnpot train)")
+    p.add_argument("--folds", type=_number(int, 2, True, "an integer ≥ 2"), default=5,
+                   help="number of folds (default 5)")
+    p.add_argument("--jobs", type=_number(int, 1, True, "an integer ≥ 1"), default=1,
+                   help="folds trained at once, each its own process (default 1)")
+    p.add_argument("--output", help="folder of the folds and the report (default: the "
+                                    "config's output)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue: finished folds are kept, started ones resume")
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("learn", help="active learning: train a committee, explore with MD, "
                                      "label what it disagrees on, repeat (YAML config)")

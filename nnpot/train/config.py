@@ -61,6 +61,10 @@ class DataConfig:
     split_seed: Optional[int] = None          # seed of that share (default: the run's seed):
                                               # runs with different seeds, one validation set
     stratify: bool = False                    # take that share from every group (keys.group)
+    validation_frames: Optional[list] = None  # or these frames of the training file (0-based
+                                              # indices; `nnpot cv` sets them per fold)
+    group_key: Optional[str] = None           # nnpot cv: an info key; frames that share its
+                                              # value (one trajectory snapshot) share a fold
     test: Optional[str] = None                # evaluated once at the end (model card)
     keys: KeysConfig = field(default_factory=KeysConfig)
     e0: Union[str, dict] = "fit"              # fit (least squares) | isolated_atoms | {El: eV}
@@ -268,6 +272,16 @@ def _check_values(config: TrainConfig) -> None:
 
     d = config.data
     require(bool(d.train), "data.train (the training extxyz file) is required")
+    require(d.validation_frames is None or (
+        isinstance(d.validation_frames, list) and d.validation_frames
+        and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
+                for k in d.validation_frames)),
+        f"data.validation_frames must be a non-empty list of frame indices ≥ 0, got "
+        f"{d.validation_frames!r}")
+    require(d.validation_frames is None or not d.validation,
+            "data.validation_frames and data.validation both name validation data: keep one")
+    require(d.group_key is None or (isinstance(d.group_key, str) and d.group_key),
+            f"data.group_key must be the name of an info key, got {d.group_key!r}")
     require(0.0 <= d.validation_fraction < 1.0,
             f"data.validation_fraction must be in [0, 1), got {d.validation_fraction}")
     require(d.neighbor_backend in BACKENDS,

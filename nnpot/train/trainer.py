@@ -34,6 +34,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
@@ -231,6 +232,17 @@ class Trainer:
         self.full_train = full = GraphDataset(caches["train"])
         if cfg.validation:
             self.train_set, self.val_set = full, GraphDataset(caches["validation"])
+        elif cfg.validation_frames is not None:
+            val_idx = np.unique(np.asarray(cfg.validation_frames, dtype=np.int64))
+            if len(val_idx) != len(cfg.validation_frames) or val_idx[-1] >= len(full):
+                raise ConfigError(f"data.validation_frames: {cfg.train} has {len(full)} frames "
+                                  f"(0 … {len(full) - 1}); the list has repeats or indices "
+                                  f"beyond that")
+            if len(val_idx) == len(full):
+                raise ConfigError("data.validation_frames names every frame of the training "
+                                  "file: none is left to train on")
+            self.train_set = full.subset(np.setdiff1d(np.arange(len(full)), val_idx))
+            self.val_set = full.subset(val_idx)
         elif cfg.validation_fraction > 0:
             groups = list(full.arrays("group")) if cfg.stratify else None
             split_seed = self.config.seed if cfg.split_seed is None else cfg.split_seed

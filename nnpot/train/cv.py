@@ -1,0 +1,283 @@
+"""k-fold cross-validation of a training config (``nnpot cv config.yaml --folds 5``).
+
+The frames of ``data.train`` are dealt into k folds, stratified by ``data.keys.group`` (the
+config type), with the frames that share the value of the info key ``data.group_key`` (one
+trajectory snapshot, say) always in the same fold. Fold k trains exactly as ``nnpot train``
+would, on the other folds, validating on its own: in ``OUTPUT/fold_k/`` (OUTPUT is the config's
+``output`` unless ``--output`` says otherwise), which also holds ``validation_frames.json``, the
+0-based indices in the training file of its validation frames. Each fold is resumable (a killed
+fold continues from its checkpoint when the command is run again with ``--resume``), and
+``--jobs`` folds run at once, each a process of its own.
+
+The report, ``cv_report.json`` and ``cv_report.md`` in OUTPUT, gives per fold and as mean ±
+standard error (the sample standard deviation over folds / √k): energy MAE and RMSE (meV/atom)
+and force MAE and RMSE (meV/Å), overall and per config type, and the epochs each fold reached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import yaml
+
+from ..files import atomic_write_text
+from .config import ConfigError, TrainConfig, load_config
+from .data import iter_frames
+
+PLAN = "cv_plan.json"
+
+
+class FoldFailed(RuntimeError):
+    """A fold's training stopped with an error (its log's last lines in the message)."""
+
+QUANTITIES = (("energy", "mae"), ("energy", "rmse"), ("forces", "mae"), ("forces", "rmse"))
+
+
+def frame_labels_for_folds(path: str | Path, type_key: str, group_key: str | None
+                           ) -> tuple[list[str], list[str]]:
+    """Each frame's config type (info[type_key], '' without) and group (info[group_key]; a
+    frame without it is a group of its own)."""
+    types, groups = [], []
+    for index, atoms in enumerate(iter_frames(path)):
+        types.append(str(atoms.info.get(type_key, "")))
+        value = atoms.info.get(group_key) if group_key else None
+        groups.append(f"\0frame {index}" if value is None else str(value))
+    return types, groups
+
+
+def assign_folds(types: Sequence[str], groups: Sequence[str], k: int, seed: int
+                 ) -> list[np.ndarray]:
+    """The validation frames of each of ``k`` folds: disjoint, covering every frame.
+
+    Frames of one group go together (a group of mixed types counts as its first frame's
+    type). Within each type the groups are shuffled (seeded) and dealt, largest first, each to
+    the fold holding the fewest frames of that type (ties: the fewest frames in all, then the
+    lowest fold), so a type of at least k groups appears in every fold.
+    """
+    if k < 2:
+        raise ConfigError(f"--folds must be ≥ 2, got {k}")
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    if len(members) < k:
+        raise ConfigError(f"{len(members)} groups of frames cannot fill {k} folds")
+    by_type: dict[str, list[str]] = {}
+    for group, frames in members.items():
+        by_type.setdefault(types[frames[0]], []).append(group)
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for kind in sorted(by_type):
+        kind_groups = by_type[kind]
+        order = rng.permutation(len(kind_groups))
+        shuffled = sorted((kind_groups[i] for i in order), key=lambda g: -len(members[g]))
+        of_kind = [0] * k
+        for group in shuffled:  # a stable sort keeps the shuffle among equal sizes
+            fold = min(range(k), key=lambda f: (of_kind[f], len(folds[f]), f))
+            folds[fold].extend(members[group])
+            of_kind[fold] += len(members[group])
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
+
+
+def fold_config(config: TrainConfig, fold_dir: Path, validation: np.ndarray) -> dict:
+    """The training config of one fold, as a mapping (absolute paths)."""
+    values = config.to_dict()
+    values["output"] = str(fold_dir)
+    values["data"]["validation_frames"] = [int(i) for i in validation]
+    values["data"]["validation_fraction"] = 0.0
+    return values
+
+
+def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
+                   output: str | Path | None = None, resume: bool = False) -> Path:
+    """Train and evaluate every fold; returns the path of ``cv_report.md``."""
+    config = load_config(config_path)
+    if config.data.validation:
+        raise ConfigError(f"{config_path}: data.validation names a separate validation file; "
+                          f"cross-validation validates on the training file's own frames")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be ≥ 1, got {jobs}")
+    out = Path(output).resolve() if output else Path(config.output)
+    types, groups = frame_labels_for_folds(config.data.train, config.data.keys.group,
+                                           config.data.group_key)
+    validation = assign_folds(types, groups, folds, config.seed)
+    plan = {"config": str(Path(config_path).resolve()), "train": config.data.train,
+            "folds": folds, "seed": config.seed, "type_key": config.data.keys.group,
+            "group_key": config.data.group_key,
+            "validation_frames": [v.tolist() for v in validation]}
+    _claim(out, plan, resume)
+    fold_dirs = [out / f"fold_{k}" for k in range(folds)]
+    for fold_dir, frames in zip(fold_dirs, validation):
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(fold_dir / "validation_frames.json", json.dumps(frames.tolist()))
+        atomic_write_text(fold_dir / "cv_fold.yaml", yaml.safe_dump(
+            fold_config(config, fold_dir, frames), sort_keys=False))
+    _train_folds(fold_dirs, jobs)
+    results = [evaluate_fold(fold_dir, config, types) for fold_dir in fold_dirs]
+    report = summarise(results)
+    report["config"] = plan["config"]
+    report["train"] = config.data.train
+    atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    path = out / "cv_report.md"
+    atomic_write_text(path, report_markdown(report))
+    return path
+
+
+def _claim(out: Path, plan: dict, resume: bool) -> None:
+    """Write the fold plan, or check it against the one already there."""
+    existing = out / PLAN
+    if existing.is_file():
+        if not resume:
+            raise ConfigError(f"{out} already holds a cross-validation run; continue it with "
+                              f"--resume or choose another output directory")
+        old = json.loads(existing.read_text())
+        changed = [key for key in plan if old.get(key) != plan[key]]
+        if changed:
+            raise ConfigError(f"--resume: {out} holds a cross-validation run with other "
+                              f"{', '.join(changed)}; start a new one in another directory")
+        return
+    if resume:
+        raise ConfigError(f"--resume: {out} holds no cross-validation run to resume")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(existing, json.dumps(plan))
+
+
+def _fold_state(fold_dir: Path) -> str:
+    if (fold_dir / "metrics.json").is_file():
+        return "done"
+    return "started" if (fold_dir / "checkpoint.pt").is_file() else "new"
+
+
+def _train_folds(fold_dirs: list[Path], jobs: int) -> None:
+    """Run ``nnpot train`` for every unfinished fold, ``jobs`` at a time, each logging to its
+    folder's ``train.log``; a failed fold stops the rest with its log's last lines."""
+    pending = [d for d in fold_dirs if _fold_state(d) != "done"]
+    for d in fold_dirs:
+        if d not in pending:
+            print(f"cv: {d.name} already trained", flush=True)
+    running: list[tuple[Path, subprocess.Popen, object]] = []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                fold_dir = pending.pop(0)
+                command = [sys.executable, "-m", "nnpot.cli", "train",
+                           str(fold_dir / "cv_fold.yaml")]
+                if _fold_state(fold_dir) == "started":
+                    command.append("--resume")
+                log = open(fold_dir / "train.log", "a")
+                print(f"cv: training {fold_dir.name}"
+                      f"{' (resumed)' if '--resume' in command else ''}; log: "
+                      f"{fold_dir / 'train.log'}", flush=True)
+                running.append((fold_dir, subprocess.Popen(command, stdout=log,
+                                                           stderr=subprocess.STDOUT), log))
+            time.sleep(0.5)
+            for item in list(running):
+                fold_dir, process, log = item
+                if process.poll() is None:
+                    continue
+                running.remove(item)
+                log.close()
+                if process.returncode != 0:
+                    tail = (fold_dir / "train.log").read_text().strip().splitlines()[-5:]
+                    raise FoldFailed(f"cv: {fold_dir.name} failed (exit {process.returncode})"
+                                       f"; the end of {fold_dir / 'train.log'}:\n"
+                                       + "\n".join(tail))
+                print(f"cv: {fold_dir.name} done", flush=True)
+    finally:  # an interrupt or a failure stops the other folds; their checkpoints remain
+        for _, process, log in running:
+            process.terminate()
+            process.wait()
+            log.close()
+
+
+def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str]) -> dict:
+    """One fold's errors on its validation frames, overall and per config type, and the
+    epochs and minutes it trained."""
+    from ..potential import load
+    from .evaluate import evaluate, labelled_graphs
+
+    frames = json.loads((fold_dir / "validation_frames.json").read_text())
+    potential = load(fold_dir / "best.pt").eval()
+    graphs = labelled_graphs(config.data.train, potential.cutoff, config.data.keys,
+                             config.data.neighbor_backend)
+    batch = config.training.batch_size
+
+    def errors(indices: list[int]) -> dict:
+        metrics, _ = evaluate(potential, [graphs[i] for i in indices], batch)
+        summary = metrics.summary()
+        return {f"{q}_{s}": summary[q][s] for q, s in QUANTITIES if q in summary}
+
+    by_type = {}
+    for kind in dict.fromkeys(types[i] for i in frames):
+        by_type[kind or "(none)"] = {"frames": sum(types[i] == kind for i in frames),
+                                     **errors([i for i in frames if types[i] == kind])}
+    training = potential.provenance.get("training", {})
+    return {"fold": fold_dir.name, "frames": len(frames), **errors(frames),
+            "epochs": training.get("epochs"), "time_min": training.get("time_min"),
+            "by_config_type": by_type}
+
+
+def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (sample standard deviation / √n; NaN for one value)."""
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) < 2:
+        return float(array.mean()), float("nan")
+    return float(array.mean()), float(array.std(ddof=1) / math.sqrt(len(array)))
+
+
+def summarise(results: list[dict]) -> dict:
+    """Per-fold results and their mean ± standard error, overall and per config type (over
+    the folds that validated on that type)."""
+    keys = [f"{q}_{s}" for q, s in QUANTITIES] + ["epochs"]
+    overall = {}
+    for key in keys:
+        values = [r[key] for r in results if r.get(key) is not None]
+        if values:
+            overall[key] = dict(zip(("mean", "stderr"), mean_and_stderr(values)))
+    by_type = {}
+    for kind in dict.fromkeys(t for r in results for t in r["by_config_type"]):
+        rows = [r["by_config_type"][kind] for r in results if kind in r["by_config_type"]]
+        by_type[kind] = {"folds": len(rows), "frames": sum(row["frames"] for row in rows)}
+        for key in keys[:-1]:
+            values = [row[key] for row in rows if key in row]
+            if values:
+                by_type[kind][key] = dict(zip(("mean", "stderr"), mean_and_stderr(values)))
+    return {"folds": results, "mean": overall, "by_config_type": by_type}
+
+
+def report_markdown(report: dict) -> str:
+    """cv_report.md: a table per fold and the means ± standard errors."""
+    def cell(entry) -> str:
+        if entry is None:
+            return "–"
+        if isinstance(entry, dict):
+            stderr = entry["stderr"]
+            return f"{entry['mean']:.2f} ± {stderr:.2f}" if stderr == stderr else \
+                f"{entry['mean']:.2f}"
+        return f"{entry:.2f}"
+
+    header = ("| | frames | E MAE | E RMSE | F MAE | F RMSE | epochs |\n"
+              "|---|---|---|---|---|---|---|\n")
+    lines = [f"# Cross-validation: {len(report['folds'])} folds",
+             "", f"Config: `{report['config']}`  ", f"Data: `{report['train']}`", "",
+             "Energies in meV/atom, forces in meV/Å (per component); mean ± standard error "
+             "over folds.", "", "## Folds", "", header.rstrip("\n")]
+    for r in report["folds"]:
+        lines.append(f"| {r['fold']} | {r['frames']} | " + " | ".join(
+            cell(r.get(f"{q}_{s}")) for q, s in QUANTITIES) + f" | {r.get('epochs')} |")
+    mean = report["mean"]
+    lines.append(f"| **mean** | {sum(r['frames'] for r in report['folds'])} | " + " | ".join(
+        cell(mean.get(f"{q}_{s}")) for q, s in QUANTITIES) + f" | {cell(mean.get('epochs'))} |")
+    lines += ["", "## By config type", "",
+              "| config type | folds | frames | E MAE | E RMSE | F MAE | F RMSE |",
+              "|---|---|---|---|---|---|---|"]
+    for kind, row in report["by_config_type"].items():
+        lines.append(f"| {kind} | {row['folds']} | {row['frames']} | " + " | ".join(
+            cell(row.get(f"{q}_{s}")) for q, s in QUANTITIES) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,181 @@
+"""``nnpot cv``: the fold assignment (disjoint, covering, groups whole, every config type in
+every fold), the folds' runs and report, resuming a killed fold, and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings, strategies as st
+
+from nnpot.train.config import ConfigError
+from nnpot.train.cv import assign_folds, cross_validate, mean_and_stderr
+
+from test_train import emt_frames, small_config
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ABC"), st.integers(0, 12)), min_size=8, max_size=60),
+       st.integers(2, 5), st.integers(0, 1000))
+def test_folds_are_disjoint_cover_the_file_and_keep_groups_whole(frames, k, seed):
+    """Random labels: folds are disjoint and cover every frame; a group never straddles two
+    folds; a config type with at least k groups appears in every fold."""
+    types = [t for t, _ in frames]
+    groups = [f"{t}{g}" for t, g in frames]  # a group has one type here
+    if len(set(groups)) < k:
+        with pytest.raises(ConfigError, match="cannot fill"):
+            assign_folds(types, groups, k, seed)
+        return
+    folds = assign_folds(types, groups, k, seed)
+    everything = np.concatenate(folds)
+    assert sorted(everything.tolist()) == list(range(len(frames)))
+    fold_of = {int(i): f for f, members in enumerate(folds) for i in members}
+    for group in set(groups):
+        assert len({fold_of[i] for i, g in enumerate(groups) if g == group}) == 1
+    for kind in set(types):
+        if len({g for g, t in zip(groups, types) if t == kind}) >= k:
+            assert all(any(types[i] == kind for i in members) for members in folds), kind
+
+
+def test_folds_depend_on_the_seed_only():
+    types = ["A"] * 20 + ["B"] * 10
+    groups = [str(i // 2) for i in range(30)]
+    first = assign_folds(types, groups, 3, 7)
+    assert all(np.array_equal(a, b) for a, b in zip(first, assign_folds(types, groups, 3, 7)))
+    assert not all(np.array_equal(a, b)
+                   for a, b in zip(first, assign_folds(types, groups, 3, 8)))
+
+
+def test_standard_error_is_the_sample_deviation_over_root_n():
+    mean, stderr = mean_and_stderr([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    assert stderr == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1) / np.sqrt(3))
+
+
+def cv_data(tmp_path: Path) -> Path:
+    """16 EMT frames of two config types, in snapshot pairs (mlearn's description key)."""
+    frames = emt_frames(16)
+    for k, atoms in enumerate(frames):
+        atoms.info["config_type"] = "bulk" if k < 10 else "strained"
+        atoms.info["snapshot"] = f"snapshot {k // 2}"
+    path = tmp_path / "cv.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def cv_config(tmp_path: Path, data: Path, **training) -> Path:
+    values = small_config(tmp_path, data, **training)
+    values["data"]["group_key"] = "snapshot"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_cv_trains_every_fold_and_reports_their_mean(tmp_path):
+    data = cv_data(tmp_path)
+    report = cross_validate(cv_config(tmp_path, data, max_epochs=2), folds=2, jobs=2)
+    out = tmp_path / "run"
+    assert report == out / "cv_report.md" and report.is_file()
+    result = json.loads((out / "cv_report.json").read_text())
+    frames = [json.loads((out / f"fold_{k}" / "validation_frames.json").read_text())
+              for k in range(2)]
+    assert sorted(frames[0] + frames[1]) == list(range(16))
+    for k in range(2):
+        assert (out / f"fold_{k}" / "best.pt").is_file()
+        assert (out / f"fold_{k}" / "metrics.json").is_file()
+        fold = result["folds"][k]
+        assert fold["frames"] == len(frames[k]) and fold["epochs"] == 2
+        # the fold trained on the others: its run's validation set is these frames
+        metrics = json.loads((out / f"fold_{k}" / "metrics.json").read_text())
+        assert metrics["validation"]["frames"] == len(frames[k])
+        assert fold["forces_mae"] == pytest.approx(
+            metrics["validation"]["metrics"]["forces"]["mae"], rel=1e-6)
+        for pair in range(8):  # snapshots stay together
+            assert (2 * pair in frames[k]) == (2 * pair + 1 in frames[k])
+        assert set(fold["by_config_type"]) == {"bulk", "strained"}
+    for key in ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse"):
+        values = [f[key] for f in result["folds"]]
+        assert result["mean"][key]["mean"] == pytest.approx(np.mean(values))
+        assert result["mean"][key]["stderr"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(2))
+    per_type = [f["by_config_type"]["bulk"]["forces_mae"] for f in result["folds"]]
+    assert result["by_config_type"]["bulk"]["forces_mae"]["mean"] == pytest.approx(
+        np.mean(per_type))
+    assert "± " in report.read_text()
+    with pytest.raises(ConfigError, match="already holds a cross-validation run"):
+        cross_validate(cv_config(tmp_path, data, max_epochs=2), folds=2)
+    with pytest.raises(ConfigError, match="other folds"):
+        cross_validate(cv_config(tmp_path, data, max_epochs=2), folds=3, resume=True)
+
+
+def test_a_killed_fold_resumes(tmp_path):
+    """Kill `nnpot cv` while fold 0 trains (after its first checkpoint); `--resume` finishes
+    it from the checkpoint (its log says so) and trains fold 1."""
+    data = cv_data(tmp_path)
+    config = cv_config(tmp_path, data, max_epochs=20)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "nnpot.cli", "cv", str(config),
+                                "--folds", "2"], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "fold_0" / "checkpoint.pt").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (out / "fold_0" / "checkpoint.pt").is_file()
+    assert not (out / "fold_0" / "metrics.json").is_file(), "fold 0 finished before the kill"
+    cross_validate(config, folds=2, resume=True)
+    log = (out / "fold_0" / "train.log").read_text()
+    assert "resum" in log.lower()
+    result = json.loads((out / "cv_report.json").read_text())
+    assert [f["epochs"] for f in result["folds"]] == [20, 20]
+
+
+def test_cv_errors_name_the_problem(tmp_path):
+    data = cv_data(tmp_path)
+    config = cv_config(tmp_path, data)
+    with pytest.raises(ConfigError, match="holds no cross-validation run"):
+        cross_validate(config, folds=2, resume=True)
+    with pytest.raises(ConfigError, match="cannot fill 20 folds"):
+        cross_validate(config, folds=20)
+    values = yaml.safe_load(config.read_text())
+    values["data"]["validation"] = str(data)
+    config.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match="separate validation file"):
+        cross_validate(config, folds=2)
+
+
+@pytest.mark.parametrize("frames, message", [
+    ([0, 99], "has 16 frames"), ([1, 1], "repeats"), (list(range(16)), "none is left"),
+    ([], "non-empty list"), (["0"], "non-empty list")])
+def test_bad_validation_frames_name_the_key(tmp_path, frames, message):
+    from nnpot.train import fit
+
+    values = small_config(tmp_path, cv_data(tmp_path), max_epochs=1)
+    values["data"]["validation_frames"] = frames
+    with pytest.raises(ConfigError, match=message) as error:
+        fit(values)
+    assert "validation_frames" in str(error.value)
+
+
+def test_a_full_data_fit_keeps_its_last_epoch(tmp_path):
+    """The final fit cross-validation leads to: every frame trains, no validation set, the
+    last epoch is the model."""
+    from nnpot import load
+    from nnpot.train import fit
+
+    values = small_config(tmp_path, cv_data(tmp_path), max_epochs=2, keep_epoch="last")
+    values["data"]["validation_fraction"] = 0
+    best = load(fit(values))
+    assert best.provenance["training"]["epochs"] == 2
+    assert "validation" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 3  # a header and the two epochs
