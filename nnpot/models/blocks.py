@@ -111,25 +111,26 @@ def average_neighbour_count(inputs: Iterable[tuple[torch.Tensor, torch.Tensor, t
     return max(edges / atoms, 1.0) if atoms else None
 
 
-class ExactConstants:
-    """Constants of a model's construction (coupling coefficients) kept in float64 outside the
-    module's state, so ``module.to(float32)`` and back cannot round them and a model converted
-    in memory computes with the very numbers of the same model loaded from its file. ``get``
-    returns a copy on a tensor's device and in its dtype (cached: one conversion per kind)."""
+class Float64Constants(nn.Module):
+    """A module with constants of its construction (coupling coefficients) that stay float64:
+    registered with ``float64_constant`` as buffers (so they move with the module, and traces
+    and exports see them), outside the state dict, and kept float64 when the module's dtype
+    changes — ``.to(float32)`` and back cannot round them, so a model converted in memory
+    computes with the very numbers of the same model loaded from its file. Use them through
+    ``constant(name, like)``: a copy in ``like``'s dtype."""
 
-    def __init__(self):
-        self._originals: dict[str, torch.Tensor] = {}
-        self._copies: dict[tuple, torch.Tensor] = {}
+    def float64_constant(self, name: str, value: torch.Tensor) -> None:
+        names = self.__dict__.setdefault("_float64_names", [])
+        if name not in names:
+            names.append(name)
+        self.register_buffer(name, value.detach().to(torch.float64), persistent=False)
 
-    def __setitem__(self, name: str, value: torch.Tensor) -> None:
-        self._originals[name] = value.detach().to(torch.float64)
-        self._copies = {key: t for key, t in self._copies.items() if key[0] != name}
+    def constant(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        return getattr(self, name).to(like.dtype)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._originals
-
-    def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        key = (name, like.device, like.dtype)
-        if key not in self._copies:
-            self._copies[key] = self._originals[name].to(device=like.device, dtype=like.dtype)
-        return self._copies[key]
+    def _apply(self, fn, recurse=True):
+        kept = {name: self._buffers[name] for name in self.__dict__.get("_float64_names", [])}
+        super()._apply(fn, recurse)
+        for name, original in kept.items():  # the new device, the old (float64) numbers
+            self._buffers[name] = original.to(device=self._buffers[name].device)
+        return self

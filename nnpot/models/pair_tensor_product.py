@@ -43,11 +43,11 @@ import math
 import torch
 from torch import nn
 
-from .blocks import ExactConstants
+from .blocks import Float64Constants
 from .pair_kernel import PairMessages
 
 
-class PairTensorProduct(nn.Module):
+class PairTensorProduct(Float64Constants):
     """Σ over both directions of every pair of ``tensor_product(x[neighbour], Y(r̂), w)``.
 
     Args:
@@ -100,8 +100,7 @@ class PairTensorProduct(nn.Module):
              for _ in range(dim)], dtype=torch.int64), persistent=False)
         # Stored as [n_harmonics, columns, rows]: B comes out transposed, [P, columns, rows],
         # so the messages are [P, columns, u] with the channels innermost (fast broadcasts).
-        self.constants = ExactConstants()  # float64 whatever the module's dtype
-        self.constants["coupling"] = coupling.permute(0, 2, 1).contiguous()
+        self.float64_constant("coupling", coupling.permute(0, 2, 1).contiguous())
         self.register_buffer("row_parity", _per_component(features), persistent=False)
         self.register_buffer("column_parity", _per_component(outputs), persistent=False)
         # The radial MLP gives the weights in instruction order ([n_instructions, u] per pair).
@@ -150,7 +149,7 @@ class PairTensorProduct(nn.Module):
         """Y [P, n_harmonics] (of the vectors pair_index[0] → pair_index[1]) → Bᵀ [P, columns,
         rows]."""
         # explicit sizes throughout (no -1): a structure may have no pairs at all
-        return (harmonics @ self.constants.get("coupling", harmonics).view(self.n_harmonics, -1)).view(
+        return (harmonics @ self.constant("coupling", harmonics).view(self.n_harmonics, -1)).view(
             harmonics.shape[0], self.columns, self.rows)
 
     def forward(self, x: torch.Tensor, couplings: torch.Tensor, weights: torch.Tensor,

@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .blocks import ExactConstants
+from .blocks import Float64Constants
 
 Irrep = tuple[int, int]  # (l, parity ±1)
 
@@ -109,7 +109,7 @@ def coupling_basis(basis: Sequence[Irrep], order: int, target: Irrep,
     return chosen, torch.stack(kept)
 
 
-class SymmetricContraction(nn.Module):
+class SymmetricContraction(Float64Constants):
     """A [N, c, d] (one row of d basis components per channel) → B [N, c, Σ(2L+1)]: the
     irreps ``targets`` (each (L, parity)) of every channel, in order.
 
@@ -133,14 +133,16 @@ class SymmetricContraction(nn.Module):
         # built from the one below: P^{(ν)}[m] = P^{(ν−1)}[lower[m]] · A[last[m]].
         by_parity = lambda ms: sorted(ms, key=lambda m: -parity(m))  # noqa: E731
         monomials = [by_parity([(i,) for i in range(d)])]
-        self._first = torch.tensor([m[0] for m in monomials[0]])
-        self._gathers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.register_buffer("first", torch.tensor([m[0] for m in monomials[0]]),
+                             persistent=False)
         for order in range(2, correlation + 1):
             lower = {m: k for k, m in enumerate(monomials[-1])}
             grown = by_parity([m + (i,) for m in monomials[-1] for i in range(m[-1], d)])
             monomials.append(grown)
-            self._gathers.append((torch.tensor([lower[m[:-1]] for m in grown]),
-                                  torch.tensor([m[-1] for m in grown])))
+            self.register_buffer(f"lower_{order}", torch.tensor([lower[m[:-1]] for m in grown]),
+                                 persistent=False)
+            self.register_buffer(f"last_{order}", torch.tensor([m[-1] for m in grown]),
+                                 persistent=False)
         # Each order splits into its even and odd monomials; an output irrep of parity p reads
         # the monomials of parity p of every order, concatenated: one group per parity.
         self._splits = [[sum(parity(m) == p for m in ms) for p in (1, -1)] for ms in monomials]
@@ -153,7 +155,6 @@ class SymmetricContraction(nn.Module):
                 paths, us[order, t] = coupling_basis(self.basis, order, target)
                 self.paths[order].append(paths)
         n_paths = [sum(len(p) for p in self.paths[o]) for o in range(1, correlation + 1)]
-        self.constants = ExactConstants()  # coupling coefficients, float64 whatever the dtype
         rows_of = []  # the output rows (M of each target) in the order the groups give them
         for p in (1, -1):
             targets = [t for t, (_, q) in enumerate(self.targets) if q == p]
@@ -174,10 +175,11 @@ class SymmetricContraction(nn.Module):
                 offset = sum(2 * L + 1 for L, _ in self.targets[:t])
                 rows_of.extend(range(offset, offset + size))
                 row += size
-            self.constants[f"group_{p}"] = coefficients
+            self.float64_constant(f"group_{p}", coefficients)
         # rows_of[k]: the output row the k-th assembled row is; invert it
-        self._output_order = None if rows_of == sorted(rows_of) else torch.tensor(
-            [rows_of.index(k) for k in range(len(rows_of))])
+        self.reorder = rows_of != sorted(rows_of)
+        self.register_buffer("output_order", torch.tensor(
+            [rows_of.index(k) for k in range(len(rows_of))]), persistent=False)
         self.weights = nn.ParameterList()
         for count in n_paths:  # normal weights scaled so each order's sum has unit variance
             self.weights.append(nn.Parameter(torch.randn(n_species, count, channels)
@@ -186,10 +188,10 @@ class SymmetricContraction(nn.Module):
     def monomials(self, a: torch.Tensor) -> dict[int, torch.Tensor]:
         """[c, d, N] → the monomials of every order by parity: {±1: [c, monomials, N]}. (Atoms
         last: every gather and its backward's scatter move contiguous rows of N numbers.)"""
-        orders = [a.index_select(1, self._first.to(a.device))]
-        for lower, last in self._gathers:
-            orders.append(orders[-1].index_select(1, lower.to(a.device))
-                          * a.index_select(1, last.to(a.device)))
+        orders = [a.index_select(1, self.first)]
+        for order in range(2, self.correlation + 1):
+            orders.append(orders[-1].index_select(1, getattr(self, f"lower_{order}"))
+                          * a.index_select(1, getattr(self, f"last_{order}")))
         parts = [torch.split(p, split, dim=1) for p, split in zip(orders, self._splits)]
         return {1: torch.cat([even for even, _ in parts], dim=1),
                 -1: torch.cat([odd for _, odd in parts], dim=1)}
@@ -198,17 +200,17 @@ class SymmetricContraction(nn.Module):
         """a [N, c, d], species [N] (element index) → [N, c, Σ(2L+1)]."""
         monomials = self.monomials(a.permute(1, 2, 0))
         weights = torch.cat(list(self.weights), dim=1)                   # [S, paths, c]
-        groups = [p for p in (1, -1) if f"group_{p}" in self.constants]
+        groups = [p for p in (1, -1) if hasattr(self, f"group_{p}")]
         out = None
         for element in range(self.n_species):
             blocks = []
             for p in groups:
-                coefficients = self.constants.get(f"group_{p}", weights)   # [m, rows, paths]
+                coefficients = self.constant(f"group_{p}", weights)        # [m, rows, paths]
                 folded = torch.einsum("mrp,pc->crm", coefficients, weights[element])
                 blocks.append(torch.bmm(folded, monomials[p]))             # [c, rows, N]
             b = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
-            if self._output_order is not None:
-                b = b.index_select(1, self._output_order.to(b.device))
+            if self.reorder:
+                b = b.index_select(1, self.output_order)
             b = b.permute(2, 0, 1)                                         # [N, c, Σ(2L+1)]
             if self.n_species == 1:
                 return b
