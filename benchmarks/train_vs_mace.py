@@ -99,6 +99,7 @@ def mace_train(python: Path, out: Path, train: Path, valid: Path, name: str, epo
                "--start_swa", str(max(1, (3 * epochs) // 4)), *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(out / f"{name}.log", "a") as log:
         try:
@@ -167,7 +168,19 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train, valid = split_files(args.out)
     ours = nnpot_run(args.out, train, valid, args.minutes, args.threads)
-    # mace-torch beside it: one calibration epoch, then the budget
+    try:
+        result = compare(args, python, ours, train, valid)
+    finally:  # an error on the mace-torch side must not leave nnpot's run behind
+        if ours.poll() is None:
+            ours.terminate()
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+def compare(args, python: Path, ours: subprocess.Popen, train: Path, valid: Path) -> dict:
+    """mace-torch's run beside nnpot's (already started), then both models evaluated."""
+    # one calibration epoch, then the budget
     _, calibration = mace_train(python, args.out / "calibration", train, valid, "calibration",
                                 1, args.threads, None)
     epochs = max(2, int(args.minutes * 60 / calibration))
@@ -186,7 +199,7 @@ def main() -> None:
 
     best = args.out / "nnpot" / "best.pt"
     training = load(best).provenance.get("training", {})
-    result = {
+    return {
         "minutes": args.minutes, "threads": args.threads,
         "nnpot": {"epochs": training.get("epochs"), "time_min": training.get("time_min"),
                   **errors(nnpot_predictions(best, valid), valid)},
@@ -195,9 +208,6 @@ def main() -> None:
                        "calibration_s": calibration, "model": models[-1].name,
                        **errors(mace_predictions(python, models[-1], valid), valid)},
         "validation_frames": len(ase.io.read(valid, ":"))}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
