@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import MACE
-from peers.peer_timing import interleaved_rounds, run_peer, time_sizes
+from peers.peer_timing import interleaved_rounds, peak_rss_mb, run_peer, time_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,21 +38,15 @@ def mace_potential() -> Potential:
 
 
 def peak_memory_mb(n_atoms: int) -> float:
-    """Peak RSS (MB, VmHWM) of a fresh process that makes one float32 energy+forces call on
-    ``n_atoms`` atoms of fcc Cu (a supercell of the conventional cell, or a slab of it); NaN
-    when the process dies (killed for memory)."""
-    code = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"torch.set_num_threads(2); from bench_mace import mace_potential; "
-            f"from nnpot import NNPCalculator; from ase.build import bulk; "
-            f"a = bulk('Cu', 'fcc', a=3.61, cubic=True).repeat({_repeats(n_atoms)}); "
-            f"a.rattle(0.05, seed=0); "
-            f"a.calc = NNPCalculator(mace_potential(), dtype='float32'); a.get_forces(); "
-            f"print([int(line.split()[1]) / 1024 for line in open('/proc/self/status') "
-            f"if line.startswith('VmHWM:')][0])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if out.returncode != 0:
-        return float("nan")
-    return float(out.stdout.strip().splitlines()[-1])
+    """Peak RSS (MB) of a fresh process that makes one float32 energy+forces call on
+    ``n_atoms`` atoms of fcc Cu; NaN when the process dies (killed for memory)."""
+    return peak_rss_mb(sys.executable, (
+        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"torch.set_num_threads(2); from bench_mace import mace_potential; "
+        f"from nnpot import NNPCalculator; from ase.build import bulk; "
+        f"a = bulk('Cu', 'fcc', a=3.61, cubic=True).repeat({_repeats(n_atoms)}); "
+        f"a.rattle(0.05, seed=0); "
+        f"a.calc = NNPCalculator(mace_potential(), dtype='float32'); a.get_forces()"))
 
 
 def _repeats(n_atoms: int) -> tuple[int, int, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import NequIP
-from peers.peer_timing import interleaved_rounds, run_peer, time_sizes
+from peers.peer_timing import interleaved_rounds, peak_rss_mb, run_peer, time_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = 5.0
@@ -36,20 +35,14 @@ def nequip_potential(l_max: int) -> Potential:
 
 
 def peak_memory_mb(l_max: int, cells: int) -> float:
-    """Peak RSS (MB, VmHWM) of a fresh process that makes one energy+forces call on 4·cells³
-    atoms; NaN when the process dies (killed for memory). (Not getrusage's ru_maxrss: on Linux
-    it survives exec, so a child started by a large parent reports the parent's size.)"""
-    code = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"torch.set_num_threads(2); from bench_nequip import nequip_potential; "
-            f"from nnpot import NNPCalculator; from peers.peer_timing import copper; "
-            f"a = copper({cells}); a.calc = NNPCalculator(nequip_potential({l_max}), "
-            f"dtype='float32'); a.get_forces(); "
-            f"print([int(line.split()[1]) / 1024 for line in open('/proc/self/status') "
-            f"if line.startswith('VmHWM:')][0])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if out.returncode != 0:
-        return float("nan")
-    return float(out.stdout.strip().splitlines()[-1])
+    """Peak RSS (MB) of a fresh process that makes one energy+forces call on 4·cells³ atoms;
+    NaN when the process dies (killed for memory)."""
+    return peak_rss_mb(sys.executable, (
+        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"torch.set_num_threads(2); from bench_nequip import nequip_potential; "
+        f"from nnpot import NNPCalculator; from peers.peer_timing import copper; "
+        f"a = copper({cells}); a.calc = NNPCalculator(nequip_potential({l_max}), "
+        f"dtype='float32'); a.get_forces()"))
 
 
 def main() -> None:

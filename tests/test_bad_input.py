@@ -197,7 +197,7 @@ CONFIG_CASES = [
     ({"model": {"params": {"n_interactions": -1}}}, r"model\.params\.n_interactions: .* ≥ 1"),
     ({"model": {"params": {"n_layers": 3}}}, r"model\.params do not fit SchNet: .*n_layers"),
     ({"model": {"cutoff": -3.0}}, r"model\.cutoff must be > 0"),
-    ({"model": {"type": "MACE"}}, r"model\.type 'MACE' is not a known model"),
+    ({"model": {"type": "PaiNN"}}, r"model\.type 'PaiNN' is not a known model"),
     ({"data": {"neighbor_backend": "fast"}}, r"data\.neighbor_backend must be one of"),
     ({"data": {"e0": {"Cu": "low"}}}, r"data\.e0\.Cu must be a number"),
     ({"data": {"validation_fraction": 1.0}}, r"data\.validation_fraction must be in \[0, 1\)"),

@@ -17,7 +17,7 @@ from nnpot.models.symmetric_contraction import SymmetricContraction, coupling_ba
 from nnpot.potential import load
 
 from conftest import make_mace, rattled_cell, statistics_inputs
-from test_nequip import inputs, require_kernel, transformed, wigner
+from test_nequip import assert_layers_transform_with_wigner_d, inputs, require_kernel
 
 ROTATION = Rotation.from_euler("zyx", [0.7, -1.3, 2.1]).as_matrix()
 BASIS = [(0, 1), (1, -1), (2, 1)]  # 0e + 1o + 2e: one channel of A for l_max = 2
@@ -91,19 +91,7 @@ def test_contraction_weights_are_per_element():
 def test_hidden_features_transform_with_wigner_d(matrix):
     """Every layer's features of the rotated (or mirrored) cell are D(R) times the original's;
     the energy is invariant and the forces rotate with the cell, to 1e-10 in float64."""
-    pot = make_mace(n_layers=3)
-    model = pot.model
-    before = model.node_features(*inputs(rattled_cell(), model))
-    after = model.node_features(*inputs(transformed(matrix), model))
-    irreps = [model.layers[0].irreps_in] + [layer.irreps_out for layer in model.layers]
-    for k, (x, y, ir) in enumerate(zip(before, after, irreps)):
-        assert torch.allclose(y, x @ wigner(ir, matrix).T, atol=1e-10), f"layer {k} ({ir})"
-    assert any(ir.lmax > 0 for ir in irreps)  # l > 0 features were really tested
-    graph_a = AtomicGraph.from_atoms(rattled_cell(), model.cutoff)
-    graph_b = AtomicGraph.from_atoms(transformed(matrix), model.cutoff)
-    a, b = pot(graph_a, forces=True), pot(graph_b, forces=True)
-    assert float(b["energy"]) == pytest.approx(float(a["energy"]), abs=1e-10)
-    np.testing.assert_allclose(b["forces"].numpy(), a["forces"].numpy() @ matrix.T, atol=1e-10)
+    assert_layers_transform_with_wigner_d(make_mace(n_layers=3), matrix)
 
 
 def test_defaults_are_the_contract():

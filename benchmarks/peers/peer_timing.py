@@ -28,6 +28,19 @@ def copper(n: int):
     return atoms
 
 
+def peak_rss_mb(python: str, code: str) -> float:
+    """Peak RSS (MB, VmHWM) of a fresh ``python`` process running ``code`` (which makes the
+    call to measure); NaN when the process dies (killed for memory). (Not getrusage's
+    ru_maxrss: on Linux it survives exec, so a child started by a large parent reports the
+    parent's size.)"""
+    code += ("\nprint([int(line.split()[1]) / 1024 for line in open('/proc/self/status') "
+             "if line.startswith('VmHWM:')][0])")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        return float("nan")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def time_calls(atoms, repeats: int, call: Callable[[], object] | None = None) -> list[float]:
     """ms per call (default: energy, then forces), the positions nudged before each so that
     every call is a full calculation, neighbour list included; one warm-up call first."""

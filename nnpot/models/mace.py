@@ -23,14 +23,14 @@ average neighbour count comes from the trainer's model-statistics hook, as for N
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .base import AtomisticModel, HyperParameterError, check_int
-from .blocks import BesselBasis, average_neighbour_count, polynomial_envelope
-from .nequip import _e3nn
+from .base import HyperParameterError, check_int
+from .blocks import BesselBasis
+from .equivariant import EquivariantMessagePassing, e3nn_modules
 from .pair_kernel import kernel_applies
 from .pair_tensor_product import PairTensorProduct
 from .symmetric_contraction import SymmetricContraction
@@ -67,7 +67,7 @@ class MACELayer(nn.Module):
     def __init__(self, irreps_in, irreps_out, n_features: int, l_max: int, correlation: int,
                  n_species: int, n_bessel: int, radial_mlp: Sequence[int], first: bool):
         super().__init__()
-        o3, enn = _e3nn()
+        o3, enn = e3nn_modules()
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
         self.irreps_a = irreps_of_harmonics(o3, n_features, l_max)
         species_irreps = o3.Irreps(f"{n_species}x0e")
@@ -129,7 +129,7 @@ class MACELayer(nn.Module):
         return update if self.first else update + self.self_connection(h, one_hot)
 
 
-class MACE(AtomisticModel):
+class MACE(EquivariantMessagePassing):
     """MACE-style many-body equivariant potential (E(3): invariant under rotations and mirrors).
 
     Args:
@@ -145,8 +145,6 @@ class MACE(AtomisticModel):
         poly_p: order of the polynomial envelope.
         radial_mlp: hidden widths of the radial MLP.
     """
-
-    needs_statistics = True
 
     def __init__(self, species: Sequence[str | int], cutoff: float = 5.0, n_features: int = 64,
                  max_L: int = 1, correlation: int = 3, n_layers: int = 2, l_max: int = 3,
@@ -166,7 +164,7 @@ class MACE(AtomisticModel):
         super().__init__(species, cutoff, n_features=n_features, max_L=max_L,
                          correlation=correlation, n_layers=n_layers, l_max=l_max,
                          n_bessel=n_bessel, poly_p=poly_p, radial_mlp=radial_mlp)
-        o3, _ = _e3nn()
+        o3, _ = e3nn_modules()
         n_species = len(self.species)
         self.poly_p = poly_p
         self.harmonics = o3.SphericalHarmonics(irreps_of_harmonics(o3, 1, l_max), normalize=True,
@@ -191,30 +189,18 @@ class MACE(AtomisticModel):
             irreps = out
         self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
 
-    @property
-    def receptive_field(self) -> float:
-        """Å: each layer passes messages one cutoff further."""
-        return len(self.layers) * self.cutoff
-
     def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
                       pair_vec: torch.Tensor) -> list[torch.Tensor]:
         """The atom features after the embedding and after every layer: [N, dim] each, in
         e3nn's layout of ``layer.irreps_out`` (for tests of equivariance)."""
-        distance = torch.linalg.vector_norm(pair_vec, dim=-1)
-        envelope = polynomial_envelope(distance, self.cutoff, self.poly_p)
-        radial = self.bessel(distance) * envelope[:, None]
-        sh = self.harmonics(pair_vec)
-        one_hot = torch.nn.functional.one_hot(species, len(self.species)).to(pair_vec.dtype)
+        sh, _, radial, one_hot = self.pair_inputs(species, pair_vec)  # the envelope is in radial
         inverse_neighbours = 1.0 / self.avg_num_neighbors.to(pair_vec.dtype)
-        couplings = {}  # the harmonics' coupling matrices, once per layer structure
+        couplings = {}
         h = self.embedding(one_hot)
         features = [h]
         for layer in self.layers:
-            convolution = layer.pair_convolution
-            if convolution.structure not in couplings:
-                couplings[convolution.structure] = convolution.pair_couplings(sh)
-            h = layer(h, species, one_hot, couplings[convolution.structure], radial, pair_index,
-                      inverse_neighbours)
+            h = layer(h, species, one_hot, self.couplings(layer, sh, couplings), radial,
+                      pair_index, inverse_neighbours)
             features.append(h)
         return features
 
@@ -227,11 +213,3 @@ class MACE(AtomisticModel):
             term = readout(h).squeeze(-1)
             energy = term if energy is None else energy + term
         return energy
-
-    @torch.no_grad()
-    def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-                       ) -> None:
-        """The average number of neighbours within the cutoff per atom (both directions)."""
-        count = average_neighbour_count(inputs, self.cutoff)
-        if count is not None:
-            self.avg_num_neighbors.fill_(count)

@@ -20,25 +20,16 @@ model-statistics hook (stored in the model file).
 
 from __future__ import annotations
 
-import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .base import AtomisticModel, HyperParameterError, check_int
-from .blocks import BesselBasis, average_neighbour_count, polynomial_envelope
+from .base import HyperParameterError, check_int
+from .blocks import BesselBasis
+from .equivariant import EquivariantMessagePassing, e3nn_modules
 from .pair_kernel import kernel_applies
 from .pair_tensor_product import PairTensorProduct
-
-
-def _e3nn():
-    try:
-        import e3nn  # noqa: F401
-    except ImportError:  # pragma: no cover - e3nn is a dependency; say so if it is missing
-        raise ImportError("the NequIP model needs e3nn: pip install e3nn") from None
-    from e3nn import nn as enn, o3
-    return o3, enn
 
 
 class Interaction(nn.Module):
@@ -56,7 +47,7 @@ class Interaction(nn.Module):
     def __init__(self, irreps_in, irreps_sh, irreps_target, n_species: int, n_radial: int,
                  radial_mlp: Sequence[int]):
         super().__init__()
-        o3, enn = _e3nn()
+        o3, enn = e3nn_modules()
         self.irreps_in = o3.Irreps(irreps_in)
         self.self_interaction = o3.Linear(self.irreps_in, self.irreps_in)
         # The convolution's paths: every (feature irrep) ⊗ (harmonic) → an irrep the block
@@ -110,7 +101,7 @@ class Interaction(nn.Module):
         return self.gate(update)
 
 
-class NequIP(AtomisticModel):
+class NequIP(EquivariantMessagePassing):
     """NequIP-style E(3)-equivariant potential.
 
     Args:
@@ -127,8 +118,6 @@ class NequIP(AtomisticModel):
         radial_mlp: hidden widths of the radial MLP.
     """
 
-    needs_statistics = True
-
     def __init__(self, species: Sequence[str | int], cutoff: float = 5.0, l_max: int = 2,
                  n_features: int = 32, n_layers: int = 4, n_bessel: int = 8, poly_p: int = 6,
                  parity: bool = True, radial_mlp: Sequence[int] = (64, 64)):
@@ -144,7 +133,7 @@ class NequIP(AtomisticModel):
         radial_mlp = [check_int(f"radial_mlp[{k}]", w) for k, w in enumerate(radial_mlp)]
         super().__init__(species, cutoff, l_max=l_max, n_features=n_features, n_layers=n_layers,
                          n_bessel=n_bessel, poly_p=poly_p, parity=parity, radial_mlp=radial_mlp)
-        o3, _ = _e3nn()
+        o3, _ = e3nn_modules()
         n_species = len(self.species)
         self.poly_p = poly_p
         self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
@@ -169,30 +158,18 @@ class NequIP(AtomisticModel):
             self.pseudo = o3.Linear(irreps, o3.Irreps("1x0o"))
         self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
 
-    @property
-    def receptive_field(self) -> float:
-        """Å: each interaction block passes messages one cutoff further."""
-        return len(self.layers) * self.cutoff
-
     # ---------------------------------------------------------------------------------------
     def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
                       pair_vec: torch.Tensor) -> list[torch.Tensor]:
         """The atom features after the embedding and after every interaction block:
         [N, dim] each, in e3nn's layout of ``layer.irreps_out`` (for tests of equivariance)."""
-        distance = torch.linalg.vector_norm(pair_vec, dim=-1)
-        sh = self.harmonics(pair_vec)
-        envelope = polynomial_envelope(distance, self.cutoff, self.poly_p)
-        radial = self.bessel(distance) * envelope[:, None]
-        one_hot = torch.nn.functional.one_hot(species, len(self.species)).to(pair_vec.dtype)
+        sh, envelope, radial, one_hot = self.pair_inputs(species, pair_vec)
         norm = self.avg_num_neighbors.to(pair_vec.dtype).rsqrt()
-        couplings = {}  # the harmonics' coupling matrices, once per layer structure
+        couplings = {}
         h = self.embedding(one_hot)
         features = [h]
         for layer in self.layers:
-            convolution = layer.pair_convolution
-            if convolution.structure not in couplings:
-                couplings[convolution.structure] = convolution.pair_couplings(sh)
-            update = layer(h, one_hot, couplings[convolution.structure], radial, envelope,
+            update = layer(h, one_hot, self.couplings(layer, sh, couplings), radial, envelope,
                            pair_index, norm)
             h = h + update if layer.irreps_out == layer.irreps_in else update  # residual
             features.append(h)
@@ -206,11 +183,3 @@ class NequIP(AtomisticModel):
         if hasattr(self, "pseudo"):
             energy = energy + self.pseudo(h).squeeze(-1)
         return energy
-
-    @torch.no_grad()
-    def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-                       ) -> None:
-        """The average number of neighbours within the cutoff per atom (both directions)."""
-        count = average_neighbour_count(inputs, self.cutoff)
-        if count is not None:
-            self.avg_num_neighbors.fill_(count)

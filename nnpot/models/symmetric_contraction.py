@@ -181,20 +181,21 @@ class SymmetricContraction(Float64Constants):
         self.register_buffer("output_order", torch.tensor(
             [rows_of.index(k) for k in range(len(rows_of))]), persistent=False)
         self.weights = nn.ParameterList()
-        for count in n_paths:  # normal weights scaled so each order's sum has unit variance
+        for count in n_paths:  # normal weights, scaled by 1/√(paths of the order)
             self.weights.append(nn.Parameter(torch.randn(n_species, count, channels)
                                              / math.sqrt(max(count, 1))))
 
     def monomials(self, a: torch.Tensor) -> dict[int, torch.Tensor]:
-        """[c, d, N] → the monomials of every order by parity: {±1: [c, monomials, N]}. (Atoms
-        last: every gather and its backward's scatter move contiguous rows of N numbers.)"""
+        """[c, d, N] → the monomials of every order, by parity, for the parities some output
+        irrep has: {±1: [c, monomials, N]}. (Atoms last: every gather and its backward's
+        scatter move contiguous rows of N numbers.)"""
         orders = [a.index_select(1, self.first)]
         for order in range(2, self.correlation + 1):
             orders.append(orders[-1].index_select(1, getattr(self, f"lower_{order}"))
                           * a.index_select(1, getattr(self, f"last_{order}")))
         parts = [torch.split(p, split, dim=1) for p, split in zip(orders, self._splits)]
-        return {1: torch.cat([even for even, _ in parts], dim=1),
-                -1: torch.cat([odd for _, odd in parts], dim=1)}
+        return {p: torch.cat([part[k] for part in parts], dim=1)
+                for k, p in enumerate((1, -1)) if hasattr(self, f"group_{p}")}
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """a [N, c, d], species [N] (element index) → [N, c, Σ(2L+1)]."""
