@@ -10,10 +10,12 @@ l = 3, correlation 3, 2 layers, cutoff 5 Å, 8 Bessel functions, radial MLP 64-6
 
 mace-torch runs with its recommendations for a small set: EMA (0.99), AMSGrad, energy/force
 weights 1/100, stage two (energy weight 1000) from ¾ of its epochs, lr 0.01, batch 4. It has no
-wall-time limit, so one calibration epoch (not counted in its budget) sizes ``--max_num_epochs``
-to the budget; a run still going at the limit is stopped, and its last checkpoint becomes the
-model (``--restart_latest`` with no epochs left). nnpot: its ``max_time_min``, the 60-minute
-recipe's schedule and loss (benchmarks/train_mlearn_si_mace.yaml), batch 4.
+wall-time limit, so ``--mace-epochs`` sets its epochs (or one calibration epoch, not counted in
+its budget, sizes them — with its set-up that over-estimates an epoch); a run still going at
+the limit is stopped, and its last checkpoint becomes the model (``--restart_latest`` with no
+epochs left). ``--reuse-nnpot`` runs the mace-torch side again beside nnpot's finished run. nnpot: its ``max_time_min``, the 60-minute
+recipe's schedule and loss (benchmarks/train_mlearn_si_mace.yaml), batch 4; or, with
+``--nnpot-loss mace``, mace-torch's loss weights and lr in nnpot's loss.
 
     python benchmarks/train_vs_mace.py [--minutes 30] [--threads 1] [--peers DIR]
         [--out runs/train_vs_mace] [--json benchmarks/results/train_vs_mace.json]
@@ -72,10 +74,18 @@ def split_files(out: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def nnpot_run(out: Path, train: Path, valid: Path, minutes: float, threads: int
-              ) -> subprocess.Popen:
+# mace-torch's recommended weights in nnpot's loss: forces 100 × per-atom energy, the final
+# stage's energy 1000 from ¾ of the budget, no stress term, lr 0.01
+MACE_WEIGHTS = {"lr": 0.01, "loss": {"energy": 1.0, "forces": 100.0, "stress": 0.0,
+                                     "final_energy": 1000.0, "final_fraction": 0.25}}
+
+
+def nnpot_run(out: Path, train: Path, valid: Path, minutes: float, threads: int,
+              loss: str = "recipe") -> subprocess.Popen:
     recipe = yaml.safe_load((ROOT / "benchmarks" / "train_mlearn_si_mace.yaml").read_text())
-    config = {"output": str(out / "nnpot"), "seed": 0,
+    if loss == "mace":
+        recipe["training"].update(MACE_WEIGHTS)
+    config = {"output": str(out / nnpot_folder(loss)), "seed": 0,
               "model": {"type": "MACE", "cutoff": 5.0, "params": {
                   "n_features": 64, "max_L": 1, "correlation": 3, "n_layers": 2, "l_max": 3,
                   "n_bessel": 8, "poly_p": 5, "radial_mlp": [64, 64, 64]}},
@@ -83,11 +93,15 @@ def nnpot_run(out: Path, train: Path, valid: Path, minutes: float, threads: int
                        "keys": {"energy": "REF_energy", "forces": "REF_forces",
                                 "stress": "REF_stress"}},
               "training": {**recipe["training"], "max_time_min": minutes, "threads": threads}}
-    path = out / "nnpot.yaml"
+    path = out / f"{nnpot_folder(loss)}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    log = open(out / "nnpot.log", "w")
+    log = open(out / f"{nnpot_folder(loss)}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "nnpot.cli", "train", str(path)],
                             stdout=log, stderr=subprocess.STDOUT)
+
+
+def nnpot_folder(loss: str) -> str:
+    return "nnpot" if loss == "recipe" else "nnpot_mace_weights"
 
 
 def mace_train(python: Path, out: Path, train: Path, valid: Path, name: str, epochs: int,
@@ -141,6 +155,14 @@ def errors(predictions: list[dict], valid: Path) -> dict:
     return {"energy_mae": 1e3 * float(np.mean(e)), "forces_mae": 1e3 * float(np.mean(f))}
 
 
+def nnpot_result(run: Path, valid: Path) -> dict:
+    from nnpot import load
+
+    training = load(run / "best.pt").provenance.get("training", {})
+    return {"epochs": training.get("epochs"), "time_min": training.get("time_min"),
+            **errors(nnpot_predictions(run / "best.pt", valid), valid)}
+
+
 def nnpot_predictions(model: Path, valid: Path) -> list[dict]:
     from nnpot import NNPCalculator
 
@@ -160,16 +182,34 @@ def main() -> None:
                         default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "train_vs_mace")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--mace-epochs", type=int,
+                        help="mace-torch's --max_num_epochs (no calibration epoch)")
+    parser.add_argument("--nnpot-loss", choices=("recipe", "mace"), default="recipe",
+                        help="nnpot's loss: the 60-minute recipe's, or mace-torch's weights")
+    parser.add_argument("--nnpot-only", action="store_true",
+                        help="train and evaluate nnpot alone (the mace-torch side as before)")
+    parser.add_argument("--reuse-nnpot", action="store_true",
+                        help="evaluate nnpot's finished run in --out instead of training again")
     args = parser.parse_args()
     python = args.peers / "mace" / "bin" / "python"
     if not python.exists():
         sys.exit(f"no mace-torch environment at {python}: ../shared/peers/setup.sh "
                  f"{args.peers} mace")
     args.out.mkdir(parents=True, exist_ok=True)
-    train, valid = split_files(args.out)
-    ours = nnpot_run(args.out, train, valid, args.minutes, args.threads)
+    if args.reuse_nnpot:
+        train, valid = args.out / "train.extxyz", args.out / "valid.extxyz"
+        ours = subprocess.Popen([sys.executable, "-c", ""])  # nothing to wait for
+    else:
+        train, valid = split_files(args.out)
+        ours = nnpot_run(args.out, train, valid, args.minutes, args.threads, args.nnpot_loss)
     try:
-        result = compare(args, python, ours, train, valid)
+        if args.nnpot_only:
+            ours.wait()
+            result = {"minutes": args.minutes, "threads": args.threads, "nnpot_loss":
+                      args.nnpot_loss, "nnpot": nnpot_result(args.out / nnpot_folder(
+                          args.nnpot_loss), valid)}
+        else:
+            result = compare(args, python, ours, train, valid)
     finally:  # an error on the mace-torch side must not leave nnpot's run behind
         if ours.poll() is None:
             ours.terminate()
@@ -181,11 +221,14 @@ def main() -> None:
 def compare(args, python: Path, ours: subprocess.Popen, train: Path, valid: Path) -> dict:
     """mace-torch's run beside nnpot's (already started), then both models evaluated."""
     # one calibration epoch, then the budget
-    _, calibration = mace_train(python, args.out / "calibration", train, valid, "calibration",
-                                1, args.threads, None)
-    epochs = max(2, int(args.minutes * 60 / calibration))
-    print(f"mace-torch: one epoch (with set-up) took {calibration:.0f} s: "
-          f"--max_num_epochs {epochs}", flush=True)
+    if args.mace_epochs:
+        calibration, epochs = None, args.mace_epochs
+    else:
+        _, calibration = mace_train(python, args.out / "calibration", train, valid,
+                                    "calibration", 1, args.threads, None)
+        epochs = max(2, int(args.minutes * 60 / calibration))
+        print(f"mace-torch: one epoch (with set-up) took {calibration:.0f} s: "
+              f"--max_num_epochs {epochs}", flush=True)
     finished, seconds = mace_train(python, args.out / "mace", train, valid, "si", epochs,
                                    args.threads, args.minutes * 60)
     reached = epochs if finished else latest_checkpoint_epoch(args.out / "mace", "si")
@@ -195,14 +238,9 @@ def compare(args, python: Path, ours: subprocess.Popen, train: Path, valid: Path
     models = sorted((args.out / "mace").glob("si*.model"), key=lambda p: p.stat().st_mtime)
     models = [m for m in models if "compiled" not in m.name]
     ours.wait()
-    from nnpot import load
-
-    best = args.out / "nnpot" / "best.pt"
-    training = load(best).provenance.get("training", {})
     return {
-        "minutes": args.minutes, "threads": args.threads,
-        "nnpot": {"epochs": training.get("epochs"), "time_min": training.get("time_min"),
-                  **errors(nnpot_predictions(best, valid), valid)},
+        "minutes": args.minutes, "threads": args.threads, "nnpot_loss": args.nnpot_loss,
+        "nnpot": nnpot_result(args.out / nnpot_folder(args.nnpot_loss), valid),
         "mace-torch": {"epochs_planned": epochs, "epochs": reached,
                        "time_min": seconds / 60, "finished": finished,
                        "calibration_s": calibration, "model": models[-1].name,
