@@ -119,7 +119,11 @@ def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
         atomic_write_text(fold_dir / "cv_fold.yaml", yaml.safe_dump(
             fold_config(config, fold_dir, frames), sort_keys=False))
     _train_folds(fold_dirs, jobs)
-    results = [evaluate_fold(fold_dir, config, types) for fold_dir in fold_dirs]
+    from .evaluate import labelled_graphs  # once for every fold: the file's frames as graphs
+
+    graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys,
+                             config.data.neighbor_backend)
+    results = [evaluate_fold(fold_dir, config, types, graphs) for fold_dir in fold_dirs]
     report = summarise(results)
     report["config"] = plan["config"]
     report["train"] = config.data.train
@@ -196,16 +200,15 @@ def _train_folds(fold_dirs: list[Path], jobs: int) -> None:
             log.close()
 
 
-def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str]) -> dict:
+def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str],
+                  graphs: Sequence) -> dict:
     """One fold's errors on its validation frames, overall and per config type, and the
-    epochs and minutes it trained."""
+    epochs and minutes it trained; ``graphs``: the training file's frames with labels."""
     from ..potential import load
-    from .evaluate import evaluate, labelled_graphs
+    from .evaluate import evaluate
 
     frames = json.loads((fold_dir / "validation_frames.json").read_text())
     potential = load(fold_dir / "best.pt").eval()
-    graphs = labelled_graphs(config.data.train, potential.cutoff, config.data.keys,
-                             config.data.neighbor_backend)
     batch = config.training.batch_size
 
     def errors(indices: list[int]) -> dict:
