@@ -17,11 +17,11 @@ import os
 import sys
 
 import torch
-
 from bench_hdnnp import hdnnp_potential
+from peers.peer_timing import interleaved_rounds, time_sizes
+
 from nnpot import Committee, NNPCalculator, Potential
 from nnpot.models import SchNet
-from peers.peer_timing import interleaved_rounds, time_sizes
 
 
 def schnet(seed: int) -> Potential:

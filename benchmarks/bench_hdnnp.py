@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from ase import units
 from ase.calculators.emt import EMT
-from ase.md.verlet import VelocityVerlet
 from ase.md.velocitydistribution import thermalize_momenta
+from ase.md.verlet import VelocityVerlet
+from peers.peer_timing import copper, interleaved_rounds, peer_python, run_peer, time_sizes
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import HDNNP
-from peers.peer_timing import copper, interleaved_rounds, peer_python, run_peer, time_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 RADIAL_CUTOFF, ANGULAR_CUTOFF = 5.1, 3.5

@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 import torch
+from peers.peer_timing import interleaved_rounds, peak_rss_mb, run_peer, time_sizes
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import MACE
-from peers.peer_timing import interleaved_rounds, peak_rss_mb, run_peer, time_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 

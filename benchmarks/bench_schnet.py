@@ -9,7 +9,7 @@ threads. Positions are nudged before every call, so every call rebuilds the neig
 
 SchNetPack runs in its own virtual environment (``../shared/peers/setup.sh DIR schnetpack``,
 made on first use); it is not a dependency of nnpot. It is timed twice: as installed, and with
-the same heap setting nnpot applies to itself (``nnpot.allocator``), so that the ratio shows
+the same heap setting nnpot applies to itself (``nnpot.core.allocator``), so that the ratio shows
 what the model code does and not only the allocator.
 """
 
@@ -25,12 +25,11 @@ from pathlib import Path
 
 import torch
 from ase.neighborlist import neighbor_list as ase_neighbor_list
+from peers.peer_timing import SIZES, copper, interleaved_rounds, peer_python, run_peer, time_sizes
 
 from nnpot import NNPCalculator, Potential
+from nnpot.core.neighbors import neighbor_list
 from nnpot.models import SchNet
-from nnpot.neighbors import neighbor_list
-from peers.peer_timing import (SIZES, copper, interleaved_rounds, peer_python, run_peer,
-                               time_sizes)
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = 5.0
@@ -48,9 +47,9 @@ def time_neighbor_lists(repeats: int) -> dict[str, dict[int, float]]:
     for n in SIZES:
         atoms = copper(n)
         args = (atoms.positions, atoms.cell.array, atoms.pbc, CUTOFF)
-        jobs = {f"nnpot/{b}": (lambda b=b: neighbor_list(*args, backend=b))
+        jobs = {f"nnpot/{b}": (lambda b=b, args=args: neighbor_list(*args, backend=b))
                 for b in ("vesin", "matscipy", "torch")}
-        jobs["ase (reference)"] = lambda: ase_neighbor_list("ijS", atoms, CUTOFF)
+        jobs["ase (reference)"] = lambda atoms=atoms: ase_neighbor_list("ijS", atoms, CUTOFF)
         for name, job in jobs.items():
             job()
             times = []
@@ -64,7 +63,8 @@ def time_neighbor_lists(repeats: int) -> dict[str, dict[int, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", type=Path, default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
+    parser.add_argument("--peers", type=Path,
+                        default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="alternate the packages this often")
     parser.add_argument("--json", type=Path)

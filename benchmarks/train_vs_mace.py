@@ -13,8 +13,9 @@ weights 1/100, stage two (energy weight 1000) from ¾ of its epochs, lr 0.01, ba
 wall-time limit, so ``--mace-epochs`` sets its epochs (or one calibration epoch, not counted in
 its budget, sizes them — with its set-up that over-estimates an epoch); a run still going at
 the limit is stopped, and its last checkpoint becomes the model (``--restart_latest`` with no
-epochs left). ``--reuse-nnpot`` runs the mace-torch side again beside nnpot's finished run. nnpot: its ``max_time_min``, the 60-minute
-recipe's schedule and loss (benchmarks/train_mlearn_si_mace.yaml), batch 4; or, with
+epochs left). ``--reuse-nnpot`` runs the mace-torch side again beside nnpot's finished
+run. nnpot: its ``max_time_min``, the 60-minute recipe's schedule and loss
+(benchmarks/train_mlearn_si_mace.yaml), batch 4; or, with
 ``--nnpot-loss mace``, mace-torch's loss weights and lr in nnpot's loss.
 
     python benchmarks/train_vs_mace.py [--minutes 30] [--threads 1] [--peers DIR]

@@ -14,7 +14,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 import nnpot
-from nnpot.properties import equation_of_state
+from nnpot.md.properties import equation_of_state
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("md_examples_output")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ase.build import bulk
 
 import nnpot
-from nnpot.reference_data import write_emt_copper
+from nnpot.demo.reference_data import write_emt_copper
 from nnpot.train import fit
 
 OUT = Path("md_examples_output") / "fit_your_own"

@@ -4,8 +4,9 @@ From 20 labelled frames of 300 K bulk Cu, `nnpot learn` trains a committee of 4 
 explores bulk, a (111) slab and an expanded cell (which melts) by MD at 300, 800 and 1600 K,
 labels up to 25 frames per iteration where the committee disagrees (farthest-point sampling),
 and stops at 200 labels; the last committee trains longer (8 min) on all of them. The same
-loop with random selection from the same kind of MD is the baseline. Then the final committee's force deviation is checked against its true error on a
-test set (bulk, surfaces, vacancies, liquid) and on a 1500 K liquid it has not seen.
+loop with random selection from the same kind of MD is the baseline. Then the final
+committee's force deviation is checked against its true error on a test set (bulk,
+surfaces, vacancies, liquid) and on a 1500 K liquid it has not seen.
 
     python md_examples/05_active_learning_cu.py                  # both loops, one after the other
     python md_examples/05_active_learning_cu.py --method fps     # one loop (run two in parallel)
@@ -23,17 +24,17 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
+from ase import units
 from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
-from ase import units
 
 import nnpot
 from nnpot.active_learning import learn, learn_config_from_dict, plot_learning_curve
-from nnpot.reference_data import emt_lattice_constant, write_emt_copper
+from nnpot.demo.reference_data import emt_lattice_constant, write_emt_copper
 
 OUT = Path("md_examples_output") / "active_learning"
 SHARED_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "emt_cu_test.extxyz"

@@ -5,12 +5,13 @@
     nnpot.md(atoms, "potentials/cu/model.pt", ensemble="nvt", temperature=600, steps=1000)
 """
 
-from .calculator import NNPCalculator
-from .committee import Committee
-from .drivers import md, relax
-from .graph import AtomicGraph, batch_graphs
-from .neighbors import neighbor_list
-from .potential import Potential, load
+from .core.calculator import NNPCalculator
+from .core.committee import Committee
+from .core.graph import AtomicGraph, batch_graphs
+from .core.model_file import load
+from .core.neighbors import neighbor_list
+from .core.potential import Potential
+from .md import md, relax  # the functions: they shadow the subpackage's name on nnpot
 from .version import __version__
 
 __all__ = ["NNPCalculator", "Committee", "AtomicGraph", "batch_graphs", "neighbor_list", "Potential", "load",

@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ase.calculators.calculator import PropertyNotImplementedError
 
@@ -63,7 +63,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from .potential import load
+    from .core.model_file import load
     from .train.config import KeysConfig
     from .train.evaluate import evaluate, labelled_graphs
     from .train.report import metrics_table, plot_parity
@@ -99,9 +99,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
     from ase.build import bulk
 
-    from .calculator import NNPCalculator
+    from .core.calculator import NNPCalculator
+    from .core.potential import Potential
     from .models import SchNet
-    from .potential import Potential
 
     torch.set_num_threads(args.threads)
     if args.model:
@@ -129,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_md(args: argparse.Namespace) -> int:
-    from .drivers import MDInstabilityError, md
+    from .md.drivers import MDInstabilityError, md
 
     candidates = args.candidates
     if candidates is None and args.uncertainty_threshold is not None:
@@ -156,7 +156,7 @@ def cmd_md(args: argparse.Namespace) -> int:
 
 
 def cmd_relax(args: argparse.Namespace) -> int:
-    from .drivers import relax
+    from .md.drivers import relax
 
     if args.pressure is not None and not args.cell:
         raise ValueError("--pressure acts on the cell: it needs --cell")
@@ -175,7 +175,7 @@ def cmd_relax(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.workflow import run_demo
 
     run_demo(Path(args.output), **({"epochs": args.epochs} if args.epochs else {}))
     return 0

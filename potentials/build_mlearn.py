@@ -30,7 +30,7 @@ from ase.io import read
 from ase.neighborlist import neighbor_list
 
 import nnpot
-from nnpot.drivers import MDInstabilityError, md
+from nnpot.md.drivers import MDInstabilityError, md
 from nnpot.train import TrainConfig, fit, load_config
 from nnpot.train.data import split_indices
 

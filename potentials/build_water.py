@@ -19,10 +19,16 @@ import sys
 from pathlib import Path
 
 from ase.io import read
+from build_mlearn import (
+    rebuild_text,
+    ship_run,
+    shortest_training_distance,
+    stability,
+    train_stages,
+    write_card,
+)
 
 import nnpot
-from build_mlearn import (rebuild_text, ship_run, shortest_training_distance, stability,
-                          train_stages, write_card)
 
 # DeePMD-kit's DeepPot-SE on liquid water (Zhang et al., NeurIPS 2018; RMSE, meV/atom and meV/Å)
 DEEPMD_RMSE = (1.0, 40.0)

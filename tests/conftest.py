@@ -11,7 +11,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from nnpot import AtomicGraph, Potential
-from nnpot.graph import pair_vectors
+from nnpot.core.graph import pair_vectors
 from nnpot.models import HDNNP, MACE, NequIP, SchNet
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

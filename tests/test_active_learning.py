@@ -29,7 +29,7 @@ class CountingEMT(EMT):
         super().calculate(*args, **kwargs)
 
 
-def cell(seed: int) -> "ase.Atoms":
+def cell(seed: int) -> ase.Atoms:
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
     atoms.rattle(0.05, seed=seed)
     return atoms

@@ -14,16 +14,15 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
+from conftest import make_potential
 
 import nnpot
 from nnpot import NNPCalculator
 from nnpot.cli import main as cli_main
-from nnpot.structure_checks import OverlappingAtomsError, StructureError
+from nnpot.core.structure_checks import OverlappingAtomsError, StructureError
 from nnpot.train import ConfigError, DataError, config_from_dict, fit, load_config
 from nnpot.train.config import KeysConfig
 from nnpot.train.data import build_cache
-
-from conftest import make_potential
 
 CUDA = torch.cuda.is_available()
 
@@ -54,8 +53,8 @@ def write(tmp_path, frames, name="data.extxyz"):
     return path
 
 
-def cache(tmp_path, path, keys=KeysConfig()):
-    return build_cache(path, 3.0, keys, tmp_path / "cache", progress=False)
+def cache(tmp_path, path, keys=None):
+    return build_cache(path, 3.0, keys or KeysConfig(), tmp_path / "cache", progress=False)
 
 
 def forces_in_info(atoms: Atoms, forces: np.ndarray) -> Atoms:
@@ -379,7 +378,8 @@ def test_md_arguments_are_named(potential64, option, value, message):
 # Command line
 # -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv, message", [
-    (["eval", "m.pt", "d.extxyz", "--batch-size", "0"], r"argument --batch-size: 0 is not a whole number ≥ 1"),
+    (["eval", "m.pt", "d.extxyz", "--batch-size", "0"],
+     r"argument --batch-size: 0 is not a whole number ≥ 1"),
     (["md", "m.pt", "s.cif", "--temperature", "-5"], r"argument --temperature: -5 is not a number ≥ 0"),
     (["relax", "m.pt", "s.cif", "--fmax", "0"], r"argument --fmax: 0 is not a number > 0"),
     (["eval", "m.pt", "d.extxyz", "--json"], r"--json: expected one argument"),

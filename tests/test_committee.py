@@ -8,12 +8,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import ethanol_like, make_hdnnp, make_potential, rattled_cell, triclinic_pair
 
 import nnpot
 from nnpot import AtomicGraph, Committee, NNPCalculator, Potential, batch_graphs
-from nnpot.potential import load
-
-from conftest import ethanol_like, make_hdnnp, make_potential, rattled_cell, triclinic_pair
+from nnpot.core.model_file import load
 
 
 def members():
@@ -46,9 +45,8 @@ def test_hdnnp_members_share_their_symmetry_functions(monkeypatch):
     """HDNNPs with the same symmetry functions compute them once per call (the SchNet member
     and a lone HDNNP of other functions do not share), and every member's results are still
     its own results alone, training graph (create_graph) included."""
-    from nnpot.models.symmetry_functions import SymmetryFunctionDescriptor
-
     from nnpot.models import HDNNP
+    from nnpot.models.hdnnp.symmetry_functions import SymmetryFunctionDescriptor
 
     torch.manual_seed(7)   # the default symmetry functions: not those of make_hdnnp
     other = Potential(HDNNP(species=["Cu", "O"], cutoff=4.0, hidden=(8,))).double()
@@ -175,7 +173,7 @@ def test_md_logs_the_deviation_and_keeps_candidate_frames(tmp_path):
 
 def test_md_stops_when_the_committee_extrapolates(tmp_path):
     from nnpot.cli import main
-    from nnpot.drivers import ExtrapolationError
+    from nnpot.md.drivers import ExtrapolationError
 
     with pytest.raises(ExtrapolationError, match=r"step 0: .*force deviation .*extrapolating"):
         nnpot.md(rattled_cell(), committee_calculator(), steps=10, timestep=0.5,

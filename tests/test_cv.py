@@ -15,12 +15,12 @@ import ase.io
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_train import emt_frames, small_config
 
 from nnpot.train.config import ConfigError
 from nnpot.train.cv import assign_folds, cross_validate, mean_and_stderr
-
-from test_train import emt_frames, small_config
 
 
 @settings(max_examples=60, deadline=None)

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
+from conftest import make_potential
 
 import nnpot
 from nnpot.cli import main as cli_main
-from nnpot.drivers import MDInstabilityError, md, relax
-from nnpot.properties import equation_of_state
-from nnpot.reference_data import emt_lattice_constant
-from nnpot.trajectory import read_trajectory
-
-from conftest import make_potential
+from nnpot.demo.reference_data import emt_lattice_constant
+from nnpot.md.drivers import MDInstabilityError, md, relax
+from nnpot.md.properties import equation_of_state
+from nnpot.md.trajectory import read_trajectory
 
 CU_MODEL = Path(__file__).resolve().parents[1] / "potentials" / "cu" / "model.pt"
 
@@ -184,7 +183,7 @@ def test_isolated_molecule_md_works_without_stress():
 
 
 def test_md_plot_draws_volume_only_where_it_changes():
-    from nnpot.drivers import trace_panels
+    from nnpot.md.drivers import trace_panels
 
     nvt = md(cu_cell(2), CU_MODEL, ensemble="nvt", steps=10, interval=5, progress=False)
     npt = md(cu_cell(2), CU_MODEL, ensemble="npt", steps=10, interval=5, pressure=2.0,

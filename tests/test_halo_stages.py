@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_hdnnp, make_nequip, make_potential
+
 from nnpot import Potential
-from nnpot.committee import Committee
+from nnpot.core.committee import Committee
 from nnpot.lammps.export import energy_function, example_inputs, trace_module
 from nnpot.lammps.halo import export_stages, run_stages, supports_halo_exchange
 

@@ -12,8 +12,7 @@ import pytest
 from ase.build import bulk
 
 import nnpot
-from nnpot.lammps.run import (LammpsRunError, nnpot_preamble, read_dump, read_thermo,
-                              run_lammps, write_data)
+from nnpot.lammps.run import LammpsRunError, nnpot_preamble, read_dump, read_thermo, run_lammps, write_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CU_MODEL = ROOT / "potentials" / "cu" / "model.pt"
@@ -111,8 +110,8 @@ def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
     graph (ghosts out to the receptive field), as NequIP does; the Cu potential (``cu64``)
     tests halo exchange."""
     from ase import Atoms
-
     from conftest import MODEL_MAKERS
+
     from nnpot.lammps import export_for_lammps
 
     MODEL_MAKERS[model]().save(tmp_path / "model.pt")
@@ -245,7 +244,7 @@ def test_npt_lattice_constant_matches_relax(plugin, cu64, tmp_path):
     """NPT at 0 GPa and 5 K (thermal expansion ≪ 0.1 %) against ``nnpot relax``-style cell
     relaxation in ASE: the lattice constants agree within 0.1 %. An inverted virial would make
     the barostat run away instead."""
-    from nnpot.drivers import relax
+    from nnpot.md.drivers import relax
 
     atoms = bulk("Cu", "fcc", a=3.70, cubic=True).repeat(3)   # starts 3 % too large
     write_data(atoms, tmp_path / "data.lmp", ["Cu"])
@@ -277,7 +276,7 @@ def test_under_pair_hybrid_null_types_are_left_to_the_other_style(plugin, cu64, 
     write_data(Atoms(kinds, positions=atoms.positions, cell=atoms.cell, pbc=True),
                tmp_path / "data.lmp", ["Cu", "Ni"])
     script = single_point_script(plugin, cu64).replace(
-        "pair_style nnpot\npair_coeff * * {} Cu".format(cu64),
+        f"pair_style nnpot\npair_coeff * * {cu64} Cu",
         f"pair_style hybrid nnpot zero 5.0\npair_coeff * * nnpot {cu64} Cu NULL\n"
         f"pair_coeff * 2 zero")
     out = run_lammps(script, tmp_path, ranks=ranks)

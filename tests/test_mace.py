@@ -9,15 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_mace, rattled_cell, statistics_inputs
 from scipy.spatial.transform import Rotation
+from test_nequip import assert_layers_transform_with_wigner_d, inputs, require_kernel
 
 from nnpot import AtomicGraph, Potential
+from nnpot.core.model_file import load
 from nnpot.models import MACE, MODELS, HyperParameterError
-from nnpot.models.symmetric_contraction import SymmetricContraction, coupling_basis
-from nnpot.potential import load
-
-from conftest import make_mace, rattled_cell, statistics_inputs
-from test_nequip import assert_layers_transform_with_wigner_d, inputs, require_kernel
+from nnpot.models.mace.symmetric_contraction import SymmetricContraction, coupling_basis
 
 ROTATION = Rotation.from_euler("zyx", [0.7, -1.3, 2.1]).as_matrix()
 BASIS = [(0, 1), (1, -1), (2, 1)]  # 0e + 1o + 2e: one channel of A for l_max = 2

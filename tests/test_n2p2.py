@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.units import Bohr
-
-from nnpot.models import HDNNP, HyperParameterError
-from nnpot.models.n2p2 import read_input_nn
-from nnpot.train import ConfigError, config_from_dict
-
 from conftest import rattled_cell
 from test_hdnnp import descriptor_of, reference_descriptor
+
+from nnpot.models import HDNNP, HyperParameterError
+from nnpot.models.hdnnp.n2p2 import read_input_nn
+from nnpot.train import ConfigError, config_from_dict
 
 INPUT_NN = """\
 # an n2p2 input.nn (training keywords are ignored by nnpot)

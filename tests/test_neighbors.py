@@ -12,7 +12,7 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnpot.neighbors import mirror_pairs, neighbor_list, neighbor_pairs
+from nnpot.core.neighbors import mirror_pairs, neighbor_list, neighbor_pairs
 
 CPU_BACKENDS = ["vesin", "matscipy", "torch"]
 

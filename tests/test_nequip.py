@@ -8,14 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_nequip, rattled_cell, statistics_inputs
 from scipy.spatial.transform import Rotation
 
 from nnpot import AtomicGraph, Potential
-from nnpot.graph import pair_vectors
+from nnpot.core.graph import pair_vectors
+from nnpot.core.model_file import load
 from nnpot.models import HyperParameterError, NequIP
-from nnpot.potential import load
-
-from conftest import make_nequip, rattled_cell, statistics_inputs
 
 ROTATION = Rotation.from_euler("zyx", [0.7, -1.3, 2.1]).as_matrix()
 
@@ -175,7 +174,7 @@ def test_pair_convolution_has_exact_first_and_second_derivatives(message_path):
     gradients with respect to the features, the path weights and the harmonics' coupling
     matrices agree with finite differences;
     and every column of an output irrep takes its own path's weights."""
-    from nnpot.models.pair_tensor_product import PairTensorProduct
+    from nnpot.models.nequip.pair_tensor_product import PairTensorProduct
 
     model = NequIP(["Si", "O"], cutoff=3.0, l_max=2, n_features=2, n_layers=2, n_bessel=3,
                    radial_mlp=(4,)).double()
@@ -233,10 +232,9 @@ def test_fused_kernel_stays_out_of_traces_and_off_the_cpu():
     float tensors (fake, CUDA, float16), the torch formulas are used: a trace would not see
     the kernel's call."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from nnpot.models.pair_kernel import kernel_applies
-
     from torch.fx.experimental.proxy_tensor import make_fx
+
+    from nnpot.models.nequip.pair_kernel import kernel_applies
 
     with FakeTensorMode():
         assert not kernel_applies(torch.zeros(3))

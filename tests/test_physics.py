@@ -6,16 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
-from ase.md.verlet import VelocityVerlet
-from ase.md.velocitydistribution import thermalize_momenta
 from ase import units
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.md.velocitydistribution import thermalize_momenta
+from ase.md.verlet import VelocityVerlet
+from conftest import ethanol_like, rattled_cell, triclinic_pair
 from scipy.spatial.transform import Rotation
 
 from nnpot import AtomicGraph, NNPCalculator, batch_graphs
-
-from conftest import ethanol_like, rattled_cell, triclinic_pair
 
 STRUCTURES = {"triclinic_pair": triclinic_pair, "rattled_32": rattled_cell}
 
@@ -103,7 +102,8 @@ def test_batched_evaluation_equals_one_by_one(potential64):
     for k, graph in enumerate(graphs):
         single = potential64(graph, forces=True)
         n = graph.num_nodes
-        assert float(batched["energy"][k].detach()) == pytest.approx(float(single["energy"][0].detach()), abs=1e-10)
+        assert float(batched["energy"][k].detach()) == pytest.approx(
+            float(single["energy"][0].detach()), abs=1e-10)
         assert torch.allclose(batched["forces"][offset:offset + n], single["forces"], atol=1e-10)
         offset += n
     periodic = [g for g in graphs if bool(g.pbc.all())]
@@ -151,8 +151,8 @@ def test_pymatgen_structure_gives_the_same_graph_energy(potential64):
     structure = AseAtomsAdaptor.get_structure(atoms)
     from_structure = potential64(AtomicGraph.from_structure(structure, potential64.cutoff))
     from_atoms = potential64(AtomicGraph.from_atoms(atoms, potential64.cutoff))
-    assert float(from_structure["energy"][0].detach()) == pytest.approx(float(from_atoms["energy"][0].detach()),
-                                                               abs=1e-10)
+    assert float(from_structure["energy"][0].detach()) == pytest.approx(
+        float(from_atoms["energy"][0].detach()), abs=1e-10)
 
 
 def test_skin_gives_identical_trajectories(potential64):

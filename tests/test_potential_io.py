@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from conftest import MODEL_MAKERS, make_potential, rattled_cell
 
 import nnpot
 from nnpot import NNPCalculator, Potential
+from nnpot.core.files import FORMAT_VERSION
 from nnpot.models import SchNet
-from nnpot.potential import FORMAT_VERSION
-
-from conftest import MODEL_MAKERS, make_potential, rattled_cell
 
 
 def test_readme_example(tmp_path):

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import shared_file
 
 import nnpot
 from nnpot.train.config import KeysConfig
 from nnpot.train.evaluate import evaluate, labelled_graphs
-
-from conftest import shared_file
 
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
 

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from conftest import make_hdnnp, make_hdnnp_zbl
+from test_train import emt_file, small_config  # noqa: F401  (emt_file is a fixture)
 
 import nnpot
 from nnpot import NNPCalculator
-from nnpot.committee import Committee
-from nnpot.potential import Potential
+from nnpot.core.committee import Committee
+from nnpot.core.potential import Potential
 from nnpot.train import config_from_dict, fit
-
-from conftest import make_hdnnp, make_hdnnp_zbl
-from test_train import emt_file, small_config  # noqa: F401  (emt_file is a fixture)
 
 
 def zbl_by_hand(z1: int, z2: int, r: float, r_c: float) -> float:
@@ -81,7 +80,7 @@ def test_model_file_keeps_the_repulsion_and_refuses_older_readers(tmp_path, monk
                       weights_only=True)["format_version"] == 1
     committee = Committee([potential, make_hdnnp_zbl(seed=1)]).save(tmp_path / "committee.pt")
     assert torch.load(committee, weights_only=True)["format_version"] == 3
-    monkeypatch.setattr("nnpot.potential.FORMAT_VERSION", 2)  # an nnpot from before ZBL
+    monkeypatch.setattr("nnpot.core.model_file.FORMAT_VERSION", 2)  # an nnpot from before ZBL
     with pytest.raises(ValueError, match="uses model-file format 3.*Upgrade nnpot"):
         nnpot.load(path)
 

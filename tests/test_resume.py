@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_train import emt_frames, small_config
 
 import nnpot
 from nnpot.train import ConfigError, config_from_dict, fit
 from nnpot.train.evaluate import evaluate
 from nnpot.train.trainer import Trainer
-
-from test_train import emt_frames, small_config
 
 # Runs `nnpot train` in a child process that SIGKILLs itself at a chosen point.
 KILLER = r'''
@@ -47,8 +46,8 @@ elif mode == "batch":      # in the middle of an epoch, at training batch n
     import nnpot.train.loss as loss
     loss.WeightedLoss.__call__ = counting(loss.WeightedLoss.__call__)
 elif mode == "checkpoint": # half-way through writing the n-th checkpoint file
-    import nnpot.potential as potential
-    original = potential.atomic_write
+    import nnpot.core.files as files
+    original = files.atomic_write
 
     def half_then_die(path, write):
         def partial(f):
@@ -63,7 +62,7 @@ elif mode == "checkpoint": # half-way through writing the n-th checkpoint file
         if os.path.basename(path) == "checkpoint.pt":
             return counting(original, half_then_die)(path, write)
         return original(path, write)
-    potential.atomic_write = atomic_write
+    files.atomic_write = atomic_write
 from nnpot.cli import main
 sys.exit(main(sys.argv[3:]))
 '''
@@ -233,7 +232,7 @@ def test_a_damaged_graph_cache_is_rebuilt(tmp_path, data_file):
 
 
 def test_atomically_written_files_get_an_ordinary_files_mode(tmp_path):
-    from nnpot.files import atomic_write_text
+    from nnpot.core.files import atomic_write_text
 
     ordinary = tmp_path / "ordinary.txt"
     ordinary.write_text("x")

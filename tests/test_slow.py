@@ -11,7 +11,7 @@ import torch
 from ase.build import bulk
 from conftest import shared_file
 
-from nnpot.neighbors import neighbor_pairs
+from nnpot.core.neighbors import neighbor_pairs
 from nnpot.train import fit, load_config
 
 pytestmark = pytest.mark.slow

@@ -20,10 +20,11 @@ import yaml
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+from torch_geometric.data import Batch
 
 import nnpot
 from nnpot.cli import main as cli_main
-from nnpot.graph import AtomicGraph, batch_graphs
+from nnpot.core.graph import AtomicGraph, batch_graphs
 from nnpot.train import ConfigError, DataError, config_from_dict, fit, load_config
 from nnpot.train.config import KeysConfig, LossConfig
 from nnpot.train.data import build_cache, frame_labels
@@ -215,7 +216,7 @@ def test_masked_entries_cannot_poison_the_loss():
     assert (pred["forces"].grad[n0:] == 0).all()
 
 
-def labelled_batch(frames) -> "Batch":
+def labelled_batch(frames) -> Batch:
     graphs = []
     for a in frames:
         g = AtomicGraph.from_atoms(a, 4.0)
@@ -344,7 +345,7 @@ def test_graph_cache_is_reused(tmp_path, emt_file):
 
 def test_graph_cache_written_in_chunks_holds_every_frame(tmp_path, emt_file):
     """The cache is streamed in chunks (files larger than memory); chunking must not show."""
-    from nnpot.neighbors import neighbor_pairs
+    from nnpot.core.neighbors import neighbor_pairs
     from nnpot.train.data import GraphDataset
 
     chunked = GraphDataset(build_cache(emt_file, 4.0, KeysConfig(), tmp_path / "a",

@@ -23,8 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from e3nn import o3  # noqa: E402
 from mace.calculators import MACECalculator  # noqa: E402
-from mace.modules import (MACE, RealAgnosticInteractionBlock,  # noqa: E402
-                          RealAgnosticResidualInteractionBlock)
+from mace.modules import MACE, RealAgnosticInteractionBlock, RealAgnosticResidualInteractionBlock  # noqa: E402
 from peer_timing import peer_parser, print_json, time_sizes  # noqa: E402
 
 parser = peer_parser(repeats=5)

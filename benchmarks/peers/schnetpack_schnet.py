@@ -6,10 +6,9 @@ positions nudged before every call so that each call rebuilds the neighbour list
 """
 
 
+import schnetpack as spk
 import torch
 from peer_timing import peer_parser, print_json, time_sizes
-
-import schnetpack as spk
 from schnetpack.interfaces import SpkCalculator
 
 parser = peer_parser(repeats=10)

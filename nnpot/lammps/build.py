@@ -14,8 +14,8 @@ import importlib.util
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SOURCES = Path(__file__).resolve().parent / "plugin"
 LIBRARY = "nnpotplugin.so"

@@ -25,19 +25,26 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 from torch._inductor.package import load_package, package_aoti
 
-from ..committee import Committee
-from ..devices import resolve_device
-from ..potential import Potential, load, resolve_dtype
+from ..core.committee import Committee
+from ..core.devices import resolve_device
+from ..core.model_file import load
+from ..core.potential import Potential, resolve_dtype
 from ..version import __version__
-from .halo import (PairGeometry, export_stages, functional_form, run_stages, stage_names,
-                   supports_halo_exchange)
+from .halo import (
+    PairGeometry,
+    export_stages,
+    functional_form,
+    run_stages,
+    stage_names,
+    supports_halo_exchange,
+)
 
 FORMAT = "nnpot-lammps"
 FORMAT_VERSION = 1

@@ -30,14 +30,14 @@ by the owners' values; the pair style never reads them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-from ..committee import Committee
-from ..potential import Potential
+from ..core.committee import Committee
+from ..core.potential import Potential
 
 STEP_METHODS = ("n_message_steps", "initial_features", "edge_features", "message_step",
                 "read_out")

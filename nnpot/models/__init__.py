@@ -4,9 +4,9 @@
 """
 
 from .base import AtomisticModel, HyperParameterError
-from .hdnnp import HDNNP
-from .mace import MACE
-from .nequip import NequIP
+from .hdnnp.model import HDNNP
+from .mace.model import MACE
+from .nequip.model import NequIP
 from .schnet import SchNet
 
 MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP, "NequIP": NequIP,

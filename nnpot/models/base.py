@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
-
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
@@ -54,7 +54,7 @@ class AtomisticModel(nn.Module):
     ``forward(species, pair_index, pair_vec) -> energies``:
 
     * ``species``    [N] int64, index of each atom's element in ``self.species``
-    * ``pair_index`` [2, P] int64, each pair (i, j) within the cutoff once (``nnpot.graph``)
+    * ``pair_index`` [2, P] int64, each pair (i, j) within the cutoff once (``nnpot.core.graph``)
     * ``pair_vec``   [P, 3] float, r_ij = R[j] − R[i] + S·cell in Å (carries the autograd graph)
     * returns        [N] float, per-atom energies in model units (scaled by the Potential)
 

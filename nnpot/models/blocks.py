@@ -8,7 +8,7 @@ leave the neighbour list.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -8,7 +8,7 @@ multiplied by it and summed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

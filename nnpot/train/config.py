@@ -11,7 +11,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -30,9 +30,9 @@ class ModelConfig:
                                               # trained together, saved as one Committee file
     bootstrap: bool = False                   # committee: member k fits a resample (with
                                               # replacement, seed + k) of the training frames
-    pair_repulsion: Optional[str] = None      # zbl: ZBL repulsion under the network, for
+    pair_repulsion: str | None = None      # zbl: ZBL repulsion under the network, for
                                               # pairs closer than their covalent-radius sum
-    init_from: Optional[str] = None           # a model file to start from (fine-tuning, or a
+    init_from: str | None = None           # a model file to start from (fine-tuning, or a
                                               # longer run): its weights, E0, scale, statistics
     snapshot_committee: bool = False          # with init_from: save a committee of the model
                                               # started from and this run's (a snapshot
@@ -56,19 +56,19 @@ class KeysConfig:
 @dataclass
 class DataConfig:
     train: str = ""                           # extxyz file (required)
-    validation: Optional[str] = None          # separate validation file, or
+    validation: str | None = None          # separate validation file, or
     validation_fraction: float = 0.1          # a seeded random share of the training file
-    split_seed: Optional[int] = None          # seed of that share (default: the run's seed):
+    split_seed: int | None = None          # seed of that share (default: the run's seed):
                                               # runs with different seeds, one validation set
     stratify: bool = False                    # take that share from every group (keys.group)
-    validation_frames: Optional[list] = None  # or these frames of the training file (0-based
+    validation_frames: list | None = None  # or these frames of the training file (0-based
                                               # indices; `nnpot cv` sets them per fold)
-    group_key: Optional[str] = None           # nnpot cv: an info key; frames that share its
+    group_key: str | None = None           # nnpot cv: an info key; frames that share its
                                               # value (one trajectory snapshot) share a fold
-    test: Optional[str] = None                # evaluated once at the end (model card)
+    test: str | None = None                # evaluated once at the end (model card)
     keys: KeysConfig = field(default_factory=KeysConfig)
-    e0: Union[str, dict] = "fit"              # fit (least squares) | isolated_atoms | {El: eV}
-    cache_dir: Optional[str] = None           # graph cache (HDF5); default ~/.cache/nnpot/graphs
+    e0: str | dict = "fit"              # fit (least squares) | isolated_atoms | {El: eV}
+    cache_dir: str | None = None           # graph cache (HDF5); default ~/.cache/nnpot/graphs
     neighbor_backend: str = "auto"
 
 
@@ -81,10 +81,10 @@ class LossConfig:
     forces: float = 10.0                      # weight of ΔF², (eV/Å)²
     stress: float = 100.0                     # weight of Δσ², (eV/Å³)²
     type: str = "mse"                         # mse | huber
-    huber_delta: Union[float, dict] = HUBER_DELTA  # for huber: one δ in the units of each
+    huber_delta: float | dict = HUBER_DELTA  # for huber: one δ in the units of each
                                               # term, or {energy: eV/atom, forces: eV/Å,
                                               # stress: eV/Å³} (terms not named: HUBER_DELTA)
-    final_energy: Optional[float] = None      # energy weight for the final stage (None: no stage)
+    final_energy: float | None = None      # energy weight for the final stage (None: no stage)
     final_fraction: float = 0.25              # share of the budget (epochs or time) in that stage
     group_weights: dict = field(default_factory=dict)  # {group: w} or {group: {energy: w, …}}:
                                               # multiply the loss terms of that group's frames
@@ -104,20 +104,20 @@ class SchedulerConfig:
 class TrainingConfig:
     batch_size: int = 4
     max_epochs: int = 1000
-    max_time_min: Optional[float] = None      # stop after this wall time (minutes)
+    max_time_min: float | None = None      # stop after this wall time (minutes)
     lr: float = 1e-3
     weight_decay: float = 0.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    grad_clip: Optional[float] = 10.0         # max global gradient norm
-    ema_decay: Optional[float] = 0.99         # None: no EMA
-    early_stopping_patience: Optional[int] = 100  # epochs without a better validation loss
+    grad_clip: float | None = 10.0         # max global gradient norm
+    ema_decay: float | None = 0.99         # None: no EMA
+    early_stopping_patience: int | None = 100  # epochs without a better validation loss
     keep_epoch: str = "best"                  # the model saved: best (lowest validation loss)
                                               # or last (the latest epoch; for a cosine schedule
                                               # that anneals to its end, where the loss ranks
                                               # by one term that the other barely moves)
     checkpoint_every: int = 5                 # epochs
-    threads: Optional[int] = None             # torch threads per process
+    threads: int | None = None             # torch threads per process
     progress: bool = True                     # progress bar
 
 
@@ -212,10 +212,10 @@ def _coerce(hint, value, where: str):
 
 def _check_values(config: TrainConfig) -> None:
     """Every value in range, checked before any work starts; messages name the key path."""
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
+    from ..core.neighbors import BACKENDS
     from ..models import MODELS, HyperParameterError
-    from ..neighbors import BACKENDS
-    from ..repulsion import PAIR_REPULSIONS
+    from ..models.zbl import PAIR_REPULSIONS
 
     def require(condition: bool, message: str) -> None:
         if not condition:

@@ -21,13 +21,13 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import yaml
 
-from ..files import atomic_write_text
+from ..core.files import atomic_write_text
 from .config import ConfigError, TrainConfig, load_config
 from .data import iter_frames
 
@@ -204,7 +204,7 @@ def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str],
                   graphs: Sequence) -> dict:
     """One fold's errors on its validation frames, overall and per config type, and the
     epochs and minutes it trained; ``graphs``: the training file's frames with labels."""
-    from ..potential import load
+    from ..core.model_file import load
     from .evaluate import evaluate
 
     frames = json.loads((fold_dir / "validation_frames.json").read_text())

@@ -13,9 +13,9 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -23,8 +23,8 @@ import torch
 from ase import Atoms
 from tqdm import tqdm
 
-from ..graph import AtomicGraph, checked_pairs
-from ..structure_checks import StructureError
+from ..core.graph import AtomicGraph, checked_pairs
+from ..core.structure_checks import StructureError
 from .config import KeysConfig
 
 CACHE_FORMAT = 3  # 3: written in chunks (resizable datasets)
@@ -220,7 +220,7 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
         problem = cache_problem(target, sha256)
         if problem is None:
             return target
-        warnings.warn(f"graph cache {target} is damaged ({problem}); rebuilding it")
+        warnings.warn(f"graph cache {target} is damaged ({problem}); rebuilding it", stacklevel=2)
         target.unlink()
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".tmp")
@@ -330,7 +330,7 @@ class GraphDataset(torch.utils.data.Dataset):
         state["_h5"] = None
         return state
 
-    def subset(self, indices: Sequence[int]) -> "GraphDataset":
+    def subset(self, indices: Sequence[int]) -> GraphDataset:
         """A dataset over some of this dataset's items (positions in this dataset)."""
         sub = GraphDataset.__new__(GraphDataset)
         sub.__dict__.update(self.__getstate__())

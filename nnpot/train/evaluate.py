@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from ..graph import AtomicGraph, batch_graphs
-from ..potential import Potential
+from ..core.graph import AtomicGraph, batch_graphs
+from ..core.potential import Potential
 from .config import KeysConfig
 from .data import DataError, frame_labels, read_frames
 from .loss import ErrorMetrics

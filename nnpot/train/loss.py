@@ -127,7 +127,7 @@ class ErrorMetrics:
             self.sums[row] += torch.tensor([float(d.abs().sum()), float(d.pow(2).sum()),
                                             float(d.numel())], dtype=torch.float64)
 
-    def all_reduce(self, device: torch.device = torch.device("cpu")) -> None:
+    def all_reduce(self, device: torch.device | str = "cpu") -> None:
         """Sum over the processes of a distributed run (``device``: where the backend works)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             sums = self.sums.to(device)

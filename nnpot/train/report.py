@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from ..files import atomic_write_text  # noqa: E402
+from ..core.files import atomic_write_text  # noqa: E402
 
 COLUMNS = ["epoch", "time_s", "lr", "energy_weight", "train_loss", "val_loss",
            "train_energy_mae", "train_forces_mae", "train_stress_mae",

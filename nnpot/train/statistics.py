@@ -6,8 +6,8 @@ block and per-frame counts, never for the whole data set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -24,7 +24,7 @@ def fit_e0(counts: np.ndarray, energies: np.ndarray, species: Sequence[str]) -> 
     return {s: float(v) for s, v in zip(species, solution)}
 
 
-def isolated_atom_e0(scan: "DatasetScan", energies: np.ndarray,
+def isolated_atom_e0(scan: DatasetScan, energies: np.ndarray,
                      species: Sequence[str]) -> dict[str, float]:
     """E0 from single-atom frames (``energies`` indexed by cache frame); every species needs one."""
     e0 = {}

@@ -39,12 +39,13 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..allocator import keep_buffers_in_heap
-from ..committee import Committee
-from ..devices import resolve_device
-from ..files import atomic_write_text
+from ..core.allocator import keep_buffers_in_heap
+from ..core.committee import Committee
+from ..core.devices import resolve_device
+from ..core.files import atomic_torch_save, atomic_write_text
+from ..core.model_file import load
+from ..core.potential import Potential
 from ..models import MODELS
-from ..potential import Potential, atomic_torch_save, load
 from . import report
 from .config import ConfigError, TrainConfig, config_from_dict, load_config
 from .data import DataError, GraphDataset, build_cache, split_indices
@@ -524,7 +525,7 @@ class Trainer:
         if skipped and self.dist.is_main:
             warnings.warn(f"epoch {self.epoch + 1}: skipped {skipped} of {n_batches} batches "
                           f"with no labelled term of non-zero weight (e.g. energy weight 0 and "
-                          f"frames without forces)")
+                          f"frames without forces)", stacklevel=2)
         metrics.all_reduce(self.dist.device)
         return self.dist.mean(total / max(1, n_batches - skipped)), metrics.summary()
 

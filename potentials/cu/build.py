@@ -3,7 +3,7 @@
     python potentials/cu/build.py             # ~20 minutes on 2 cores
     python potentials/cu/build.py --card-only # re-measure the card of the committed model.pt
 
-1. EMT reference data for fcc Cu (``nnpot.reference_data``, seed 0, twice the default frames);
+1. EMT reference data for fcc Cu (``nnpot.demo.reference_data``, seed 0, twice the default frames);
 2. ``nnpot train potentials/cu/config.yaml``;
 3. ``model.pt`` ← the run's best model; the card compares the potential with EMT itself:
    test errors, lattice constant, bulk modulus, elastic constants, NVE energy drift.
@@ -21,9 +21,9 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 import nnpot
-from nnpot.drivers import md
-from nnpot.properties import cubic_properties
-from nnpot.reference_data import write_emt_copper
+from nnpot.demo.reference_data import write_emt_copper
+from nnpot.md.drivers import md
+from nnpot.md.properties import cubic_properties
 from nnpot.train import fit, load_config
 from nnpot.train.config import KeysConfig
 from nnpot.train.evaluate import evaluate, labelled_graphs
@@ -93,7 +93,7 @@ def card() -> None:
         "is ASE's EMT calculator (effective-medium theory, **not DFT**): the potential is as good as",
         "EMT is for Cu, and its purpose is to be a reproducible, fully checked example. Rebuild it",
         "with `python potentials/cu/build.py` (the data are generated, seeded, by",
-        "`nnpot.reference_data`: bulk MD 300–1400 K, liquid, isotropic and random strains, a",
+        "`nnpot.demo.reference_data`: bulk MD 300–1400 K, liquid, isotropic and random strains, a",
         "vacancy, a (111) slab).",
         "",
         "## Test errors",

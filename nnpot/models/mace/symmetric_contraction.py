@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .blocks import Float64Constants
+from ..blocks import Float64Constants
 
 Irrep = tuple[int, int]  # (l, parity ±1)
 

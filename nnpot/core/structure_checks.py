@@ -6,7 +6,7 @@ given by the caller in ``where``) named, instead of being computed silently: two
 same spot give zero force and "converge" in 0 steps, and a nearly singular cell puts an atom's
 own periodic image a thousandth of an ångström away and gives −10⁸ eV.
 
-The neighbour search itself (``nnpot.neighbors``) stays a pure geometric search: it accepts
+The neighbour search itself (``nnpot.core.neighbors``) stays a pure geometric search: it accepts
 any points, which its property tests rely on.
 """
 

@@ -18,13 +18,13 @@ at distances shorter than bonds; the network learns the rest of the energy on to
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from ase.data import atomic_numbers, covalent_radii
 from torch import nn
 
-from .models.blocks import polynomial_envelope
+from .blocks import polynomial_envelope
 
 COULOMB_EV_ANGSTROM = 14.399645  # e² / (4π ε0) in eV·Å
 SCREENING_LENGTH = 0.46850        # Å, ZBL's universal a = 0.8854 a_0 (a_0 the Bohr radius)

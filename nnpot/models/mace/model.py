@@ -23,16 +23,16 @@ average neighbour count comes from the trainer's model-statistics hook, as for N
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .base import HyperParameterError, check_int
-from .blocks import BesselBasis
-from .equivariant import EquivariantMessagePassing, e3nn_modules
-from .pair_kernel import kernel_applies
-from .pair_tensor_product import PairTensorProduct
+from ..base import HyperParameterError, check_int
+from ..blocks import BesselBasis
+from ..nequip.equivariant import EquivariantMessagePassing, e3nn_modules
+from ..nequip.pair_kernel import kernel_applies
+from ..nequip.pair_tensor_product import PairTensorProduct
 from .symmetric_contraction import SymmetricContraction
 
 READOUT_MLP_WIDTH = 16  # hidden scalars of the last layer's energy readout (MACE's 16x0e)

@@ -4,12 +4,13 @@ neighbour count from the training data, and the receptive field."""
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 
-from .base import AtomisticModel
-from .blocks import average_neighbour_count, polynomial_envelope
+from ..base import AtomisticModel
+from ..blocks import average_neighbour_count, polynomial_envelope
 
 
 def e3nn_modules():
@@ -18,7 +19,8 @@ def e3nn_modules():
         import e3nn  # noqa: F401
     except ImportError:  # pragma: no cover - e3nn is a dependency; say so if it is missing
         raise ImportError("nnpot's equivariant models need e3nn: pip install e3nn") from None
-    from e3nn import nn as enn, o3
+    from e3nn import nn as enn
+    from e3nn import o3
     return o3, enn
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -15,8 +15,9 @@ from .allocator import keep_buffers_in_heap
 from .committee import Committee
 from .devices import resolve_device
 from .graph import AtomicGraph
+from .model_file import load
 from .neighbors import neighbor_pairs
-from .potential import Potential, load, resolve_dtype
+from .potential import Potential, resolve_dtype
 from .structure_checks import check_pair_distances, check_structure, pair_distance2
 
 
@@ -32,14 +33,14 @@ class NNPCalculator(Calculator):
             and reused until an atom moves more than skin/2 or the cell, the periodicity or the
             atoms change; each call keeps the pairs inside the cutoff, so the results equal a
             fresh list (``skin=0``) exactly.
-        neighbor_backend: see ``nnpot.neighbors`` (``"auto"`` picks vesin on CPU, torch on GPU).
+        neighbor_backend: see ``nnpot.core.neighbors`` (``"auto"`` picks vesin on CPU, torch on GPU).
 
     Stress is available for cells periodic in all three directions; asking for it otherwise
     raises ASE's ``PropertyNotImplementedError``. Once stress has been asked for, it is computed
     on every later call (NPT asks for forces and stress of the same step separately).
 
     With a committee the results are the members' mean, and ``energy_std`` (eV), ``forces_std``
-    ([N] eV/Å, per atom) and ``stress_std`` ([6] eV/Å³) their spread (``nnpot.committee``):
+    ([N] eV/Å, per atom) and ``stress_std`` ([6] eV/Å³) their spread (``nnpot.core.committee``):
     ``calc.get_property("forces_std", atoms)`` or ``calc.results`` after a calculation.
     """
 

@@ -1,6 +1,6 @@
 """The main job (``make demo`` / ``nnpot demo``): the whole workflow on a fresh machine.
 
-1. generate EMT reference data for fcc Cu (nnpot.reference_data, seeded, short MD runs);
+1. generate EMT reference data for fcc Cu (nnpot.demo.reference_data, seeded, short MD runs);
 2. train a small SchNet on it for a fixed number of epochs (the same model on every machine:
    a fixed amount of work, not a time budget, whose result would depend on the machine);
 3. report its errors on the held-out test frames;
@@ -29,14 +29,14 @@ DEMO_EPOCHS = 40  # ~45 s on a fast 2-core machine, ~3 min on a slow one; errors
 
 def run_demo(output: Path, epochs: int = DEMO_EPOCHS) -> dict:
     """Run the whole demo into ``output``; returns the summary it also writes as JSON."""
-    from .drivers import md, relax
-    from .potential import load
-    from .properties import equation_of_state
+    from ..core.model_file import load
+    from ..md.drivers import md, relax
+    from ..md.properties import equation_of_state
+    from ..train import config_from_dict, fit
+    from ..train.config import KeysConfig
+    from ..train.evaluate import evaluate, labelled_graphs
+    from ..train.report import metrics_table, plot_parity
     from .reference_data import emt_lattice_constant, write_emt_copper
-    from .train import config_from_dict, fit
-    from .train.config import KeysConfig
-    from .train.evaluate import evaluate, labelled_graphs
-    from .train.report import metrics_table, plot_parity
 
     started = time.perf_counter()
     output = Path(output).resolve()

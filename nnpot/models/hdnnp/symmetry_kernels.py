@@ -13,7 +13,7 @@ slope with ordinary, differentiable torch operations, so autograd sees the whole
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -120,7 +120,7 @@ class BlockLayout:
         self.flat, self.n_segments, self.longest = flat, n_segments, longest
 
     @classmethod
-    def make(cls, segment: torch.Tensor, n_segments: int) -> "BlockLayout | None":
+    def make(cls, segment: torch.Tensor, n_segments: int) -> BlockLayout | None:
         n_rows = segment.numel()
         if isinstance(n_rows, torch.SymInt):
             # Traced with symbolic sizes (nnpot lammps export): the block shape would depend

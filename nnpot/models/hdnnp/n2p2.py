@@ -28,7 +28,7 @@ from typing import Any
 from ase.data import atomic_numbers
 from ase.units import Bohr
 
-from .base import HyperParameterError
+from ..base import HyperParameterError
 
 LENGTH_UNITS = {"angstrom": 1.0, "bohr": Bohr}
 # n2p2's CutoffFunction::CutoffType numbers that nnpot has: 1 = CT_COS, 6 = CT_POLY2
@@ -86,7 +86,7 @@ def read_input_nn(path: str | os.PathLike, length_unit: str = "angstrom") -> N2P
         if not words:
             continue
 
-        def fail(message: str) -> HyperParameterError:
+        def fail(message: str, number: int = number, raw: str = raw) -> HyperParameterError:
             return HyperParameterError("symmetry_functions", f"{path}, line {number} "
                                                              f"({raw.strip()!r}): {message}")
 
@@ -163,7 +163,7 @@ def read_input_nn(path: str | os.PathLike, length_unit: str = "angstrom") -> N2P
 def _function_key(values: list[str], unit: float, fail) -> tuple:
     """One symfunction_short line (after the keyword) → a hashable description in Å, whose
     last item names its neighbour elements."""
-    central, kind = values[0], values[1]
+    kind = values[1]  # values[0], the central element, is the section the key goes in
     if kind == "2":
         if len(values) != 6:
             raise fail("a radial function (type 2) needs: central, 2, neighbour, eta, rshift, "

@@ -20,13 +20,13 @@ model-statistics hook (stored in the model file).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .base import HyperParameterError, check_int
-from .blocks import BesselBasis
+from ..base import HyperParameterError, check_int
+from ..blocks import BesselBasis
 from .equivariant import EquivariantMessagePassing, e3nn_modules
 from .pair_kernel import kernel_applies
 from .pair_tensor_product import PairTensorProduct

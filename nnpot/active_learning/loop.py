@@ -44,17 +44,18 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import yaml
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from .files import atomic_write_text
-from .train.config import ConfigError, _build, config_from_dict
+from ..core.files import atomic_write_text
+from ..train.config import ConfigError, _build, config_from_dict
 
 STATE_VERSION = 1
 PHASES = ("train", "explore", "select", "label", "merge")
@@ -98,7 +99,7 @@ class LearnConfig:
     start: str = ""                              # labelled start set (extxyz)
     output: str = "runs/learn"
     seed: int = 0
-    test: Optional[str] = None                   # labelled test set, evaluated every iteration
+    test: str | None = None                   # labelled test set, evaluated every iteration
     label: LabelConfig = field(default_factory=LabelConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -263,11 +264,11 @@ def shortest_distance(atoms: Atoms, reach: float = 3.0) -> float:
 
 def structure_fingerprints(frames: list[Atoms], species: list[str], cutoff: float) -> np.ndarray:
     """Per-structure fingerprints [F, 2D]: mean and spread over atoms of the default symmetry
-    functions of each atom (``nnpot.models.symmetry_functions``), for farthest-point sampling."""
+    functions of each atom (``nnpot.models.hdnnp.symmetry_functions``), for farthest-point sampling."""
     import torch
 
-    from .graph import AtomicGraph, pair_vectors
-    from .models.symmetry_functions import SymmetryFunctionDescriptor, default_functions
+    from ..core.graph import AtomicGraph, pair_vectors
+    from ..models.hdnnp.symmetry_functions import SymmetryFunctionDescriptor, default_functions
 
     descriptor = SymmetryFunctionDescriptor(len(species), default_functions(cutoff)).double()
     rows = []
@@ -353,7 +354,7 @@ class ActiveLearning:
         return self.out / "model.pt"
 
     def _train(self) -> None:
-        from .train import fit
+        from ..train import fit
 
         k, folder = self.state["iteration"], self.iteration_dir()
         run = folder / "model"
@@ -371,8 +372,8 @@ class ActiveLearning:
             for name, values in entry["metrics"].items():
                 row[f"{role}_{name}_mae"] = values["mae"]
         if self.config.test:
-            from .potential import load
-            from .train.evaluate import evaluate, labelled_graphs
+            from ..core.model_file import load
+            from ..train.evaluate import evaluate, labelled_graphs
 
             committee = load(best)
             graphs = labelled_graphs(self.config.test, committee.cutoff, config.data.keys)
@@ -399,8 +400,8 @@ class ActiveLearning:
         self.log(f"stopped: {reason}; model: {self.out / 'model.pt'}")
 
     def _explore(self) -> None:
-        from .drivers import MDInstabilityError, md
-        from .potential import load
+        from ..core.model_file import load
+        from ..md.drivers import MDInstabilityError, md
 
         folder = self.iteration_dir() / "explore"
         folder.mkdir(parents=True, exist_ok=True)
@@ -474,7 +475,7 @@ class ActiveLearning:
             rng = np.random.default_rng(self.config.seed + 7919 * k)
             chosen = sorted(rng.choice(len(pool), size=min(count, len(pool)), replace=False))
         else:
-            from .potential import load
+            from ..core.model_file import load
             committee = load(folder / "model" / "best.pt")
             points = structure_fingerprints(pool, committee.species, committee.cutoff)
             first = int(np.argmax([f.info["max_force_std"] for f in pool]))

@@ -43,7 +43,7 @@ import math
 import torch
 from torch import nn
 
-from .blocks import Float64Constants
+from ..blocks import Float64Constants
 from .pair_kernel import PairMessages
 
 

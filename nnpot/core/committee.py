@@ -19,15 +19,18 @@ memory holds one member's graph (and the shared part) at a time.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from .potential import FORMAT, Geometry, Potential, atomic_torch_save
-from .version import __version__
+from ..version import __version__
+from .files import FORMAT, atomic_torch_save
+from .geometry import Geometry
+from .potential import Potential
 
 COMMITTEE_FORMAT_VERSION = 2
 

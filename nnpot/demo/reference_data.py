@@ -9,9 +9,9 @@ cells (isotropic and random), a vacancy and a (111) surface.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from ase import Atoms, units
@@ -129,7 +129,7 @@ def generate_emt_copper(seed: int = 0, scale: float = 1.0, progress: bool = Fals
         n_frames = max(1, int(round(recipe.frames * scale)))
         independent = recipe.every == 1  # strained cells: a fresh cell per frame
         atoms = None
-        for k in range(n_frames):
+        for _ in range(n_frames):
             if atoms is None or independent:
                 atoms = recipe.build(a0, rng)
                 atoms.calc = EMT()

@@ -2,14 +2,24 @@
 
 A reader (or a run killed mid-write) sees the old file or the new one, never half of one. Used
 for model files, checkpoints, the training log, metrics, the model card and the run's config.
+The model-file marker and format version live here, beside ``atomic_torch_save``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO, Any
+
+import torch
+
+FORMAT = "nnpot-model"
+FORMAT_VERSION = 3  # 1: one potential; 2: adds committee files (kind: committee); 3: adds
+#                      pair_repulsion (written as 3 only by potentials that have one, so every
+#                      other file stays readable by older nnpot, and an older nnpot refuses a
+#                      file whose energies it would get wrong)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -43,3 +53,8 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
+    return atomic_write(path, lambda f: torch.save(payload, f))

@@ -20,12 +20,12 @@ are bitwise reproducible whichever backend or Verlet skin produced the list.
 from __future__ import annotations
 
 import importlib.util
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
+ArrayLike = np.ndarray | torch.Tensor | Sequence
 
 BACKENDS = ("auto", "vesin", "matscipy", "torch", "torch_cluster")
 

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 from ase import Atoms, units
 
-from .calculator import NNPCalculator
-from .structure_checks import OverlappingAtomsError
+from ..core.calculator import NNPCalculator
+from ..core.structure_checks import OverlappingAtomsError
 from .trajectory import TrajectoryWriter
 
 if TYPE_CHECKING:
     from pymatgen.core import Molecule, Structure
 
-    from .potential import Potential
+    from ..core.potential import Potential
 
 # What the drivers accept: a structure (Atoms, pymatgen, or any ASE-readable file) and a
 # potential (a Potential, a calculator, or a model file).
@@ -98,7 +98,8 @@ class MDResult:
     candidates: list[Atoms] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"{self.steps} steps, {self.log['time_ps'][-1] if len(self.log.get('time_ps', [])) else 0:.3f} ps, "
+        time_ps = self.log["time_ps"][-1] if len(self.log.get("time_ps", [])) else 0
+        lines = [f"{self.steps} steps, {time_ps:.3f} ps, "
                  f"{self.ns_per_day:.3f} ns/day",
                  f"mean T = {self.mean_temperature:.1f} K"]
         if not math.isnan(self.mean_pressure):

@@ -25,13 +25,14 @@ and the same code runs on CUDA.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from .base import HyperParameterError
+from ..base import HyperParameterError
 from .symmetry_kernels import AngularPowers, radial_terms, segment_outer_sums
 
 TYPES = ("G2", "G3", "G9")

@@ -6,7 +6,7 @@ Fields of a single structure with N atoms and P pairs:
 * ``pos``         [N, 3] Cartesian positions, Å
 * ``cell``        [1, 3, 3] lattice vectors as rows, Å (zeros for a molecule)
 * ``pbc``         [1, 3] bool
-* ``pair_index``  [2, P] int64, the canonical half neighbour list (``nnpot.neighbors``)
+* ``pair_index``  [2, P] int64, the canonical half neighbour list (``nnpot.core.neighbors``)
 * ``pair_shifts`` [P, 3] int64, integer cell shifts: r_ij = pos[j] − pos[i] + shifts @ cell
 
 Why pairs and not directed edges: the list stores each pair once. Radial quantities (distances,
@@ -18,7 +18,8 @@ present as DESIGN.md asks, to models that need it. Batching many structures with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class AtomicGraph(Data):
         pbc: Sequence[bool] | bool,
         cutoff: float,
         backend: str = "auto",
-    ) -> "AtomicGraph":
+    ) -> AtomicGraph:
         """Build the graph of one structure; positions and cell in Å."""
         numbers = torch.as_tensor(np.asarray(numbers), dtype=torch.long)
         positions = torch.as_tensor(np.asarray(positions, dtype=np.float64))
@@ -73,14 +74,14 @@ class AtomicGraph(Data):
         )
 
     @classmethod
-    def from_atoms(cls, atoms: "Atoms", cutoff: float, backend: str = "auto") -> "AtomicGraph":
+    def from_atoms(cls, atoms: Atoms, cutoff: float, backend: str = "auto") -> AtomicGraph:
         """Build the graph of an ``ase.Atoms``."""
         return cls.from_arrays(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
                                cutoff, backend)
 
     @classmethod
-    def from_structure(cls, structure: "Structure | Molecule", cutoff: float,
-                       backend: str = "auto") -> "AtomicGraph":
+    def from_structure(cls, structure: Structure | Molecule, cutoff: float,
+                       backend: str = "auto") -> AtomicGraph:
         """Build the graph of a pymatgen ``Structure`` or ``Molecule``."""
         from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -90,7 +91,7 @@ class AtomicGraph(Data):
 def checked_pairs(numbers: ArrayLike, positions: ArrayLike, cell: ArrayLike, pbc: ArrayLike,
                   cutoff: float, backend: str = "auto", where: str = ""
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The half pair list of a structure physics allows (``nnpot.structure_checks`` before and
+    """The half pair list of a structure physics allows (``nnpot.core.structure_checks`` before and
     after the search; ``where`` starts every message). numbers [N], positions [N, 3] Å,
     cell [3, 3] Å, pbc [3] → pair_index [2, P], pair_shifts [P, 3]."""
     numbers, positions, cell = (torch.as_tensor(np.asarray(x)) for x in (numbers, positions, cell))
@@ -102,7 +103,7 @@ def checked_pairs(numbers: ArrayLike, positions: ArrayLike, cell: ArrayLike, pbc
     return pair_index, pair_shifts
 
 
-def to_graph(structure: "Atoms | Structure | Molecule | Data", cutoff: float,
+def to_graph(structure: Atoms | Structure | Molecule | Data, cutoff: float,
              backend: str = "auto") -> AtomicGraph:
     """An ``AtomicGraph`` from ``ase.Atoms``, a pymatgen structure, or a graph (returned as is)."""
     if isinstance(structure, Data):

@@ -12,15 +12,21 @@ NN_Z is one small network per element.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from .base import AtomisticModel, HyperParameterError, check_int
+from ..base import AtomisticModel, HyperParameterError, check_int
 from .n2p2 import read_input_nn
-from .symmetry_functions import (CUTOFF_FUNCTIONS, SymmetryFunctionDescriptor, default_functions,
-                                 default_functions_from, parse_function)
+from .symmetry_functions import (
+    CUTOFF_FUNCTIONS,
+    SymmetryFunctionDescriptor,
+    default_functions,
+    default_functions_from,
+    parse_function,
+)
 
 ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "silu": nn.SiLU}
 
@@ -73,7 +79,8 @@ class HDNNP(AtomisticModel):
         symmetry_functions: ``None`` for a default set from the cutoff (``default_functions``),
             a mapping of that set's arguments (``{"n_radial": 16, "angular_cutoff": 5.0}``),
             the path of an n2p2 ``input.nn`` (its ``symfunction_short`` lines, lengths in Å;
-            see ``HDNNP.from_n2p2`` for the rest of the file and for Bohr), or a list of dicts, each applied to every neighbour element (G2) or unordered pair
+            see ``HDNNP.from_n2p2`` for the rest of the file and for Bohr), or a list of dicts,
+            each applied to every neighbour element (G2) or unordered pair
             of neighbour elements (G3, G9): ``{"type": "G2", "eta": 0.5, "rs": 0.0,
             "cutoff": 5.0}``, ``{"type": "G9", "eta": 0.01, "zeta": 4, "lambda": -1,
             "cutoff": 3.5}`` (η in Å⁻², r_s and cutoffs in Å; ``rs`` optional for all).
@@ -123,7 +130,7 @@ class HDNNP(AtomisticModel):
 
     @classmethod
     def from_n2p2(cls, path: str | os.PathLike, length_unit: str = "angstrom",
-                  **overrides: Any) -> "HDNNP":
+                  **overrides: Any) -> HDNNP:
         """An untrained HDNNP set up as an n2p2 ``input.nn`` describes it: its elements,
         symmetry functions, cutoff function, hidden layers and activation (``overrides`` win;
         ``length_unit``: "angstrom" or "bohr", the unit of the file's lengths). The weights
