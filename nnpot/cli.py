@@ -129,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_md(args: argparse.Namespace) -> int:
-    from .md.drivers import MDInstabilityError, md
+    from .md import MDInstabilityError, md
 
     candidates = args.candidates
     if candidates is None and args.uncertainty_threshold is not None:
@@ -156,7 +156,7 @@ def cmd_md(args: argparse.Namespace) -> int:
 
 
 def cmd_relax(args: argparse.Namespace) -> int:
-    from .md.drivers import relax
+    from .md import relax
 
     if args.pressure is not None and not args.cell:
         raise ValueError("--pressure acts on the cell: it needs --cell")

@@ -30,7 +30,8 @@ from ase.io import read
 from ase.neighborlist import neighbor_list
 
 import nnpot
-from nnpot.md.drivers import MDInstabilityError, md
+from nnpot.core.committee import members_of
+from nnpot.md import MDInstabilityError, md
 from nnpot.train import TrainConfig, fit, load_config
 from nnpot.train.data import split_indices
 
@@ -237,7 +238,7 @@ def card(folder: Path, element: str, steps: int) -> None:
 
     energy, forces = validation["energy"]["mae"], validation["forces"]["mae"]
     model = nnpot.load(folder / "model.pt")
-    members = model.members if isinstance(model, nnpot.Committee) else [model]
+    members = members_of(model)
     kind = type(members[0].model).__name__ + (f" committee of {len(members)}"
                                               if len(members) > 1 else "")
     lines = [

@@ -173,7 +173,7 @@ def test_md_logs_the_deviation_and_keeps_candidate_frames(tmp_path):
 
 def test_md_stops_when_the_committee_extrapolates(tmp_path):
     from nnpot.cli import main
-    from nnpot.md.drivers import ExtrapolationError
+    from nnpot.md import ExtrapolationError
 
     with pytest.raises(ExtrapolationError, match=r"step 0: .*force deviation .*extrapolating"):
         nnpot.md(rattled_cell(), committee_calculator(), steps=10, timestep=0.5,

@@ -19,7 +19,7 @@ from conftest import make_potential
 import nnpot
 from nnpot.cli import main as cli_main
 from nnpot.demo.reference_data import emt_lattice_constant
-from nnpot.md.drivers import MDInstabilityError, md, relax
+from nnpot.md import MDInstabilityError, md, relax
 from nnpot.md.properties import equation_of_state
 from nnpot.md.trajectory import read_trajectory
 
@@ -183,7 +183,7 @@ def test_isolated_molecule_md_works_without_stress():
 
 
 def test_md_plot_draws_volume_only_where_it_changes():
-    from nnpot.md.drivers import trace_panels
+    from nnpot.md.plots import trace_panels
 
     nvt = md(cu_cell(2), CU_MODEL, ensemble="nvt", steps=10, interval=5, progress=False)
     npt = md(cu_cell(2), CU_MODEL, ensemble="npt", steps=10, interval=5, pressure=2.0,

@@ -244,7 +244,7 @@ def test_npt_lattice_constant_matches_relax(plugin, cu64, tmp_path):
     """NPT at 0 GPa and 5 K (thermal expansion ≪ 0.1 %) against ``nnpot relax``-style cell
     relaxation in ASE: the lattice constants agree within 0.1 %. An inverted virial would make
     the barostat run away instead."""
-    from nnpot.md.drivers import relax
+    from nnpot.md import relax
 
     atoms = bulk("Cu", "fcc", a=3.70, cubic=True).repeat(3)   # starts 3 % too large
     write_data(atoms, tmp_path / "data.lmp", ["Cu"])

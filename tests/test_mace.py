@@ -155,14 +155,3 @@ def test_fused_kernel_gives_the_torch_numbers(monkeypatch):
                          *[g for g in gradient if g is not None]]
     for fused, reference in zip(results["1"], results["0"]):
         assert torch.allclose(fused, reference, atol=1e-11, rtol=1e-11)
-
-
-def test_float64_is_the_same_built_in_memory_or_loaded(tmp_path):
-    """The coupling constants are float64 however the model was built: a float32 model
-    converted to float64 gives bitwise the energies of its own file loaded in float64."""
-    potential = make_mace(dtype=torch.float32).to(torch.float64)
-    path = potential.save(tmp_path / "mace.pt")
-    loaded = load(path).to(torch.float64)
-    graph = AtomicGraph.from_atoms(rattled_cell(), potential.cutoff)
-    a, b = potential(graph, forces=True), loaded(graph, forces=True)
-    assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])

@@ -36,267 +36,27 @@ and test errors and the candidate fraction.
 
 from __future__ import annotations
 
-import copy
 import csv
-import importlib
 import io
 import json
 import math
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from ..core.files import atomic_write_text
-from ..train.config import ConfigError, _build, config_from_dict
+from ..core.files import atomic_write_text, durable_append
+from ..train.config import ConfigError
+from .config import LearnConfig, _training_config, load_learn_config
+from .labelling import _append_frame, _extxyz_text, calculator_class, label_frame, read_extxyz
+from .report import plot_learning_curve
+from .selection import farthest_point_sampling, shortest_distance, structure_fingerprints
 
 STATE_VERSION = 1
 PHASES = ("train", "explore", "select", "label", "merge")
 
 
-@dataclass
-class LabelConfig:
-    calculator: str = "ase.calculators.emt.EMT"  # import path of an ASE calculator class
-    kwargs: dict = field(default_factory=dict)    # its keyword arguments
-
-
-@dataclass
-class ExploreConfig:
-    structures: list = field(default_factory=list)  # files; every frame is a starting point
-    temperatures: list = field(default_factory=lambda: [300.0])  # K
-    ensemble: str = "nvt"                           # as nnpot md
-    steps: int = 1000
-    timestep: float = 2.0                           # fs
-    interval: int = 10                              # a frame is looked at every interval steps
-    pressure: float = 0.0                           # GPa (npt ensembles)
-
-
-@dataclass
-class SelectConfig:
-    lower: float = 0.05          # eV/Å: a candidate's largest force deviation is above this
-    upper: float = 0.5           # eV/Å: … and at most this
-    per_iteration: int = 20      # frames labelled per iteration, at most
-    method: str = "fps"          # fps | random (uniform over all explored frames: a baseline)
-    min_distance_factor: float = 0.7  # frames with two atoms closer than this × the shortest
-                                      # distance of the training set are unphysical: skipped
-
-
-@dataclass
-class BudgetConfig:
-    labels: int = 200            # labelled frames in all (the start set not counted)
-    iterations: int = 10
-
-
-@dataclass
-class LearnConfig:
-    start: str = ""                              # labelled start set (extxyz)
-    output: str = "runs/learn"
-    seed: int = 0
-    test: str | None = None                   # labelled test set, evaluated every iteration
-    label: LabelConfig = field(default_factory=LabelConfig)
-    explore: ExploreConfig = field(default_factory=ExploreConfig)
-    select: SelectConfig = field(default_factory=SelectConfig)
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    train: dict = field(default_factory=dict)    # a training config (nnpot train) without
-                                                 # output and data.train, which the loop sets
-    final_train: dict = field(default_factory=dict)  # overrides of train for the last
-                                                     # training, e.g. {training: {max_time_min: 10}}
-    base_dir: str = "."                          # set by the loader: the config file's folder
-
-
-def load_learn_config(path: str | os.PathLike) -> tuple[LearnConfig, Path]:
-    """Read and check a learning config; relative paths are taken from the file's folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return learn_config_from_dict(values, path.parent), path.parent
-
-
-def learn_config_from_dict(values: dict, base_dir: str | Path = ".") -> LearnConfig:
-    """A checked LearnConfig; relative paths (start, test, structures, output) from base_dir."""
-    config = _build(LearnConfig, values, "")
-    base = Path(base_dir)
-    config.base_dir = str(base.resolve())
-
-    def existing(key: str, value: str) -> str:
-        found = Path(value).expanduser()
-        found = found if found.is_absolute() else base / found
-        if not found.is_file():
-            raise ConfigError(f"{key}: file {value} not found (looked at {found.resolve()})")
-        return str(found.resolve())
-
-    if not config.start:
-        raise ConfigError("start (the labelled start set, extxyz) is required")
-    config.start = existing("start", config.start)
-    if config.test:
-        config.test = existing("test", config.test)
-    if not config.explore.structures:
-        raise ConfigError("explore.structures: list at least one structure file to explore from")
-    config.explore.structures = [existing(f"explore.structures[{k}]", str(s))
-                                 for k, s in enumerate(config.explore.structures)]
-    output = Path(config.output).expanduser()
-    config.output = str(output if output.is_absolute() else (base / output).resolve())
-    s, b, e = config.select, config.budget, config.explore
-    checks = [(0 < s.lower < s.upper, f"select: need 0 < lower < upper (eV/Å), got lower "
-                                      f"{s.lower}, upper {s.upper}"),
-              (s.per_iteration >= 1, f"select.per_iteration must be ≥ 1, got {s.per_iteration}"),
-              (s.method in ("fps", "random"), f"select.method must be fps or random, got "
-                                              f"{s.method!r}"),
-              (0 <= s.min_distance_factor < 1, f"select.min_distance_factor must be in [0, 1), "
-                                               f"got {s.min_distance_factor}"),
-              (b.labels >= 1, f"budget.labels must be ≥ 1, got {b.labels}"),
-              (b.iterations >= 1, f"budget.iterations must be ≥ 1, got {b.iterations}"),
-              (e.steps >= 1 and e.interval >= 1 and e.timestep > 0,
-               "explore: steps and interval must be ≥ 1 and timestep > 0"),
-              (bool(e.temperatures) and all(isinstance(t, (int, float)) and t >= 0
-                                            for t in e.temperatures),
-               f"explore.temperatures must be a list of K ≥ 0, got {e.temperatures!r}")]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    # The training config, checked now (with the start set standing in for train.extxyz).
-    trial = _training_config(config, config.start, Path(config.output) / "check")
-    _training_config(config, config.start, Path(config.output) / "check", final=True)
-    if trial.model.committee < 2:
-        raise ConfigError(f"train.model.committee must be ≥ 2 (the loop needs a committee's "
-                          f"spread), got {trial.model.committee}")
-    _calculator_class(config.label)  # an unknown calculator fails here, before any work
-    return config
-
-
-def _merged(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` applied key by key (nested mappings merged)."""
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _training_config(config: LearnConfig, train_file: str | Path, output: Path,
-                     final: bool = False):
-    """The training config of one iteration: ``train`` (with ``final_train`` applied for the
-    last one) and the loop's output and data."""
-    values = _merged(config.train, config.final_train) if final else copy.deepcopy(config.train)
-    if "output" in values:
-        raise ConfigError("train.output is set by the loop; remove it")
-    values["output"] = str(output)
-    values.setdefault("seed", config.seed)
-    data = values.setdefault("data", {})
-    if not isinstance(data, dict):
-        raise ConfigError("train.data must be a mapping")
-    data["train"] = str(train_file)
-    data.setdefault("cache_dir", str(Path(config.output) / "cache"))
-    try:
-        return config_from_dict(values, base_dir=config.base_dir)
-    except ConfigError as error:
-        raise ConfigError(f"train.{error}") from None
-
-
-def _calculator_class(label: LabelConfig):
-    module_name, _, class_name = label.calculator.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"label.calculator: cannot import {label.calculator!r} "
-                          f"({type(error).__name__}: {error})") from None
-
-
-# -------------------------------------------------------------------------------------------
-def read_extxyz(path: str | os.PathLike) -> list[Atoms]:
-    import ase.io
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return []
-    return ase.io.read(path, index=":", format="extxyz")
-
-
-def _extxyz_text(frames: list[Atoms]) -> str:
-    import ase.io
-    buffer = io.StringIO()
-    for frame in frames:
-        ase.io.write(buffer, frame, format="extxyz")
-    return buffer.getvalue()
-
-
-def _append_frame(path: Path, frame: Atoms) -> None:
-    """One frame appended in one write, flushed to disk: a kill leaves whole frames only."""
-    with open(path, "a") as handle:
-        handle.write(_extxyz_text([frame]))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def label_frame(atoms: Atoms, calculator_factory: Callable[[], Any]) -> Atoms:
-    """``atoms`` with energy, forces (and stress for 3D-periodic cells) of a fresh calculator,
-    stored as a SinglePointCalculator (what extxyz writes)."""
-    frame = atoms.copy()
-    frame.calc = calculator_factory()
-    results = {"energy": frame.get_potential_energy(), "forces": frame.get_forces()}
-    if frame.pbc.all():
-        results["stress"] = frame.get_stress()
-    labelled = atoms.copy()
-    labelled.calc = SinglePointCalculator(labelled, **results)
-    return labelled
-
-
-def shortest_distance(atoms: Atoms, reach: float = 3.0) -> float:
-    """The shortest distance between two atoms (periodic images included), Å; ``reach`` if
-    no two atoms are closer than that."""
-    from ase.neighborlist import neighbor_list
-
-    distances = neighbor_list("d", atoms, reach)
-    return float(distances.min()) if len(distances) else reach
-
-
-def structure_fingerprints(frames: list[Atoms], species: list[str], cutoff: float) -> np.ndarray:
-    """Per-structure fingerprints [F, 2D]: mean and spread over atoms of the default symmetry
-    functions of each atom (``nnpot.models.hdnnp.symmetry_functions``), for farthest-point sampling."""
-    import torch
-
-    from ..core.graph import AtomicGraph, pair_vectors
-    from ..models.hdnnp.symmetry_functions import SymmetryFunctionDescriptor, default_functions
-
-    descriptor = SymmetryFunctionDescriptor(len(species), default_functions(cutoff)).double()
-    rows = []
-    for atoms in frames:
-        graph = AtomicGraph.from_atoms(atoms, cutoff)
-        index = torch.tensor([species.index(s) for s in atoms.get_chemical_symbols()])
-        vec = pair_vectors(graph.pos, graph.cell, graph.pair_index, graph.pair_shifts, None)
-        with torch.no_grad():
-            per_atom = descriptor(index, graph.pair_index, vec).numpy()
-        rows.append(np.concatenate([per_atom.mean(axis=0), per_atom.std(axis=0)]))
-    return np.asarray(rows)
-
-
-def farthest_point_sampling(points: np.ndarray, count: int, first: int) -> list[int]:
-    """``count`` indices of ``points`` [F, D] (columns standardised), starting at ``first``,
-    each next one the point farthest from those already taken."""
-    spread = points.std(axis=0)
-    scaled = (points - points.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
-    chosen = [first]
-    distance = np.linalg.norm(scaled - scaled[first], axis=1)
-    while len(chosen) < min(count, len(points)):
-        nxt = int(np.argmax(distance))
-        chosen.append(nxt)
-        distance = np.minimum(distance, np.linalg.norm(scaled - scaled[nxt], axis=1))
-    return chosen
-
-
-# -------------------------------------------------------------------------------------------
 class ActiveLearning:
     """The loop over one output folder (see the module docstring)."""
 
@@ -305,7 +65,7 @@ class ActiveLearning:
         self.out = Path(config.output)
         self.state_path = self.out / "state.json"
         self.train_file = self.out / "train.extxyz"
-        self.calculator_class = _calculator_class(config.label)
+        self.calculator_class = calculator_class(config.label.calculator)
         if self.state_path.exists() and not resume:
             raise ConfigError(f"{self.out} holds an active-learning run; continue it with "
                               f"--resume, or choose another output folder")
@@ -343,7 +103,6 @@ class ActiveLearning:
     def labels_used(self) -> int:
         return sum(1 for f in read_extxyz(self.train_file) if f.info.get("al_iteration", -1) >= 0)
 
-    # ---------------------------------------------------------------------------------------
     def run(self) -> Path:
         """Run (or continue) the loop; returns the final committee's model file."""
         while self.state["stopped"] is None:
@@ -401,7 +160,7 @@ class ActiveLearning:
 
     def _explore(self) -> None:
         from ..core.model_file import load
-        from ..md.drivers import MDInstabilityError, md
+        from ..md import MDInstabilityError, md
 
         folder = self.iteration_dir() / "explore"
         folder.mkdir(parents=True, exist_ok=True)
@@ -506,10 +265,8 @@ class ActiveLearning:
             try:
                 labelled = label_frame(frame, factory)
             except Exception as error:  # any calculator failure costs this frame only
-                with open(failures_path, "a") as handle:
-                    handle.write(f"{index}: {type(error).__name__}: {str(error)[:300]}\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                durable_append(failures_path,
+                               f"{index}: {type(error).__name__}: {str(error)[:300]}\n")
                 self.log(f"  frame {index}: labelling failed ({type(error).__name__}: "
                          f"{error}); skipped")
                 continue
@@ -528,7 +285,6 @@ class ActiveLearning:
         self.state["iteration"] = k + 1
         self._advance("train")
 
-    # ---------------------------------------------------------------------------------------
     def write_report(self) -> None:
         """report.csv, report.md and learning_curve.png from the history."""
         history = self.state["history"]
@@ -555,38 +311,6 @@ class ActiveLearning:
                                            for key, _, fmt in columns) + " |")
         atomic_write_text(self.out / "report.md", "\n".join(lines) + "\n")
         plot_learning_curve(history, self.out / "learning_curve.png", self.config.select.method)
-
-
-def plot_learning_curve(histories: list[dict] | dict[str, list[dict]], path: Path,
-                        label: str = "") -> None:
-    """Test (else validation) force MAE against labels used, and the candidate fraction; one
-    line per loop when given {name: history}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if isinstance(histories, list):
-        histories = {label or "active learning": histories}
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, history in histories.items():
-        key = "test_forces_mae" if any("test_forces_mae" in r for r in history) \
-            else "validation_forces_mae"
-        rows = [r for r in history if key in r]
-        left.plot([r["labels"] for r in rows], [r[key] for r in rows], "o-", label=name)
-        left.set_ylabel(f"{key.split('_')[0]} force MAE (meV/Å)")
-        rows = [r for r in history if "candidate_fraction" in r]
-        right.plot([r["iteration"] for r in rows], [r["candidate_fraction"] for r in rows], "o-",
-                   label=name)
-    left.set_xlabel("labelled frames")
-    left.set_yscale("log")
-    right.set_xlabel("iteration")
-    right.set_ylabel("candidate fraction of explored frames")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def learn(config: LearnConfig | str | os.PathLike, resume: bool = False, log=print) -> Path:

@@ -150,6 +150,11 @@ class Committee(nn.Module):
         return atomic_torch_save(payload, path)
 
 
+def members_of(potential: Potential | Committee) -> list[Potential]:
+    """The potentials a model file holds: a committee's members, or the one potential."""
+    return list(potential.members) if isinstance(potential, Committee) else [potential]
+
+
 def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and population variance over the first (member) axis, from the differences to the
     first member: stable, and exactly (x, 0) when every member gives x."""

@@ -48,6 +48,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def durable_append(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` (UTF-8) to ``path`` in one write and flush it to disk: a run killed
+    mid-way leaves whole records only (a labelled frame, a failure line)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _umask() -> int:
     """The process's file-creation mask (read by setting it and putting it back)."""
     mask = os.umask(0o022)

@@ -11,8 +11,8 @@ Fields of a single structure with N atoms and P pairs:
 
 Why pairs and not directed edges: the list stores each pair once. Radial quantities (distances,
 filters, radial symmetry functions) are the same for i→j and j→i, so models compute them once
-per pair — half the work — and :func:`directed_edges` gives the directed list, both directions
-present as DESIGN.md asks, to models that need it. Batching many structures with
+per pair — half the work; a model that needs directed edges makes both directions from the
+pairs. Batching many structures with
 :func:`batch_graphs` concatenates pairs and offsets ``pair_index`` like any PyG edge index.
 """
 
@@ -103,19 +103,6 @@ def checked_pairs(numbers: ArrayLike, positions: ArrayLike, cell: ArrayLike, pbc
     return pair_index, pair_shifts
 
 
-def to_graph(structure: Atoms | Structure | Molecule | Data, cutoff: float,
-             backend: str = "auto") -> AtomicGraph:
-    """An ``AtomicGraph`` from ``ase.Atoms``, a pymatgen structure, or a graph (returned as is)."""
-    if isinstance(structure, Data):
-        return structure
-    if hasattr(structure, "get_positions") and hasattr(structure, "numbers"):
-        return AtomicGraph.from_atoms(structure, cutoff, backend)
-    if type(structure).__module__.startswith("pymatgen"):
-        return AtomicGraph.from_structure(structure, cutoff, backend)
-    raise TypeError(f"cannot build a graph from {type(structure).__name__}; "
-                    "pass ase.Atoms, a pymatgen Structure/Molecule or an AtomicGraph")
-
-
 def batch_graphs(graphs: Sequence[AtomicGraph]) -> Batch:
     """Many structures as one disconnected graph; ``batch`` [N] maps atoms to structures."""
     return Batch.from_data_list(list(graphs))
@@ -139,13 +126,3 @@ def pair_vectors(
         return vectors + shifts @ cell[0]
     pair_cell = cell.index_select(0, batch.index_select(0, i))  # [P, 3, 3]
     return vectors + torch.einsum("pk,pkl->pl", shifts, pair_cell)
-
-
-def directed_edges(
-    pair_index: torch.Tensor, pair_vec: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both directions of every pair: ``edge_index`` [2, 2P] and ``edge_vec`` [2P, 3].
-
-    Edge e < P is the pair i→j, edge P + e is its reverse j→i with vector −r_ij.
-    """
-    return torch.cat([pair_index, pair_index.flip(0)], dim=1), torch.cat([pair_vec, -pair_vec])

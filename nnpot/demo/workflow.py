@@ -30,7 +30,7 @@ DEMO_EPOCHS = 40  # ~45 s on a fast 2-core machine, ~3 min on a slow one; errors
 def run_demo(output: Path, epochs: int = DEMO_EPOCHS) -> dict:
     """Run the whole demo into ``output``; returns the summary it also writes as JSON."""
     from ..core.model_file import load
-    from ..md.drivers import md, relax
+    from ..md import md, relax
     from ..md.properties import equation_of_state
     from ..train import config_from_dict, fit
     from ..train.config import KeysConfig

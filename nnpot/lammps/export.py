@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch._inductor.package import load_package, package_aoti
 
-from ..core.committee import Committee
+from ..core.committee import Committee, members_of
 from ..core.devices import resolve_device
 from ..core.model_file import load
 from ..core.potential import Potential, resolve_dtype
@@ -52,13 +52,13 @@ FORMAT_VERSION = 1
 
 def receptive_field(potential: Potential | Committee) -> float:
     """Å an atom's energy depends on (message steps × cutoff); a committee's widest member."""
-    members = potential.members if isinstance(potential, Committee) else [potential]
+    members = members_of(potential)
     return max(member.model.receptive_field for member in members)
 
 
 def energy_function(potential: Potential | Committee) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """The function that is compiled (see the module docstring); a committee gives its mean."""
-    members = potential.members if isinstance(potential, Committee) else [potential]
+    members = members_of(potential)
 
     def energies_and_gradient(pair_vec: torch.Tensor, species: torch.Tensor,
                             pair_index: torch.Tensor, owned: torch.Tensor
@@ -234,13 +234,10 @@ def kernel_threading(potential: Potential | Committee) -> dict[str, object]:
     """How the compiled kernels use threads (an AOTInductor config).
 
     By default they follow the thread count at run time (OMP_NUM_THREADS of each LAMMPS rank),
-    not the one of the exporting process. HDNNP's kernels are compiled serial: its large
-    scatter-adds over angle triplets become atomic adds in parallel kernels, measured 4.7×
-    slower on one thread and slower still on two (2048 atoms: 61 ms serial, 281 ms / 625 ms
-    parallel on 1 / 2 threads); it scales over MPI ranks instead (its energy reaches one cutoff,
-    so ranks need no ghost graph)."""
-    members = potential.members if isinstance(potential, Committee) else [potential]
-    if any(type(member.model).__name__ == "HDNNP" for member in members):
+    not the one of the exporting process; a model that declares ``serial_kernels`` (HDNNP)
+    gets serial kernels and scales over MPI ranks instead."""
+    members = members_of(potential)
+    if any(member.model.serial_kernels for member in members):
         return {"cpp.threads": 1}
     return {"cpp.dynamic_threads": True}
 

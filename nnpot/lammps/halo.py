@@ -39,17 +39,13 @@ from torch import nn
 from ..core.committee import Committee
 from ..core.potential import Potential
 
-STEP_METHODS = ("n_message_steps", "initial_features", "edge_features", "message_step",
-                "read_out")
-
 
 def supports_halo_exchange(potential: Potential | Committee) -> bool:
     """A single potential whose model comes in message-passing steps (SchNet), reaching past
     one cutoff (else the one-program package already needs no deep ghosts)."""
     if isinstance(potential, Committee):
         return False
-    model = potential.model
-    return all(hasattr(model, name) for name in STEP_METHODS) and model.n_message_steps > 1
+    return potential.model.n_message_steps > 1
 
 
 class _Embed(nn.Module):

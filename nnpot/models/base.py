@@ -70,6 +70,11 @@ class AtomisticModel(nn.Module):
     """
 
     needs_statistics = False
+    # Hyper-parameters that may name a file; a training config gives them relative to itself.
+    path_hyperparameters: tuple[str, ...] = ()
+    # True when the model's compiled kernels (``nnpot lammps export``) should run on one thread:
+    # scatter-adds over many small rows become atomic adds in parallel kernels.
+    serial_kernels = False
 
     def __init__(self, species: Sequence[str | int], cutoff: float, **hparams: Any):
         super().__init__()
@@ -79,6 +84,38 @@ class AtomisticModel(nn.Module):
         self.species = normalise_species(species)
         self.cutoff = float(cutoff)
         self.hparams = {"species": list(self.species), "cutoff": self.cutoff, **hparams}
+
+    @classmethod
+    def check_hyperparameters(cls, cutoff: float, **params: Any) -> None:
+        """Raise ``HyperParameterError`` (or TypeError for an unknown keyword) if ``params``
+        cannot build this model. Default: build one for a single element and drop it."""
+        cls(species=["H"], cutoff=cutoff, **params)
+
+    # Staged message passing (``nnpot lammps export`` compiles each stage on its own, and
+    # LAMMPS exchanges ghost atoms' features between ranks after each message step). A model
+    # that comes in stages sets ``n_message_steps`` > 0 and implements the four methods below;
+    # its ``forward`` must be their composition:
+    #     edges = edge_features(pair_vec); x = initial_features(species)
+    #     for step in range(n_message_steps): x = message_step(step, x, edges, pair_index)
+    #     energies = read_out(x)
+    n_message_steps: int = 0
+
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        """species [N] → atom features [N, F] before the first message step."""
+        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
+
+    def edge_features(self, pair_vec: torch.Tensor) -> Any:
+        """pair_vec [P, 3] Å → the per-pair inputs every message step reads."""
+        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
+
+    def message_step(self, step: int, x: torch.Tensor, edges: Any,
+                     pair_index: torch.Tensor) -> torch.Tensor:
+        """Message step ``step``: features [N, F] → [N, F]."""
+        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
+
+    def read_out(self, x: torch.Tensor) -> torch.Tensor:
+        """Final features [N, F] → per-atom energies [N] (model units)."""
+        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
 
     @property
     def receptive_field(self) -> float:

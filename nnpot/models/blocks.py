@@ -42,6 +42,29 @@ class GaussianRBF(nn.Module):
         return torch.exp(-self.gamma * (distances[:, None] - self.centres) ** 2)
 
 
+def cutoff_function(distance: torch.Tensor, cutoff: torch.Tensor | float, kind: str,
+                    slope: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """f_c(r) for r [..., F] and per-column cutoffs [F] (or one number), exactly 0 at and beyond
+    the cutoff; and when ``slope``, df_c/dr (else None).
+
+    cos: ½[cos(π r/r_c) + 1];  p2 (n2p2's polynomial): 1 − 10x³ + 15x⁴ − 6x⁵, x = r/r_c.
+    Both vanish at r_c with their first derivative (p2 with the second too), so functions are
+    smooth as neighbours cross the cutoff.
+    """
+    x = distance / cutoff
+    inside = x < 1.0
+    x = torch.where(inside, x, torch.zeros_like(x))  # keeps the gradient of the far side at 0
+    if kind == "cos":
+        value = 0.5 * (torch.cos(math.pi * x) + 1.0)
+        derivative = (-0.5 * math.pi) * torch.sin(math.pi * x) / cutoff if slope else None
+    else:
+        value = 1.0 + x**3 * (x * (15.0 - 6.0 * x) - 10.0)
+        derivative = -30.0 * (x * (1.0 - x))**2 / cutoff if slope else None
+    zero = torch.zeros_like(value)
+    value = torch.where(inside, value, zero)
+    return value, (torch.where(inside, derivative, zero) if slope else None)
+
+
 class CosineCutoff(nn.Module):
     """f(d) = ½ (cos(π d / r_c) + 1) for d < r_c, else exactly 0. [P] → [P]."""
 
@@ -50,9 +73,8 @@ class CosineCutoff(nn.Module):
         self.cutoff = float(cutoff)
 
     def forward(self, distances: torch.Tensor) -> torch.Tensor:
-        value = 0.5 * (torch.cos(distances * (math.pi / self.cutoff)) + 1.0)
         # Pairs of a Verlet list beyond the cutoff get exactly zero weight (and zero gradient).
-        return value * (distances < self.cutoff).to(distances.dtype)
+        return cutoff_function(distances, self.cutoff, "cos")[0]
 
 
 def pair_convolution(h: torch.Tensor, weights: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:

@@ -8,16 +8,17 @@ key with one complete example; ``TrainConfig`` here is the reference.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with the offending key or file in the message."""
+from ..core.devices import resolve_device
+from ..core.neighbors import BACKENDS
+from ..models import MODELS, HyperParameterError
+from ..models.zbl import PAIR_REPULSIONS
+from .config_files import ConfigError, existing_file, folder, read_yaml, resolve_path
 
 
 @dataclass
@@ -159,7 +160,7 @@ def _coerce(hint, value, where: str):
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
-    if origin is Union:
+    if origin in (Union, types.UnionType):  # Optional[X] and X | None
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
@@ -212,10 +213,6 @@ def _coerce(hint, value, where: str):
 
 def _check_values(config: TrainConfig) -> None:
     """Every value in range, checked before any work starts; messages name the key path."""
-    from ..core.devices import resolve_device
-    from ..core.neighbors import BACKENDS
-    from ..models import MODELS, HyperParameterError
-    from ..models.zbl import PAIR_REPULSIONS
 
     def require(condition: bool, message: str) -> None:
         if not condition:
@@ -264,7 +261,7 @@ def _check_values(config: TrainConfig) -> None:
             "model.init_from starts one model from a file: it needs model.committee: 1 (members "
             f"that start from the same weights would not differ), got {m.committee}")
     try:  # a degenerate model (0 features, a string for a width) fails here, before any work
-        MODELS[m.type](species=["H"], cutoff=m.cutoff, **m.params)
+        MODELS[m.type].check_hyperparameters(m.cutoff, **m.params)
     except HyperParameterError as error:
         raise ConfigError(f"model.params.{error.name}: {error}") from None
     except TypeError as error:
@@ -353,59 +350,30 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _folder(key: str, value: str, base: Path) -> str:
-    """An absolute folder path for ``key``; an existing file there is a ConfigError."""
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else (base / path).resolve()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}: {path} exists and is not a folder")
-    return str(path)
-
-
-def _model_file(key: str, name: str, base: Path) -> str:
-    """The absolute path of an existing model file named by ``key`` (relative to ``base``)."""
-    path = Path(name).expanduser()
-    path = path if path.is_absolute() else (base / path)
-    if not path.is_file():
-        raise ConfigError(f"{key}: file {name} not found (looked at {path.resolve()})")
-    return str(path.resolve())
-
-
 def config_from_dict(values: dict, base_dir: str | Path = ".") -> TrainConfig:
     """Checked config from a mapping; relative paths (data, output) are taken from ``base_dir``."""
     config = _build(TrainConfig, values, "")
     base = Path(base_dir)
-    functions = config.model.params.get("symmetry_functions")
-    if isinstance(functions, str):  # an n2p2 input.nn, named relative to the config file
-        path = Path(functions).expanduser()
-        config.model.params["symmetry_functions"] = str(path if path.is_absolute()
-                                                        else (base / path).resolve())
+    model_class = MODELS.get(config.model.type)  # an unknown type: _check_values says so
+    for name in model_class.path_hyperparameters if model_class else ():
+        value = config.model.params.get(name)
+        if isinstance(value, str):  # a file (an n2p2 input.nn), named relative to the config
+            config.model.params[name] = str(resolve_path(value, base))
     _check_values(config)
-    config.output = _folder("output", config.output, base)
+    config.output = folder("output", config.output, base)
     if config.model.init_from:
-        config.model.init_from = _model_file("model.init_from", config.model.init_from, base)
-    config.model.committee_with = [_model_file("model.committee_with", name, base)
+        config.model.init_from = existing_file("model.init_from", config.model.init_from, base)
+    config.model.committee_with = [existing_file("model.committee_with", name, base)
                                    for name in config.model.committee_with]
     if config.data.cache_dir:
-        config.data.cache_dir = _folder("data.cache_dir", config.data.cache_dir, base)
+        config.data.cache_dir = folder("data.cache_dir", config.data.cache_dir, base)
     for name in ("train", "validation", "test"):
         value = getattr(config.data, name)
         if value:
-            path = Path(value).expanduser()
-            path = path if path.is_absolute() else (base / path)
-            if not path.is_file():
-                raise ConfigError(f"data.{name}: file {value} not found (looked at {path.resolve()})")
-            setattr(config.data, name, str(path.resolve()))
+            setattr(config.data, name, existing_file(f"data.{name}", value, base))
     return config
 
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read and check a YAML config; its relative paths are taken from the file's folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return config_from_dict(values or {}, base_dir=path.parent)
+    return config_from_dict(read_yaml(path), base_dir=Path(path).parent)

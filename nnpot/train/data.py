@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -238,12 +239,7 @@ def build_cache(path: str | Path, cutoff: float, keys: KeysConfig, cache_dir: st
                     frame0_keys = _available_keys(atoms)
                 writer.add(
                     numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array,
-                    pbc=atoms.pbc, energy=labels["energy"],
-                    has_forces=labels["forces"] is not None,
-                    forces=labels["forces"] if labels["forces"] is not None
-                    else np.zeros((len(atoms), 3)),
-                    has_stress=labels["stress"] is not None,
-                    stress=labels["stress"] if labels["stress"] is not None else np.zeros(6),
+                    pbc=atoms.pbc, **label_arrays(labels, len(atoms)),
                     group=str(atoms.info.get(keys.group, "")),
                     pair_index=pairs.numpy(), pair_shifts=shifts.numpy())
                 atom_counts.append(len(atoms))
@@ -301,6 +297,27 @@ def cache_problem(cache_file: Path, sha256: str) -> str | None:
     except (OSError, KeyError, ValueError, TypeError) as error:
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def label_arrays(labels: dict, n_atoms: int) -> dict[str, Any]:
+    """A frame's labels (``frame_labels``) as the fixed-shape values every labelled graph holds:
+    missing forces and stress become zeros, flagged by ``has_forces`` / ``has_stress``."""
+    has_forces, has_stress = labels["forces"] is not None, labels["stress"] is not None
+    return {"energy": labels["energy"],
+            "has_forces": has_forces,
+            "forces": labels["forces"] if has_forces else np.zeros((n_atoms, 3)),
+            "has_stress": has_stress,
+            "stress": labels["stress"] if has_stress else np.zeros(6)}
+
+
+def attach_labels(graph: AtomicGraph, arrays: dict[str, Any]) -> AtomicGraph:
+    """``graph`` with the label tensors of ``label_arrays``' values (see ``GraphDataset``)."""
+    graph.energy = torch.tensor([float(arrays["energy"])], dtype=torch.float64)
+    graph.forces = torch.as_tensor(np.asarray(arrays["forces"], dtype=np.float64))
+    graph.stress = torch.as_tensor(np.asarray(arrays["stress"], dtype=np.float64)).reshape(1, 6)
+    graph.has_forces = torch.tensor([bool(arrays["has_forces"])])
+    graph.has_stress = torch.tensor([bool(arrays["has_stress"])])
+    return graph
 
 
 class GraphDataset(torch.utils.data.Dataset):
@@ -374,20 +391,18 @@ class GraphDataset(torch.utils.data.Dataset):
         h5, k = self._h5, int(self.indices[item])
         a0, a1 = self.atom_ptr[k], self.atom_ptr[k + 1]
         p0, p1 = self.pair_ptr[k], self.pair_ptr[k + 1]
-        return AtomicGraph(
+        graph = AtomicGraph(
             numbers=torch.from_numpy(h5["numbers"][a0:a1]),
             pos=torch.from_numpy(h5["positions"][a0:a1]),
             cell=torch.from_numpy(h5["cell"][k]).reshape(1, 3, 3),
             pbc=torch.from_numpy(h5["pbc"][k]).reshape(1, 3),
             pair_index=torch.from_numpy(h5["pair_index"][:, p0:p1]),
             pair_shifts=torch.from_numpy(h5["pair_shifts"][p0:p1]),
-            energy=torch.tensor([h5["energy"][k]], dtype=torch.float64),
-            forces=torch.from_numpy(h5["forces"][a0:a1]),
-            stress=torch.from_numpy(h5["stress"][k]).reshape(1, 6),
-            has_forces=torch.tensor([bool(h5["has_forces"][k])]),
-            has_stress=torch.tensor([bool(h5["has_stress"][k])]),
             num_nodes=int(a1 - a0),
         )
+        return attach_labels(graph, {"energy": h5["energy"][k], "forces": h5["forces"][a0:a1],
+                                     "stress": h5["stress"][k], "has_forces": h5["has_forces"][k],
+                                     "has_stress": h5["has_stress"][k]})
 
 
 def split_indices(n_frames: int, fraction: float, seed: int,

@@ -11,7 +11,7 @@ from torch_geometric.data import Batch
 from ..core.graph import AtomicGraph, batch_graphs
 from ..core.potential import Potential
 from .config import KeysConfig
-from .data import DataError, frame_labels, read_frames
+from .data import DataError, attach_labels, frame_labels, label_arrays, read_frames
 from .loss import ErrorMetrics
 
 
@@ -26,13 +26,7 @@ def labelled_graphs(path: str, cutoff: float, keys: KeysConfig,
             graph = AtomicGraph.from_atoms(atoms, cutoff, backend)
         except ValueError as error:  # a structure no physics allows: name the frame
             raise DataError(f"{where}: {error}") from None
-        graph.energy = torch.tensor([labels["energy"]], dtype=torch.float64)
-        has_forces, has_stress = labels["forces"] is not None, labels["stress"] is not None
-        graph.forces = torch.from_numpy(labels["forces"] if has_forces else np.zeros((len(atoms), 3)))
-        graph.stress = torch.from_numpy(labels["stress"] if has_stress else np.zeros(6)).reshape(1, 6)
-        graph.has_forces = torch.tensor([has_forces])
-        graph.has_stress = torch.tensor([has_stress])
-        graphs.append(graph)
+        graphs.append(attach_labels(graph, label_arrays(labels, len(atoms))))
     return graphs
 
 

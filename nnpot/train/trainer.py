@@ -24,152 +24,37 @@ one rank (a data error while rank 0 builds the cache, a non-finite loss) stops e
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import os
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
 from ..core.allocator import keep_buffers_in_heap
 from ..core.committee import Committee
-from ..core.devices import resolve_device
-from ..core.files import atomic_torch_save, atomic_write_text
+from ..core.files import atomic_write_text
 from ..core.model_file import load
 from ..core.potential import Potential
 from ..models import MODELS
 from . import report
+from .checkpoint import Checkpointing
+from .committee_members import CommitteeJoining
 from .config import ConfigError, TrainConfig, config_from_dict, load_config
-from .data import DataError, GraphDataset, build_cache, split_indices
+from .distributed import _setup_distributed
 from .ema import ExponentialMovingAverage
 from .evaluate import batches, evaluate
 from .loss import ErrorMetrics, WeightedLoss
 from .optim import EpochSchedule, make_optimizer
-from .statistics import fit_e0, isolated_atom_e0, scan_dataset
-
-CHECKPOINT_FORMAT = "nnpot-checkpoint"
-CHECKPOINT_VERSION = 2  # 2: the best model's weights, the seed and the world size
-
-# Keys a resumed run may change: the budget and how the run is executed. Anything else would
-# change the data split, the epoch order or the optimisation, and is refused (named).
-# (data.cache_dir is only where the graphs are kept; every neighbour backend gives the same pairs.)
-RESUMABLE_CHANGES = {"device", "training.max_epochs", "training.max_time_min",
-                     "training.early_stopping_patience", "training.keep_epoch",
-                     "model.snapshot_committee", "model.committee_with",
-                     "training.checkpoint_every", "training.threads",
-                     "training.progress", "data.cache_dir", "data.neighbor_backend"}
+from .preparation import DataPreparation
+from .run_report import Reporting
 
 
-def _differences(saved: dict, current: dict, where: str = "",
-                 defaults: dict | None = None) -> list[tuple[str, object, object]]:
-    """Key paths where two config dicts differ, with both values. A key the saved config lacks
-    (written before the key existed) counts as its default."""
-    if defaults is None:
-        defaults = TrainConfig().to_dict()
-    found = []
-    for key in sorted(set(saved) | set(current)):
-        path = f"{where}.{key}" if where else key
-        default = defaults.get(key) if isinstance(defaults, dict) else None
-        a, b = saved.get(key, default), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and not path.endswith(("params", "e0")):
-            found += _differences(a, b, path, default if isinstance(default, dict) else {})
-        elif a != b:
-            found.append((path, a, b))
-    return found
-
-
-class OtherRankFailed(ValueError):
-    """Raised on the other ranks when rank 0 fails: the cause is rank 0's (quoted), and rank 0
-    reports it itself (as a bug or a user error, whichever it is)."""
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")  # where collective operations run
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def broadcast_flag(self, flag: bool) -> bool:
-        """Rank 0's decision, for every rank (all must stop at the same epoch)."""
-        if self.world == 1:
-            return flag
-        value = torch.tensor([int(flag)], device=self.device)
-        torch.distributed.broadcast(value, src=0)
-        return bool(value.item())
-
-    def broadcast_module(self, module: torch.nn.Module) -> None:
-        """Give every rank rank 0's parameters and buffers (in place)."""
-        if self.world > 1:
-            for tensor in module.state_dict().values():
-                torch.distributed.broadcast(tensor, src=0)
-
-    def sum_flags(self, *flags: bool) -> list[int]:
-        """For each flag, on how many ranks it is set (every rank gets the same answer)."""
-        values = torch.tensor([int(f) for f in flags], dtype=torch.int64, device=self.device)
-        if self.world > 1:
-            torch.distributed.all_reduce(values)
-        return values.tolist()
-
-    def run_on_main(self, work):
-        """``work()`` on rank 0 while the others wait; its exception is raised on every rank
-        (on the others as a RuntimeError quoting it), so no rank hangs waiting for a failed one.
-        Returns rank 0's result on rank 0 and None elsewhere."""
-        result, message = None, None
-        if self.is_main:
-            try:
-                result = work()
-            except Exception as error:
-                if self.world == 1:
-                    raise
-                message = f"{type(error).__name__}: {error}"
-                failure = error
-        if self.world > 1:
-            box = [message]
-            torch.distributed.broadcast_object_list(box, src=0)
-            if box[0] is not None:
-                if self.is_main:
-                    raise failure
-                raise OtherRankFailed(f"rank 0 failed, so rank {self.rank} stops too: {box[0]}")
-        return result
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(tensor)
-        return float(tensor.item()) / self.world
-
-
-def _setup_distributed(device: str) -> tuple[Distributed, torch.device]:
-    resolve_device(device)  # a missing GPU: one clear line, before any process group
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed(), torch.device(device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device.startswith("cuda")
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        return Distributed(rank, world, local_rank, device), device
-    return Distributed(rank, world, local_rank), torch.device("cpu")
-
-
-class Trainer:
+class Trainer(DataPreparation, Checkpointing, CommitteeJoining, Reporting):
     """One training run; ``run()`` trains and reports, returning the best model's path."""
 
     def __init__(self, config: TrainConfig, resume: bool = False):
@@ -207,104 +92,6 @@ class Trainer:
             raise ConfigError(f"{self.out} already holds a training run ({self.checkpoint_path}); "
                               f"continue it with --resume or choose another output directory")
 
-    def _log(self, message: str) -> None:
-        if self.dist.is_main:
-            tqdm.write(message)
-
-    # ---------------------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        cfg = self.config.data
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else \
-            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nnpot" / "graphs"
-        files = {"train": cfg.train, "validation": cfg.validation, "test": cfg.test}
-
-        def build_all() -> dict:
-            return {role: build_cache(path, self.config.model.cutoff, cfg.keys, cache_dir,
-                                      cfg.neighbor_backend, self.config.training.progress)
-                    for role, path in files.items() if path}
-
-        # One process builds the caches; the others wait and read them (or stop with its error).
-        caches = self.dist.run_on_main(build_all)
-        if not self.dist.is_main:
-            from .data import cache_path_for
-            caches = {role: cache_path_for(path, self.config.model.cutoff, cfg.keys, cache_dir)
-                      for role, path in files.items() if path}
-
-        self.full_train = full = GraphDataset(caches["train"])
-        if cfg.validation:
-            self.train_set, self.val_set = full, GraphDataset(caches["validation"])
-        elif cfg.validation_frames is not None:
-            val_idx = np.unique(np.asarray(cfg.validation_frames, dtype=np.int64))
-            if len(val_idx) != len(cfg.validation_frames) or val_idx[-1] >= len(full):
-                raise ConfigError(f"data.validation_frames: {cfg.train} has {len(full)} frames "
-                                  f"(0 … {len(full) - 1}); the list has repeats or indices "
-                                  f"beyond that")
-            if len(val_idx) == len(full):
-                raise ConfigError("data.validation_frames names every frame of the training "
-                                  "file: none is left to train on")
-            self.train_set = full.subset(np.setdiff1d(np.arange(len(full)), val_idx))
-            self.val_set = full.subset(val_idx)
-        elif cfg.validation_fraction > 0:
-            groups = list(full.arrays("group")) if cfg.stratify else None
-            split_seed = self.config.seed if cfg.split_seed is None else cfg.split_seed
-            train_idx, val_idx = split_indices(len(full), cfg.validation_fraction, split_seed,
-                                               groups)
-            self.train_set, self.val_set = full.subset(train_idx), full.subset(val_idx)
-            if groups is not None:
-                taken = {}
-                for k in val_idx:
-                    taken[groups[k]] = taken.get(groups[k], 0) + 1
-                sizes = {g: groups.count(g) for g in dict.fromkeys(groups)}
-                self._log("stratified validation split (group: validation/frames): " + ", ".join(
-                    f"{g or '(none)'}: {taken.get(g, 0)}/{n}" for g, n in sizes.items()))
-        else:
-            self.train_set, self.val_set = full, None
-        self.test_set = GraphDataset(caches["test"]) if cfg.test else None
-        self._check_labels()
-
-    def _check_labels(self) -> None:
-        loss = self.config.training.loss
-        keys = self.config.data.keys
-        has_forces = self.train_set.arrays("has_forces")[self.train_set.indices]
-        if loss.forces > 0 and not has_forces.any():
-            raise DataError(f"{self.train_set.source}: no training frame has forces under the key "
-                            f"{keys.forces!r}; keys of frame 0: {self.train_set.frame0_keys} "
-                            f"(set data.keys.forces, or training.loss.forces: 0)")
-
-    def compute_statistics(self) -> None:
-        """Species, E0 and the force scale, streamed over the cache (see ``scan_dataset``)."""
-        scan = scan_dataset(self.train_set)
-        self.species = scan.species
-        for other in (self.val_set, self.test_set):
-            if other is None:
-                continue
-            extra = sorted(set(scan_dataset(other).species) - set(self.species))
-            if extra:
-                raise DataError(f"{other.source}: element(s) {extra} do not occur in the training "
-                                f"frames (training species: {self.species})")
-        energies = self.train_set.arrays("energy")
-        e0_setting = self.config.data.e0
-        if isinstance(e0_setting, dict):
-            missing = [s for s in self.species if s not in e0_setting]
-            if missing:
-                raise ConfigError(f"data.e0 gives no value for {missing}")
-            self.e0 = {s: float(e0_setting[s]) for s in self.species}
-        elif e0_setting == "isolated_atoms":  # single-atom frames may sit on either side of a split
-            try:
-                self.e0 = isolated_atom_e0(scan_dataset(self.full_train), energies, self.species)
-            except ValueError as error:
-                raise ConfigError(str(error)) from None
-        else:
-            self.e0 = fit_e0(scan.counts, energies[scan.frames], self.species)
-        if (self.config.training.loss.forces > 0 and scan.force_components > 0
-                and scan.max_abs_force == 0.0):
-            raise DataError(f"{self.train_set.source}: every force label under the key "
-                            f"{self.config.data.keys.forces!r} is exactly 0 in the training frames "
-                            f"— nothing to learn from them (a wrong key, or forces not written?); "
-                            f"fix the data or set training.loss.forces: 0")
-        self.scale = scan.force_rms
-        self.shift = 0.0
-
     def build(self) -> None:
         cfg, t = self.config, self.config.training
         model_class = MODELS[cfg.model.type]
@@ -331,7 +118,8 @@ class Trainer:
             members.append(member)
         self.committee = len(members) > 1
         self.potential = Committee(members) if self.committee else members[0]
-        self._members_to_join()  # checked now, not after hours of training
+        # read and checked now, not after hours of training; joined in best.pt at the end
+        self.joined_members = self._members_to_join()
         self.frame_counts = self._bootstrap_counts() if cfg.model.bootstrap else None
         self.term_scales = self._group_scales() if t.loss.group_weights else None
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
@@ -390,89 +178,6 @@ class Trainer:
                 raise ConfigError(f"model.init_from: {self.config.model.init_from} was built "
                                   f"with {key} = {in_file!r}, the config gives {in_config!r} "
                                   f"(model.params.{key}); they must be the same")
-
-    def _model_inputs(self, potential: Potential):
-        """The training set as the models' inputs (species, pair_index, pair_vec), float64 on
-        the CPU, batch by batch (streamed from the cache)."""
-        for batch in batches(self.train_set, 16):
-            with torch.no_grad():
-                yield potential.model_inputs(batch, torch.float64)
-
-    # ---------------------------------------------------------------------------------------
-    def _state(self) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-            "epoch": self.epoch, "world_size": self.dist.world, "best_state": self.best_state,
-            "config": self.config.to_dict(),
-            "statistics": {"species": self.species, "e0": self.e0, "scale": self.scale,
-                           "shift": self.shift},
-            "model": self.potential.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "rng": torch.get_rng_state(), "elapsed": self.elapsed,
-            "best": {"loss": self.best_loss, "epoch": self.best_epoch, "since": self.since_best},
-            "history": self.history, "stop_reason": self.stop_reason,
-            "last_epoch_s": self.last_epoch_time,
-            "loss_weights": dict(self.loss.weights),
-        }
-
-    def save_checkpoint(self) -> None:
-        if self.dist.is_main:
-            atomic_torch_save(self._state(), self.checkpoint_path)
-            if self.best_state is not None and not self._best_written:
-                self._write_best()  # keep_epoch: last writes best.pt with each checkpoint
-                self._best_written = True
-
-    def load_checkpoint(self) -> None:
-        try:
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        except Exception as error:  # truncated or damaged outside nnpot (writes are atomic)
-            raise ConfigError(f"--resume: {self.checkpoint_path} cannot be read ({type(error).__name__}: "
-                              f"{str(error)[:200]}); it was damaged after it was written. "
-                              f"Start a new run in another output directory") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"{self.checkpoint_path} is not an nnpot training checkpoint")
-        if state.get("format_version") != CHECKPOINT_VERSION:
-            raise ConfigError(f"--resume: {self.checkpoint_path} has checkpoint format "
-                              f"{state.get('format_version')}, this nnpot writes "
-                              f"{CHECKPOINT_VERSION}; resume it with the nnpot that wrote it")
-        changed = [(key, a, b) for key, a, b in _differences(state["config"], self.config.to_dict())
-                   if key not in RESUMABLE_CHANGES and key != "output"]
-        if changed:
-            key, a, b = changed[0]
-            raise ConfigError(
-                f"--resume: {key} is {b!r} in the config but {a!r} in the run in {self.out}; "
-                f"resuming with it changed would alter the data split, the epoch order or the "
-                f"optimisation (only {', '.join(sorted(RESUMABLE_CHANGES))} may change). "
-                f"Restore it, or start a new run in another output directory")
-        if state["world_size"] != self.dist.world:
-            raise ConfigError(f"--resume: the run in {self.out} used {state['world_size']} "
-                              f"process(es), this one {self.dist.world}; the epoch order depends "
-                              f"on it, so resume with the same number")
-        self.potential.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        if self.ema and state["ema"]:
-            self.ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"].cpu())
-        self.epoch, self.elapsed_before = state["epoch"], state["elapsed"]
-        best = state["best"]
-        self.best_loss, self.best_epoch, self.since_best = best["loss"], best["epoch"], best["since"]
-        self.best_state = state["best_state"]
-        self.history = list(state["history"])
-        # the stop test then gives what it gave when this checkpoint was written: a finished
-        # time-limited run resumes into finish(), not into one more epoch
-        self.last_epoch_time = state.get("last_epoch_s", 0.0)
-        self.loss.weights.update(state["loss_weights"])
-        # best.pt may have been written after this checkpoint by epochs now lost: make it the
-        # resumed history's best again (or remove it when that history has none yet).
-        if self.dist.is_main:
-            if self.best_state is not None:
-                self._write_best()
-            elif self.best_path.is_file():
-                self.best_path.unlink()
-        self._log(f"resumed {self.out} after epoch {self.epoch} (best so far: epoch "
-                  f"{self.best_epoch})")
 
     @property
     def elapsed(self) -> float:
@@ -599,41 +304,6 @@ class Trainer:
         return sum(weights[name] * (m["rmse"] / 1e3) ** 2 for name, m in summary.items()
                    if weights[name] > 0)
 
-    def remember_best(self, write: bool = True) -> None:
-        """Keep the current (EMA) weights as the model to save; ``write``: to best.pt now."""
-        context = self.ema.applied(self.potential) if self.ema else nullcontext(self.potential)
-        with context:
-            self.best_state = {k: v.detach().cpu().clone()
-                               for k, v in self.potential.state_dict().items()}
-        self._best_written = write
-        if write and self.dist.is_main:
-            self._write_best()
-
-    def _write_best(self) -> None:
-        current = {k: v.clone() for k, v in self.potential.state_dict().items()}
-        self.potential.load_state_dict(self.best_state)
-        try:
-            self.potential.save(self.best_path, provenance=self._provenance())
-        finally:
-            self.potential.load_state_dict(current)
-
-    def _provenance(self) -> dict:
-        provenance = {"config": self.config.to_dict(), "train_sha256": self.train_set.sha256,
-                      "train_file": self.train_set.source, "best_epoch": self.best_epoch,
-                      "n_train_frames": len(self.train_set),
-                      "n_validation_frames": len(self.val_set) if self.val_set else 0,
-                      "training": self._training_summary()}
-        if self.start_provenance is not None:  # the chain of runs that made this model
-            provenance["init_from"] = {"file": self.config.model.init_from,
-                                       "provenance": self.start_provenance}
-        if self.joined_provenance:  # the runs whose members join this one's
-            provenance["committee_with"] = self.joined_provenance
-        return provenance
-
-    def _training_summary(self) -> dict:
-        return {"epochs": self.epoch, "time_min": self.elapsed / 60,
-                "threads": self.config.training.threads, "processes": self.dist.world,
-                "device": str(self.device)}
 
     # ---------------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -709,41 +379,6 @@ class Trainer:
                   f"({self.best_epoch}): energy weight "
                   f"{self.config.training.loss.final_energy:g}")
 
-    def _members_to_join(self) -> list[Potential]:
-        """The members that join this run's in best.pt: those of the ``model.committee_with``
-        files (a committee file gives all its members), then, with ``model.snapshot_committee``,
-        the model this run started from. Each must agree with this run's model."""
-        m = self.config.model
-        members, self.joined_provenance = [], []
-        for path in m.committee_with:
-            try:
-                model = load(path, device=self.device)
-            except (ValueError, OSError) as error:
-                raise ConfigError(f"model.committee_with: {error}") from None
-            self.joined_provenance.append({"file": path, "provenance": dict(model.provenance)})
-            for member in (model.members if isinstance(model, Committee) else [model]):
-                if (member.species, member.cutoff) != (self.species, m.cutoff):
-                    raise ConfigError(
-                        f"model.committee_with: {path} has species {member.species} and cutoff "
-                        f"{member.cutoff:g} Å, this run {self.species} and {m.cutoff:g} Å; "
-                        f"committee members must agree")
-                members.append(member)
-        if m.snapshot_committee:
-            members.append(load(m.init_from, device=self.device))
-        return [member.to(dtype=getattr(torch, m.dtype)) for member in members]
-
-    def _save_joined_committee(self) -> None:
-        """best.pt ← the committee of ``_members_to_join()`` and this run's kept weights (a
-        snapshot ensemble of two training stages, and/or members trained in separate runs).
-        Built from the in-memory weights, so a finish run twice writes the same."""
-        kept = copy.deepcopy(self.potential)  # not the training model itself: it stays as is
-        kept.load_state_dict(self.best_state)
-        joined = self._members_to_join()
-        own = list(kept.members) if isinstance(kept, Committee) else [kept]
-        Committee(joined + own).save(self.best_path, provenance=self._provenance())
-        self._log(f"saved a committee of {len(joined)} joined member(s) and this run's kept "
-                  f"epoch ({self.best_epoch}) in {self.best_path}")
-
     def _progress(self) -> float:
         """Share of the run's budget spent: epochs, or wall time when that runs out first."""
         t = self.config.training
@@ -761,53 +396,6 @@ class Trainer:
         if t.early_stopping_patience is not None and self.since_best >= t.early_stopping_patience:
             return f"early stopping: no better validation loss in {self.since_best} epochs"
         return ""
-
-    def finish(self) -> None:
-        """Evaluate the best model; write plots, metrics.json and the model card."""
-        self._log(f"stopped: {self.stop_reason}; kept the {self.config.training.keep_epoch} "
-                  f"epoch, {self.best_epoch}")
-        if self.best_state is None:  # no epoch ran (a budget already spent)
-            raise ConfigError(f"{self.out}: the run stopped ({self.stop_reason}) before any "
-                              f"epoch was trained, so there is no model to save; raise "
-                              f"training.max_epochs or training.max_time_min")
-        if self.config.model.snapshot_committee or self.config.model.committee_with:
-            self._save_joined_committee()
-        best = load(self.best_path, device=self.device)
-        results = {}
-        for name, dataset in (("validation", self.val_set), ("test", self.test_set)):
-            if dataset is None:
-                continue
-            metrics, values = evaluate(best, dataset, self.config.training.batch_size, self.device,
-                                       keep_values=True)
-            summary = metrics.summary()
-            results[name] = {"frames": len(dataset), "metrics": summary}
-            report.plot_parity(values, summary, self.out / f"parity_{name}.png",
-                               f"{self.config.model.type} — {name} set")
-        if self.history:
-            report.plot_learning_curves(self.history, self.out / "learning_curves.png")
-        atomic_write_text(self.out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
-        best.provenance["metrics"] = {k: v["metrics"] for k, v in results.items()}
-        best.provenance["training"] = self._training_summary()  # the whole run, not to best
-        best.save(self.best_path)
-        data = {}
-        for role, dataset in (("train", self.train_set), ("validation", self.val_set),
-                              ("test", self.test_set)):
-            if dataset is not None:
-                ptr = dataset.atom_ptr
-                data[role] = {"file": dataset.source, "sha256": dataset.sha256,
-                              "frames": len(dataset),
-                              "atoms": int(sum(ptr[k + 1] - ptr[k] for k in dataset.indices))}
-        report.write_model_card(
-            self.out / "model_card.md", config=self.config.to_dict(), data=data,
-            statistics={"species": self.species, "e0": self.e0, "scale": self.scale,
-                        "shift": self.shift,
-                        "n_parameters": sum(p.numel() for p in best.parameters()),
-                        "members": len(best) if isinstance(best, Committee) else 1},
-            results=results,
-            training={"epochs": self.epoch, "time_min": self.elapsed / 60,
-                      "stop_reason": self.stop_reason, "best_epoch": self.best_epoch})
-        self._log(report.metrics_table(results))
-        self._log(f"wrote {self.best_path}, {self.out / 'model_card.md'} and plots in {self.out}")
 
 
 def fit(config: TrainConfig | dict | str | os.PathLike, resume: bool = False) -> Path:

@@ -22,7 +22,7 @@ from ase.calculators.emt import EMT
 
 import nnpot
 from nnpot.demo.reference_data import write_emt_copper
-from nnpot.md.drivers import md
+from nnpot.md import md
 from nnpot.md.properties import cubic_properties
 from nnpot.train import fit, load_config
 from nnpot.train.config import KeysConfig

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..base import HyperParameterError
+from ..blocks import Float64Constants
 from .symmetry_kernels import AngularPowers, radial_terms, segment_outer_sums
 
 TYPES = ("G2", "G3", "G9")
@@ -198,7 +199,7 @@ def _unique_columns(keys: list[tuple]) -> tuple[list[tuple], list[int]]:
     return list(distinct), [distinct[key] for key in keys]
 
 
-class _AngularGroup(nn.Module):
+class _AngularGroup(Float64Constants):
     """The G3 or the G9 functions, factorised for speed.
 
     Every function is (angular part: ζ, λ) × (radial part: η, r_s, r_c). The angular parts are
@@ -214,28 +215,27 @@ class _AngularGroup(nn.Module):
         angular, u = _unique_columns([(f.zeta, f.lambda_) for f in functions])
         radial, r = _unique_columns([(f.eta, f.rs, f.cutoff) for f in functions])
         self.n_functions, self.n_radial = len(functions), len(radial)
+        # η, r_s, r_c and the 2^{1−ζ} norms stay float64 whatever the model's dtype
         for k, name in enumerate(("eta", "rs", "cutoff")):
-            self.register_buffer(name, torch.tensor([g[k] for g in radial], dtype=torch.float64),
-                                 persistent=False)
+            self.float64_constant(name, torch.tensor([g[k] for g in radial], dtype=torch.float64))
         self.register_buffer("columns", torch.tensor([a * len(radial) + b for a, b in zip(u, r)]),
                              persistent=False)
         self.single_cutoff = len({g[2] for g in radial}) == 1
         # 2^{1−ζ} of each table column (applied to the sums: cheaper than to every triplet)
-        self.register_buffer("norm", torch.tensor([2.0 ** (1 - a[0]) for a in angular
-                                                   for _ in radial], dtype=torch.float64),
-                             persistent=False)
+        self.float64_constant("norm", torch.tensor([2.0 ** (1 - a[0]) for a in angular
+                                                    for _ in radial], dtype=torch.float64))
         self.powers = AngularPowers([int(a[0]) for a in angular], [a[1] for a in angular])
 
     def radial_terms(self, length: torch.Tensor, kind: str) -> torch.Tensor:
         """[E] distances → [E, R]: exp(−η (r − r_s)²) f_c(r) for each distinct radial part."""
-        eta, rs, cutoff = (x.to(length.dtype) for x in (self.eta, self.rs, self.cutoff))
+        eta, rs, cutoff = (self.constant(name, length) for name in ("eta", "rs", "cutoff"))
         if self.single_cutoff:  # the usual case: one f_c column serves every function
             cutoff = cutoff[:1]
         return radial_terms(length, eta, rs, cutoff, kind)
 
     def finish(self, sums: torch.Tensor) -> torch.Tensor:
         """[S, U·R] table of sums → [S, n_functions]: the 2^{1−ζ} factors, each function's column."""
-        return (sums * self.norm.to(sums.dtype)).index_select(1, self.columns)
+        return (sums * self.constant("norm", sums)).index_select(1, self.columns)
 
 
 class SymmetryFunctionDescriptor(nn.Module):

@@ -1,4 +1,4 @@
-"""The numerical kernels of the symmetry functions: cutoff functions, Gaussians, the radial terms
+"""The numerical kernels of the symmetry functions: Gaussians, the radial terms
 (with a hand-written derivative), powers of (1 + λ cos θ), and per-segment sums of outer products.
 
 Why a hand-written derivative for the radial terms: they are the widest tables of the model
@@ -12,33 +12,11 @@ slope with ordinary, differentiable torch operations, so autograd sees the whole
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
-
-def cutoff_function(distance: torch.Tensor, cutoff: torch.Tensor, kind: str,
-                    slope: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """f_c(r) for r [..., F] and per-column cutoffs [F]; exactly 0 at and beyond the cutoff; and
-    when ``slope``, df_c/dr (else None).
-
-    cos: ½[cos(π r/r_c) + 1];  p2 (n2p2's polynomial): 1 − 10x³ + 15x⁴ − 6x⁵, x = r/r_c.
-    Both vanish at r_c with their first derivative (p2 with the second too), so functions are
-    smooth as neighbours cross the cutoff.
-    """
-    x = distance / cutoff
-    inside = x < 1.0
-    x = torch.where(inside, x, torch.zeros_like(x))  # keeps the gradient of the far side at 0
-    if kind == "cos":
-        value = 0.5 * (torch.cos(math.pi * x) + 1.0)
-        derivative = (-0.5 * math.pi) * torch.sin(math.pi * x) / cutoff if slope else None
-    else:
-        value = 1.0 + x**3 * (x * (15.0 - 6.0 * x) - 10.0)
-        derivative = -30.0 * (x * (1.0 - x))**2 / cutoff if slope else None
-    zero = torch.zeros_like(value)
-    value = torch.where(inside, value, zero)
-    return value, (torch.where(inside, derivative, zero) if slope else None)
+from ..blocks import cutoff_function
 
 
 def gaussian(eta: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,9 @@ class PairTensorProduct(Float64Constants):
             activation = layer.act  # e3nn's normalize2mom: f(x) · cst
             hidden = activation.f(hidden @ (layer.weight * (factor / math.sqrt(
                 layer.h_in * layer.var_in))))
-            factor = (1.0 if activation._is_id else activation.cst) * math.sqrt(layer.var_out)
+            # normalize2mom skips its constant when it is within 1e-4 of one (e3nn 0.5)
+            scale = 1.0 if abs(activation.cst - 1) < 1e-4 else activation.cst
+            factor = scale * math.sqrt(layer.var_out)
         matrix = last.weight[:, self.weight_columns] if per_column else last.weight
         if envelope is not None:
             hidden = hidden * envelope[:, None]
