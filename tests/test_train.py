@@ -27,7 +27,8 @@ from nnpot.cli import main as cli_main
 from nnpot.core.graph import AtomicGraph, batch_graphs
 from nnpot.train import ConfigError, DataError, config_from_dict, fit, load_config
 from nnpot.train.config import KeysConfig, LossConfig
-from nnpot.train.data import build_cache, frame_labels
+from nnpot.train.data import build_cache
+from nnpot.train.frames import frame_labels
 from nnpot.train.loss import WeightedLoss
 from nnpot.train.statistics import fit_e0
 

@@ -24,7 +24,7 @@ class ExploreConfig:
     structures: list = field(default_factory=list)  # files; every frame is a starting point
     temperatures: list = field(default_factory=lambda: [300.0])  # K
     ensemble: str = "nvt"                           # as nnpot md
-    steps: int = 1000
+    steps: int = 1000                               # MD steps per structure and temperature
     timestep: float = 2.0                           # fs
     interval: int = 10                              # a frame is looked at every interval steps
     pressure: float = 0.0                           # GPa (npt ensembles)
@@ -43,14 +43,14 @@ class SelectConfig:
 @dataclass
 class BudgetConfig:
     labels: int = 200            # labelled frames in all (the start set not counted)
-    iterations: int = 10
+    iterations: int = 10         # training rounds at most
 
 
 @dataclass
 class LearnConfig:
     start: str = ""                              # labelled start set (extxyz)
-    output: str = "runs/learn"
-    seed: int = 0
+    output: str = "runs/learn"                     # the loop's folder (relative: to the config)
+    seed: int = 0                                # seeds training and exploration
     test: str | None = None                   # labelled test set, evaluated every iteration
     label: LabelConfig = field(default_factory=LabelConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)

@@ -15,7 +15,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ..core.files import durable_append
 from ..train.config import ConfigError
-from ..train.data import read_frames
+from ..train.frames import read_frames
 
 
 def calculator_class(name: str) -> type:

@@ -99,7 +99,8 @@ def md(atoms: StructureLike, potential: PotentialLike, ensemble: str = "nvt",
         temperature: K (also the initial Maxwell–Boltzmann temperature).
         timestep: fs.  steps: number of MD steps.
         pressure: GPa (NPT).  friction: 1/fs (Langevin).
-        tdamp, pdamp: thermostat/barostat time constants, fs (default 100 and 1000 time steps).
+        tdamp: thermostat time constant, fs (default 100 time steps).
+        pdamp: barostat time constant, fs (default 1000 time steps).
         seed: seeds the initial velocities and the stochastic thermostats.
         output: trajectory file, ``.extxyz``/``.xyz`` or ``.h5``/``.hdf5``, a frame every
             ``interval`` steps.  log: CSV of step, time, energies, T, P, V every ``interval`` steps.

@@ -70,7 +70,7 @@ class DataConfig:
     keys: KeysConfig = field(default_factory=KeysConfig)
     e0: str | dict = "fit"              # fit (least squares) | isolated_atoms | {El: eV}
     cache_dir: str | None = None           # graph cache (HDF5); default ~/.cache/nnpot/graphs
-    neighbor_backend: str = "auto"
+    neighbor_backend: str = "auto"            # auto | vesin | matscipy | torch (same pairs)
 
 
 HUBER_DELTA = 0.01  # the Huber δ of a loss term that the config does not name
@@ -98,16 +98,16 @@ class SchedulerConfig:
     factor: float = 0.5                       # plateau: lr ← factor·lr
     patience: int = 10                        # plateau: epochs without improvement
     warmup_epochs: int = 5                    # cosine: linear warm-up
-    min_lr: float = 1e-6
+    min_lr: float = 1e-6                      # cosine: the lr it anneals to
 
 
 @dataclass
 class TrainingConfig:
-    batch_size: int = 4
-    max_epochs: int = 1000
+    batch_size: int = 4                       # structures per optimiser step
+    max_epochs: int = 1000                    # epoch budget (progress of schedule and stages)
     max_time_min: float | None = None      # stop after this wall time (minutes)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 1e-3                          # Adam(W) learning rate
+    weight_decay: float = 0.0                 # AdamW decoupled weight decay
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     grad_clip: float | None = 10.0         # max global gradient norm
@@ -125,8 +125,8 @@ class TrainingConfig:
 @dataclass
 class TrainConfig:
     output: str = "runs/train"                # run directory (relative: to the config file)
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = 0                             # seeds weights, split and epoch order
+    device: str = "cpu"                       # cpu, cuda, cuda:1, …
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

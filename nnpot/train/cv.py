@@ -29,7 +29,7 @@ import yaml
 
 from ..core.files import atomic_write_text
 from .config import ConfigError, TrainConfig, load_config
-from .data import iter_frames
+from .frames import iter_frames
 
 PLAN = "cv_plan.json"
 

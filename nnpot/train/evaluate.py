@@ -11,7 +11,7 @@ from torch_geometric.data import Batch
 from ..core.graph import AtomicGraph, batch_graphs
 from ..core.potential import Potential
 from .config import KeysConfig
-from .data import DataError, attach_labels, frame_labels, label_arrays, read_frames
+from .frames import DataError, attach_labels, frame_labels, label_arrays, read_frames
 from .loss import ErrorMetrics
 
 

@@ -12,8 +12,9 @@ import torch
 
 from ..core.potential import Potential
 from .config import ConfigError
-from .data import DataError, GraphDataset, build_cache, split_indices
+from .data import GraphDataset, build_cache, split_indices
 from .evaluate import batches
+from .frames import DataError
 from .statistics import fit_e0, isolated_atom_e0, scan_dataset
 
 
