@@ -213,3 +213,41 @@ def test_fix_symmetry_keeps_and_restores_the_users_constraints():
     result = relax(atoms, CU_MODEL, fix_symmetry=True, fmax=0.05, steps=50, log=None)
     assert np.allclose(result.atoms.positions[:4], fixed)  # FixAtoms held during the relaxation
     assert [type(c).__name__ for c in result.atoms.constraints] == ["FixAtoms"]  # and restored
+
+
+def test_elastic_constants_from_strained_frames_match_finite_differences():
+    """The fit a model card applies to a data set's Elastic frames (one axis or one shear
+    strained per frame, as in mlearn) gives EMT Cu's C11, C12, C44 of central differences."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from nnpot.md.properties import (
+        cubic_elastic_constants,
+        cubic_elastic_constants_from_frames,
+        lagrangian_strain,
+    )
+    a0 = 3.5898
+    reference = bulk("Cu", "fcc", a=a0, cubic=True).repeat(2)
+    strains, energies, stresses = [], [], []
+    for component in range(6):
+        for size in (-0.01, -0.005, 0.005, 0.01):
+            deformation = np.eye(3)
+            i, j = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)][component]
+            deformation[i, j] += size
+            atoms = reference.copy()
+            atoms.set_cell(reference.cell.array @ deformation.T, scale_atoms=True)
+            atoms.calc = EMT()
+            strains.append(lagrangian_strain(atoms.cell.array, reference.cell.array))
+            energies.append(atoms.get_potential_energy())
+            stresses.append(atoms.get_stress())
+    fit = cubic_elastic_constants_from_frames(np.array(strains), np.array(energies),
+                                              np.array(stresses), reference.get_volume())
+    c11, c12, c44 = cubic_elastic_constants(EMT(), a0, "Cu", "fcc")
+    assert fit["c11"] == pytest.approx(c11, rel=0.02)
+    assert fit["c12"] == pytest.approx(c12, rel=0.02)
+    assert fit["c44"] == pytest.approx(c44, rel=0.03)
+    only_normal = cubic_elastic_constants_from_frames(np.array(strains[:12]),
+                                                      np.array(energies[:12]),
+                                                      np.array(stresses[:12]),
+                                                      reference.get_volume())
+    assert np.isnan(only_normal["c44"])  # no frame shears the cell: C44 is not determined

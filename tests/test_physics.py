@@ -1,5 +1,5 @@
 """Physics every model must pass (docs/architecture.md), in float64, for every model (the ``potential64``
-fixture runs each test for SchNet and HDNNP)."""
+fixture runs each test for every model in conftest.MODEL_MAKERS)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ a trained potential, so the two are compared like with like.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,3 +77,44 @@ def cubic_properties(calc: Calculator, element: str = "Cu", crystal: str = "fcc"
     a0, e0, b = equation_of_state(calc, element, crystal, a_guess)
     c11, c12, c44 = cubic_elastic_constants(calc, a0, element, crystal)
     return CubicProperties(a0, e0, b, c11, c12, c44)
+
+
+def lagrangian_strain(cell: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Green–Lagrange strain of ``cell`` relative to ``reference`` (rows: lattice vectors, Å)
+    in Voigt order xx, yy, zz, yz, xz, xy with engineering shears (γ = 2ε). [6]"""
+    deformation = np.linalg.solve(reference, cell).T  # F with cell = reference @ Fᵀ
+    strain = 0.5 * (deformation.T @ deformation - np.eye(3))
+    return np.array([strain[0, 0], strain[1, 1], strain[2, 2],
+                     2 * strain[1, 2], 2 * strain[0, 2], 2 * strain[0, 1]])
+
+
+def cubic_elastic_constants_from_frames(strains: np.ndarray, energies: np.ndarray,
+                                        stresses: np.ndarray, volume: float) -> dict[str, float]:
+    """C11, C12, C44 (GPa) of a cubic crystal fitted to strained cells of one reference cell.
+
+    ``strains`` [M, 6] Voigt with engineering shears (``lagrangian_strain``), ``energies`` [M]
+    eV, ``stresses`` [M, 6] eV/Å³ (ASE sign: tensile positive), ``volume`` the reference cell's,
+    Å³. C11 and C12: least squares of the normal stresses, σ_i = σ0 + C11 ε_i + C12 (ε_j + ε_k)
+    — a frame that strains one axis gives C12 only through the stress on the others. C44: least
+    squares of the energies, E/V = e0 + p Σε_i + ½ C11' Σε_i² + ½ C44 Σγ² — from energies
+    because the shear stresses of DFT sets are the noisiest labels (mlearn Li's are not even
+    linear in the strain). A constant no frame exercises is NaN. Also returns the fits' RMS
+    residuals and the number of frames.
+    """
+    e = np.asarray(strains, dtype=float)
+    normal, shear = e[:, :3], e[:, 3:]
+    sigma = np.asarray(stresses, dtype=float)[:, :3] / units.GPa
+    rows = [[1.0, strain[i], strain.sum() - strain[i]] for strain in normal for i in range(3)]
+    design, target = np.array(rows), sigma.reshape(-1)
+    normal_fit, *_ = np.linalg.lstsq(design, target, rcond=None)
+    normal_rms = float(np.sqrt(np.mean((design @ normal_fit - target) ** 2)))
+    design = np.column_stack([np.ones(len(e)), normal.sum(1), 0.5 * (normal**2).sum(1),
+                              0.5 * (shear**2).sum(1)])
+    target = np.asarray(energies, dtype=float) / volume
+    energy_fit, *_ = np.linalg.lstsq(design, target, rcond=None)
+    energy_rms = float(np.sqrt(np.mean((design @ energy_fit - target) ** 2)) * volume)
+    has_normal, has_shear = np.abs(normal).max() > 1e-4, np.abs(shear).max() > 1e-4
+    return {"c11": float(normal_fit[1]) if has_normal else math.nan,
+            "c12": float(normal_fit[2]) if has_normal else math.nan,
+            "c44": float(energy_fit[3] / units.GPa) if has_shear else math.nan,
+            "stress_rms_GPa": normal_rms, "energy_rms_eV": energy_rms, "frames": int(len(e))}
