@@ -12,8 +12,8 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from nnpot import active_learning
 from nnpot.active_learning import ActiveLearning, learn, learn_config_from_dict, read_extxyz
+from nnpot.active_learning import loop as al_loop
 from nnpot.train import ConfigError
 
 CALLS = {"count": 0, "fail_on": None}
@@ -98,7 +98,7 @@ def test_the_loop_spends_its_budget_once_and_reports(tmp_path, setup):
 def test_a_killed_loop_resumes_without_losing_or_repeating_a_label(tmp_path, setup,
                                                                    monkeypatch):
     config = learn_config_from_dict(setup, tmp_path)
-    original = active_learning.label_frame
+    original = al_loop.label_frame  # what the loop calls
     calls = {"n": 0}
 
     def killed_on_the_second_label(*args):
@@ -107,12 +107,12 @@ def test_a_killed_loop_resumes_without_losing_or_repeating_a_label(tmp_path, set
             raise KeyboardInterrupt("killed")
         return original(*args)
 
-    monkeypatch.setattr(active_learning, "label_frame", killed_on_the_second_label)
+    monkeypatch.setattr(al_loop, "label_frame", killed_on_the_second_label)
     with pytest.raises(KeyboardInterrupt):
         learn(config, log=lambda message: None)
     out = tmp_path / "run"
     assert len(read_extxyz(out / "iter_00" / "labelled.extxyz")) == 1
-    monkeypatch.setattr(active_learning, "label_frame", original)
+    monkeypatch.setattr(al_loop, "label_frame", original)
     learn(config, resume=True, log=lambda message: None)
     keys = keys_of(read_extxyz(out / "train.extxyz"))
     assert len(keys) == len(set(keys)) == 5 == CALLS["count"]  # none lost, none twice
