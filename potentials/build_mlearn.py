@@ -28,6 +28,7 @@ import numpy as np
 from ase.build import bulk
 from ase.io import read
 from ase.neighborlist import neighbor_list
+from dft_properties import plot_energy_volume, properties, properties_section
 
 import nnpot
 from nnpot.core.committee import members_of
@@ -42,6 +43,7 @@ PUBLISHED = {"Si": {"GAP": (2.91, 70), "MTP": (2.21, 60)},
              "Li": {"GAP": (0.49, 10), "MTP": (0.49, 10)}}
 # Structure for the MD check, and the temperatures of the data's AIMD runs above the melting
 # point (Si 1687 K, Ge 1211 K, Mo 2896 K, Li 454 K)
+CONVENTIONAL_ATOMS = {"Si": 8, "Ge": 8, "Mo": 2, "Li": 2}  # diamond, bcc
 STRUCTURES = {"Si": ("diamond", 5.47), "Ge": ("diamond", 5.76), "Mo": ("bcc", 3.16),
               "Li": ("bcc", 3.43)}
 LIQUID_K = {"Si": [2530, 3374], "Ge": [1816, 2422], "Mo": [3000, 6000], "Li": [680, 907]}
@@ -268,7 +270,13 @@ def card(folder: Path, element: str, steps: int) -> None:
         "",
         "The official test set is held back; validation frames come from the same AIMD runs as "
         "training frames (time-correlated), so they flatter a little.",
+        "",
     ]
+    result = properties(folder / "model.pt", Path(config.data.train), CONVENTIONAL_ATOMS[element])
+    (folder / "properties.json").write_text(json.dumps(result, indent=1))
+    plot_energy_volume(read(config.data.train, ":"), result, folder / "energy_volume.png",
+                       f"mlearn {element}")
+    lines += properties_section(result) + ["E(V): `energy_volume.png`.", ""]
     write_card(folder, lines, config, last, md_rows, steps, limit)
 
 
