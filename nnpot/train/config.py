@@ -211,29 +211,37 @@ def _coerce(hint, value, where: str):
     raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - schema bug
 
 
+def require(condition: bool, message: str) -> None:
+    """A ConfigError with ``message`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def positive(key: str, value: float | int | None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    require(value is not None and value > 0, f"{key} must be > 0{' (or null)' if optional else ''}, "
+            f"got {value}")
+
+
+def non_negative(key: str, value: float | int | None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    require(value is not None and value >= 0, f"{key} must be ≥ 0, got {value}")
+
+
 def _check_values(config: TrainConfig) -> None:
     """Every value in range, checked before any work starts; messages name the key path."""
-
-    def require(condition: bool, message: str) -> None:
-        if not condition:
-            raise ConfigError(message)
-
-    def positive(key: str, value: float | int | None, optional: bool = False) -> None:
-        if value is None and optional:
-            return
-        require(value is not None and value > 0, f"{key} must be > 0{' (or null)' if optional else ''}, "
-                f"got {value}")
-
-    def non_negative(key: str, value: float | int | None, optional: bool = False) -> None:
-        if value is None and optional:
-            return
-        require(value is not None and value >= 0, f"{key} must be ≥ 0, got {value}")
-
     try:
         resolve_device(config.device)
     except ValueError as error:
         raise ConfigError(f"device: {error}") from None
-    m = config.model
+    _check_model(config.model)
+    _check_data(config.data)
+    _check_training(config.training)
+
+
+def _check_model(m: ModelConfig) -> None:
     require(m.type in MODELS, f"model.type {m.type!r} is not a known model (known: {sorted(MODELS)})")
     require(0 < m.cutoff < float("inf"), f"model.cutoff must be > 0 Å, got {m.cutoff}")
     require(m.dtype in ("float32", "float64"),
@@ -267,7 +275,8 @@ def _check_values(config: TrainConfig) -> None:
     except TypeError as error:
         raise ConfigError(f"model.params do not fit {m.type}: {error}") from None
 
-    d = config.data
+
+def _check_data(d: DataConfig) -> None:
     require(bool(d.train), "data.train (the training extxyz file) is required")
     require(d.validation_frames is None or (
         isinstance(d.validation_frames, list) and d.validation_frames
@@ -291,7 +300,8 @@ def _check_values(config: TrainConfig) -> None:
             require(isinstance(value, (int, float)) and not isinstance(value, bool),
                     f"data.e0.{element} must be a number of eV, got {value!r}")
 
-    t = config.training
+
+def _check_training(t: TrainingConfig) -> None:
     require(t.batch_size >= 1, f"training.batch_size must be ≥ 1, got {t.batch_size}")
     require(t.max_epochs >= 1, f"training.max_epochs must be ≥ 1, got {t.max_epochs}")
     positive("training.max_time_min", t.max_time_min, optional=True)
@@ -305,16 +315,22 @@ def _check_values(config: TrainConfig) -> None:
     positive("training.threads", t.threads, optional=True)
     require(t.ema_decay is None or 0.0 < t.ema_decay < 1.0,
             f"training.ema_decay must be in (0, 1) (or null), got {t.ema_decay}")
-    s = t.scheduler
+    _check_scheduler(t.scheduler, t.lr)
+    _check_loss(t.loss)
+
+
+def _check_scheduler(s: SchedulerConfig, lr: float) -> None:
     require(s.type in ("plateau", "cosine", "none"),
             f"training.scheduler.type must be plateau, cosine or none, got {s.type!r}")
     require(0.0 < s.factor < 1.0, f"training.scheduler.factor must be in (0, 1), got {s.factor}")
     non_negative("training.scheduler.patience", s.patience)
     non_negative("training.scheduler.warmup_epochs", s.warmup_epochs)
     non_negative("training.scheduler.min_lr", s.min_lr)
-    require(s.min_lr <= t.lr, f"training.scheduler.min_lr ({s.min_lr}) must not exceed "
-                              f"training.lr ({t.lr})")
-    loss = t.loss
+    require(s.min_lr <= lr, f"training.scheduler.min_lr ({s.min_lr}) must not exceed "
+                            f"training.lr ({lr})")
+
+
+def _check_loss(loss: LossConfig) -> None:
     for name in ("energy", "forces", "stress"):
         non_negative(f"training.loss.{name}", getattr(loss, name))
     require(loss.energy + loss.forces + loss.stress > 0,
