@@ -12,7 +12,7 @@ from ase.build import bulk
 
 from nnpot import AtomicGraph, Potential
 from nnpot.core.graph import pair_vectors
-from nnpot.models import HDNNP, MACE, NequIP, SchNet
+from nnpot.models import CGCNN, HDNNP, MACE, MPNN, NequIP, SchNet
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -113,8 +113,31 @@ def make_hdnnp_zbl(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0)
                      shift=float(plain.shift), pair_repulsion="zbl").to(dtype)
 
 
+def _graph_network(model_class, dtype, species, cutoff, seed, hparams) -> Potential:
+    """A small randomly initialised CGCNN or MPNN, its readout scaled so that forces are
+    O(0.1–1) eV/Å and the derivative tests compare meaningful numbers."""
+    torch.manual_seed(seed)
+    model = model_class(species=list(species), cutoff=cutoff, **hparams)
+    with torch.no_grad():
+        model.readout[-1].weight.mul_(20.0)
+    e0 = {s: -1.0 - k for k, s in enumerate(species)}
+    return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
+
+
+def make_cgcnn(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0, **hparams):
+    return _graph_network(CGCNN, dtype, species, cutoff, seed,
+                          {"n_features": 8, "n_layers": 2, "n_gaussians": 10, **hparams})
+
+
+def make_mpnn(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0, **hparams):
+    return _graph_network(MPNN, dtype, species, cutoff, seed,
+                          {"n_features": 6, "n_steps": 2, "n_gaussians": 8, "edge_hidden": 8,
+                           **hparams})
+
+
 MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp, "NequIP": make_nequip,
-                "MACE": make_mace, "HDNNP+ZBL": make_hdnnp_zbl}
+                "MACE": make_mace, "HDNNP+ZBL": make_hdnnp_zbl, "CGCNN": make_cgcnn,
+                "MPNN": make_mpnn}
 
 
 @pytest.fixture(params=sorted(MODEL_MAKERS))

@@ -103,9 +103,11 @@ def test_larger_cells_match_calculator(plugin, cu64, tmp_path, ranks, repeat, tr
     pytest.param("NequIP", marks=pytest.mark.slow),   # ~80 s to compile
     pytest.param("MACE", marks=pytest.mark.slow),
     pytest.param("HDNNP+ZBL", marks=pytest.mark.slow),  # the repulsion is in the exported graph
+    pytest.param("CGCNN", marks=pytest.mark.slow),    # PyG's CGConv in the exported graph
+    pytest.param("MPNN", marks=pytest.mark.slow),     # PyG's NNConv and a GRU
 ])
 def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
-    """SchNet, HDNNP, NequIP and MACE (two elements), and an HDNNP with ZBL, through the same export
+    """Every model type (two elements), and an HDNNP with ZBL, through the same export
     and pair style. The SchNet is exported without its steps: on 2 ranks it takes the ghost
     graph (ghosts out to the receptive field), as NequIP does; the Cu potential (``cu64``)
     tests halo exchange."""
@@ -114,7 +116,9 @@ def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
 
     from nnpot.lammps import export_for_lammps
 
-    MODEL_MAKERS[model]().save(tmp_path / "model.pt")
+    potential = MODEL_MAKERS[model]()
+    potential.save(tmp_path / "model.pt")
+    message_passing = potential.model.receptive_field > potential.cutoff
     package = export_for_lammps(tmp_path / "model.pt", tmp_path / "model.pt2",
                                 log=lambda line: None, halo_exchange=False)
     atoms = copper(2, triclinic=True, seed=1)
@@ -126,7 +130,7 @@ def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
     for ranks in (1, 2):
         out = run_lammps(script, tmp_path, ranks=ranks)
         assert ("for message passing across ranks" in out.stdout) == (
-            ranks > 1 and model in ("SchNet", "NequIP", "MACE"))   # the ghost graph
+            ranks > 1 and message_passing)   # the ghost graph
         (frame,) = read_dump(tmp_path / "dump.txt")
         atoms.calc = nnpot.NNPCalculator(tmp_path / "model.pt", dtype="float64")
         np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)

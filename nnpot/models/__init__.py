@@ -4,12 +4,15 @@
 """
 
 from .base import AtomisticModel, HyperParameterError
+from .cgcnn import CGCNN
 from .hdnnp.model import HDNNP
 from .mace.model import MACE
+from .mpnn import MPNN
 from .nequip.model import NequIP
 from .schnet import SchNet
 
 MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP, "NequIP": NequIP,
-                                           "MACE": MACE}
+                                           "MACE": MACE, "CGCNN": CGCNN, "MPNN": MPNN}
 
-__all__ = ["AtomisticModel", "HyperParameterError", "HDNNP", "MACE", "NequIP", "SchNet", "MODELS"]
+__all__ = ["AtomisticModel", "HyperParameterError", "CGCNN", "HDNNP", "MACE", "MPNN", "NequIP",
+           "SchNet", "MODELS"]
