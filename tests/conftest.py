@@ -12,7 +12,7 @@ from ase.build import bulk
 
 from nnpot import AtomicGraph, Potential
 from nnpot.core.graph import pair_vectors
-from nnpot.models import CGCNN, HDNNP, MACE, MPNN, NequIP, SchNet
+from nnpot.models import CGCNN, HDNNP, MACE, MPNN, DimeNetPP, NequIP, SchNet
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -135,9 +135,23 @@ def make_mpnn(dtype=torch.float64, species=("Cu", "O"), cutoff=4.0, seed=0, **hp
                            **hparams})
 
 
+def make_dimenet(dtype=torch.float64, species=("Cu", "O"), cutoff=3.2, seed=0, **hparams):
+    """A small DimeNet++; its output layers (zeros at initialisation, as in the paper) drawn at
+    random so that the derivative tests compare meaningful numbers."""
+    torch.manual_seed(seed)
+    hparams = {"n_features": 8, "n_blocks": 2, "n_spherical": 3, "n_radial": 3,
+               "int_emb_size": 4, "basis_emb_size": 4, "out_emb_size": 8, **hparams}
+    model = DimeNetPP(species=list(species), cutoff=cutoff, **hparams)
+    with torch.no_grad():
+        for block in model.output_blocks:
+            block.lin.weight.normal_(0.0, 0.2)
+    e0 = {s: -1.0 - k for k, s in enumerate(species)}
+    return Potential(model, e0=e0, scale=1.3, shift=0.1).to(dtype)
+
+
 MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp, "NequIP": make_nequip,
                 "MACE": make_mace, "HDNNP+ZBL": make_hdnnp_zbl, "CGCNN": make_cgcnn,
-                "MPNN": make_mpnn}
+                "MPNN": make_mpnn, "DimeNetPP": make_dimenet}
 
 
 @pytest.fixture(params=sorted(MODEL_MAKERS))

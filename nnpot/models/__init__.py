@@ -5,6 +5,7 @@
 
 from .base import AtomisticModel, HyperParameterError
 from .cgcnn import CGCNN
+from .dimenet import DimeNetPP
 from .hdnnp.model import HDNNP
 from .mace.model import MACE
 from .mpnn import MPNN
@@ -12,7 +13,8 @@ from .nequip.model import NequIP
 from .schnet import SchNet
 
 MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP, "NequIP": NequIP,
-                                           "MACE": MACE, "CGCNN": CGCNN, "MPNN": MPNN}
+                                           "MACE": MACE, "CGCNN": CGCNN, "MPNN": MPNN,
+                                           "DimeNetPP": DimeNetPP}
 
-__all__ = ["AtomisticModel", "HyperParameterError", "CGCNN", "HDNNP", "MACE", "MPNN", "NequIP",
+__all__ = ["AtomisticModel", "HyperParameterError", "CGCNN", "DimeNetPP", "HDNNP", "MACE", "MPNN", "NequIP",
            "SchNet", "MODELS"]

@@ -1,0 +1,78 @@
+"""DimeNet++, CGCNN and MPNN beyond the physics every model passes (tests/test_physics.py):
+DimeNet++'s angular basis against PyG's, collinear triplets, periodic images as triplet partners,
+and the hyper-parameter errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from conftest import make_dimenet
+
+from nnpot import AtomicGraph
+from nnpot.models import CGCNN, MPNN, DimeNetPP, HyperParameterError
+
+
+def test_cosine_spherical_basis_equals_pyg_on_the_angle():
+    from torch_geometric.nn.models.dimenet import SphericalBasisLayer
+    ours = DimeNetPP(["Cu"], cutoff=4.0, n_spherical=5, n_radial=3).sbf  # sympy: seconds per size
+    theirs = SphericalBasisLayer(5, 3, 4.0)
+    angle = torch.linspace(0.01, 3.13, 25, dtype=torch.float64)
+    dist = torch.linspace(0.8, 3.9, 25, dtype=torch.float64)
+    index = torch.arange(25)
+    assert torch.allclose(ours(dist, torch.cos(angle), index), theirs(dist, angle, index),
+                          atol=1e-12, rtol=0)
+
+
+def _forces_and_fd(potential, atoms, delta=1e-5):
+    graph = AtomicGraph.from_atoms(atoms, potential.cutoff)
+    forces = potential(graph, forces=True)["forces"].detach().numpy()
+    numeric = np.zeros_like(forces)
+    for a in range(len(atoms)):
+        for c in range(3):
+            energies = []
+            for sign in (1, -1):
+                moved = atoms.copy()
+                moved.positions[a, c] += sign * delta
+                energies.append(float(potential(AtomicGraph.from_atoms(moved, potential.cutoff))
+                                      ["energy"][0]))
+            numeric[a, c] = -(energies[0] - energies[1]) / (2 * delta)
+    return forces, numeric
+
+
+def test_collinear_triplets_give_finite_exact_forces():
+    """Three atoms on a line (angles 0 and π at every centre) and a linear periodic chain."""
+    potential = make_dimenet(species=("Cu",))
+    molecule = Atoms("Cu3", positions=[[0, 0, 0], [1.4, 0, 0], [2.8, 0, 0]])
+    chain = Atoms("Cu2", positions=[[0, 0, 0], [1.3, 0, 0]], cell=[2.6, 8, 8],
+                  pbc=[True, False, False])
+    for atoms in (molecule, chain):
+        forces, numeric = _forces_and_fd(potential, atoms)
+        assert np.isfinite(forces).all()
+        np.testing.assert_allclose(forces, numeric, atol=1e-7)
+
+
+def test_periodic_images_of_the_target_are_triplet_partners():
+    """One atom in a cell smaller than the cutoff: every neighbour is an image of the atom
+    itself, so a triplet's k is an image of its i; they must count (energy changes with the
+    angle between the images), while the edge back along j → i does not."""
+    potential = make_dimenet(species=("Cu",))
+    square = Atoms("Cu", positions=[[0, 0, 0]], cell=[2.5, 2.5, 20], pbc=[True, True, False])
+    sheared = square.copy()
+    sheared.set_cell([[2.5, 0, 0], [0.8, 2.4, 0], [0, 0, 20]], scale_atoms=False)
+    energies = [float(potential(AtomicGraph.from_atoms(a, potential.cutoff))["energy"][0])
+                for a in (square, sheared)]
+    assert energies[0] != pytest.approx(energies[1], abs=1e-6)
+
+
+@pytest.mark.parametrize("model,params,message", [
+    (DimeNetPP, {"n_blocks": 0}, "n_blocks must be ≥ 1"),
+    (DimeNetPP, {"n_spherical": 1}, "n_spherical must be ≥ 2"),
+    (CGCNN, {"n_gaussians": 1}, "n_gaussians must be ≥ 2"),
+    (CGCNN, {"n_layers": "3"}, "n_layers must be an integer"),
+    (MPNN, {"n_steps": 0}, "n_steps must be ≥ 1"),
+])
+def test_bad_hyperparameters_name_the_parameter(model, params, message):
+    with pytest.raises(HyperParameterError, match=message):
+        model(["Si"], **params)
