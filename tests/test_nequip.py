@@ -122,7 +122,7 @@ def message_path(request, monkeypatch):
 
 
 def require_kernel():
-    from nnpot.models import pair_kernel
+    from nnpot.models.nequip import pair_kernel
     if pair_kernel._load() is None:
         pytest.skip(f"the fused kernel could not be built here: {pair_kernel._failed}")
 
@@ -209,7 +209,7 @@ def test_fused_kernel_gives_the_torch_numbers(l_max, parity, monkeypatch):
     """Energy, forces, stress and the parameter gradient of a force loss (a second
     derivative) are the same with the fused CPU kernel and with the torch formulas, in
     float64, on a cell whose atoms are their own neighbours (pairs i–i across the boundary)."""
-    from nnpot.models import pair_kernel
+    from nnpot.models.nequip import pair_kernel
 
     require_kernel()
     potential = make_nequip(l_max=l_max, parity=parity, n_layers=3)
@@ -247,7 +247,7 @@ def test_fused_kernel_stays_out_of_traces_and_off_the_cpu():
 
 def test_a_kernel_that_cannot_be_built_warns_once_and_the_torch_path_takes_over(
         tmp_path, monkeypatch):
-    from nnpot.models import pair_kernel
+    from nnpot.models.nequip import pair_kernel
 
     broken = tmp_path / "pair_kernel.cpp"
     broken.write_text("#error this machine cannot build it\n")

@@ -119,7 +119,7 @@ class Trainer(DataPreparation, Checkpointing, CommitteeJoining, Reporting):
         self.committee = len(members) > 1
         self.potential = Committee(members) if self.committee else members[0]
         # read and checked now, not after hours of training; joined in best.pt at the end
-        self.joined_members = self._members_to_join()
+        self.joined_members = self._members_to_join()  # sets joined_provenance
         self.frame_counts = self._bootstrap_counts() if cfg.model.bootstrap else None
         self.term_scales = self._group_scales() if t.loss.group_weights else None
         self.potential.to(device=self.device, dtype=getattr(torch, cfg.model.dtype))
@@ -139,7 +139,6 @@ class Trainer(DataPreparation, Checkpointing, CommitteeJoining, Reporting):
         self.history: list[dict] = []
         self.stop_reason = ""
         self.last_epoch_time = 0.0  # s; the time-limit test asks whether one more epoch fits
-        self.joined_provenance: list[dict] = []  # of the model.committee_with files
 
     def _initial_potential(self) -> Potential:
         """The model file of ``model.init_from``, checked against the config and the data; its
