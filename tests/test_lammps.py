@@ -81,6 +81,7 @@ def compare_with_calculator(atoms, folder: Path, ranks: int, plugin: Path, packa
     return out.stdout
 
 
+@pytest.mark.slow  # the Cu export: ~2.5 min of compiling
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_small_triclinic_cell_matches_calculator(plugin, cu64, tmp_path, ranks):
     """32 atoms, sheared cell smaller than the receptive field: every image counted right
@@ -98,7 +99,7 @@ def test_larger_cells_match_calculator(plugin, cu64, tmp_path, ranks, repeat, tr
 
 
 @pytest.mark.parametrize("model", [
-    "SchNet",
+    pytest.param("SchNet", marks=pytest.mark.slow),   # ~25 s to compile
     pytest.param("HDNNP", marks=pytest.mark.slow),    # ~35 s to compile
     pytest.param("NequIP", marks=pytest.mark.slow),   # ~80 s to compile
     pytest.param("MACE", marks=pytest.mark.slow),

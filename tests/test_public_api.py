@@ -34,7 +34,7 @@ def test_top_level_names():
 
 def test_models_and_subpackage_names():
     import nnpot.models as models
-    assert set(models.MODELS) == {"SchNet", "HDNNP", "NequIP", "MACE"}
+    assert set(models.MODELS) == {"SchNet", "HDNNP", "NequIP", "MACE", "DimeNetPP", "CGCNN", "MPNN"}
     for name in [*models.MODELS, "AtomisticModel", "HyperParameterError"]:
         assert getattr(models, name)
     from nnpot.active_learning import (  # noqa: F401

@@ -107,6 +107,7 @@ def data_file(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow  # test_train's resume tests kill once per model; this kills five times
 def test_five_kills_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path, data_file):
     config = small_config(tmp_path, data_file, max_epochs=8, checkpoint_every=2,
                           scheduler={"type": "cosine", "warmup_epochs": 1})

@@ -147,7 +147,8 @@ def test_same_seed_gives_the_same_model(tmp_path, emt_file):
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
 
-@pytest.mark.parametrize("model", sorted(SMALL_MODELS))
+@pytest.mark.parametrize("model", [name if name == "SchNet" else pytest.param(name, marks=pytest.mark.slow)
+                                   for name in sorted(SMALL_MODELS)])
 def test_ddp_with_two_gloo_processes_trains_and_writes_one_model(tmp_path, emt_file, model):
     # two epochs with a final stage in the second: the ranks share best.pt's weights by broadcast
     config = small_config(tmp_path, emt_file, model, max_epochs=2,
