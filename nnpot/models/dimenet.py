@@ -22,6 +22,7 @@ used as they are. Where they did not fit the contract:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ from torch import nn
 from torch_geometric.nn.models.dimenet import (
     BesselBasisLayer,
     EmbeddingBlock,
+    Envelope,
     InteractionPPBlock,
     OutputPPBlock,
     SphericalBasisLayer,
@@ -41,9 +43,33 @@ from .base import AtomisticModel, check_int
 from .hdnnp.symmetry_functions import triplets
 
 
+@functools.cache
+def spherical_bessel_functions(n_spherical: int, n_radial: int) -> tuple:
+    """PyG's normalised spherical Bessel functions j_l(z_ln x) as torch callables, l <
+    ``n_spherical``, n < ``n_radial`` (sympy derives them: seconds, so once per size and
+    process)."""
+    import sympy
+    from torch_geometric.nn.models.dimenet_utils import bessel_basis
+
+    x = sympy.symbols("x")
+    forms = bessel_basis(n_spherical, n_radial)
+    modules = {"sin": torch.sin, "cos": torch.cos}
+    return tuple(sympy.lambdify([x], forms[l][n], modules)
+                 for l in range(n_spherical) for n in range(n_radial))
+
+
 class CosineSphericalBasis(SphericalBasisLayer):
     """PyG's spherical basis (spherical Bessel × Y_l^0) with the angle given as cos α:
     ``forward(dist [E], cos_angle [T], idx_kj [T]) → [T, n_spherical · n_radial]``."""
+
+    def __init__(self, num_spherical: int, num_radial: int, cutoff: float = 5.0,
+                 envelope_exponent: int = 5):
+        nn.Module.__init__(self)  # PyG's __init__ derives the same functions with sympy anew
+        if num_radial > 64:
+            raise ValueError(f"n_radial must be ≤ 64 (PyG's Bessel roots), got {num_radial}")
+        self.num_spherical, self.num_radial, self.cutoff = num_spherical, num_radial, cutoff
+        self.envelope = Envelope(envelope_exponent)
+        self.bessel_funcs = list(spherical_bessel_functions(num_spherical, num_radial))
 
     def forward(self, dist: torch.Tensor, cos_angle: torch.Tensor,
                 idx_kj: torch.Tensor) -> torch.Tensor:
