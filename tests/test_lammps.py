@@ -39,6 +39,20 @@ def cu64(tmp_path_factory) -> Path:
                              log=lambda line: None)
 
 
+@pytest.fixture(scope="module")
+def small_cu(tmp_path_factory) -> tuple[Path, Path]:
+    """A small Cu SchNet (one interaction: one program, no message stages) and its float64
+    export — seconds of compiling instead of minutes, for the error and pair-hybrid tests."""
+    from conftest import make_potential
+
+    from nnpot.lammps import export_for_lammps
+
+    folder = tmp_path_factory.mktemp("small")
+    model = make_potential(species=("Cu",), n_interactions=1).save(folder / "model.pt")
+    return model, export_for_lammps(model, folder / "model.pt2", log=lambda line: None,
+                                    halo_exchange=False)
+
+
 def copper(repeat: int, triclinic: bool, seed: int = 0):
     """fcc Cu, 4·repeat³ atoms, rattled by 0.05 Å; a sheared lower-triangular cell if asked."""
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
@@ -162,28 +176,32 @@ def test_a_model_file_that_is_not_an_export_is_a_clear_error(plugin, tmp_path):
     assert "cannot read model file" in text
 
 
-def test_an_element_not_in_the_model_is_a_clear_error(plugin, cu64, tmp_path):
-    text = lammps_error(tmp_path, single_point_script(plugin, cu64, "Ni"))
+def test_an_element_not_in_the_model_is_a_clear_error(plugin, small_cu, tmp_path):
+    package = small_cu[1]
+    text = lammps_error(tmp_path, single_point_script(plugin, package, "Ni"))
     assert "element Ni (atom type 1) is not in the model" in text and "Cu" in text
 
 
-def test_a_type_without_an_element_is_a_clear_error(plugin, cu64, tmp_path):
-    text = lammps_error(tmp_path, single_point_script(plugin, cu64, "Cu Cu"))
+def test_a_type_without_an_element_is_a_clear_error(plugin, small_cu, tmp_path):
+    package = small_cu[1]
+    text = lammps_error(tmp_path, single_point_script(plugin, package, "Cu Cu"))
     assert "names 2 element(s) but there are 1 atom types" in text
-    two_types = single_point_script(plugin, cu64, "Cu NULL").replace(
+    two_types = single_point_script(plugin, package, "Cu NULL").replace(
         "read_data data.lmp", "read_data data.lmp extra/atom/types 1\nmass 2 1.0")
     text = lammps_error(tmp_path, two_types)
     assert "atom type 2 has no element" in text
 
 
-def test_units_other_than_metal_are_a_clear_error(plugin, cu64, tmp_path):
-    script = single_point_script(plugin, cu64).replace("units metal", "units real")
+def test_units_other_than_metal_are_a_clear_error(plugin, small_cu, tmp_path):
+    package = small_cu[1]
+    script = single_point_script(plugin, package).replace("units metal", "units real")
     assert "needs 'units metal'" in lammps_error(tmp_path, script)
 
 
-def test_newton_off_is_a_clear_error(plugin, cu64, tmp_path):
+def test_newton_off_is_a_clear_error(plugin, small_cu, tmp_path):
     """Ghost forces must flow back to their owners: the pair style needs newton pair on."""
-    script = single_point_script(plugin, cu64).replace("units metal", "units metal\nnewton off")
+    package = small_cu[1]
+    script = single_point_script(plugin, package).replace("units metal", "units metal\nnewton off")
     assert "needs newton pair on" in lammps_error(tmp_path, script)
 
 
@@ -270,24 +288,25 @@ run 1500
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
-def test_under_pair_hybrid_null_types_are_left_to_the_other_style(plugin, cu64, tmp_path,
+def test_under_pair_hybrid_null_types_are_left_to_the_other_style(plugin, small_cu, tmp_path,
                                                                    ranks):
     """Types mapped to NULL are someone else's: the nnpot part of the energy and forces is the
     potential's on the mapped atoms alone (here with pair zero for the other type)."""
     from ase import Atoms
 
+    model, package = small_cu
     atoms = copper(2, triclinic=True, seed=2)
     kinds = ["Cu" if k % 4 else "Ni" for k in range(len(atoms))]   # "Ni": type 2, pair zero
     write_data(Atoms(kinds, positions=atoms.positions, cell=atoms.cell, pbc=True),
                tmp_path / "data.lmp", ["Cu", "Ni"])
-    script = single_point_script(plugin, cu64).replace(
-        f"pair_style nnpot\npair_coeff * * {cu64} Cu",
-        f"pair_style hybrid nnpot zero 5.0\npair_coeff * * nnpot {cu64} Cu NULL\n"
+    script = single_point_script(plugin, package).replace(
+        f"pair_style nnpot\npair_coeff * * {package} Cu",
+        f"pair_style hybrid nnpot zero 5.0\npair_coeff * * nnpot {package} Cu NULL\n"
         f"pair_coeff * 2 zero")
     out = run_lammps(script, tmp_path, ranks=ranks)
     (frame,) = read_dump(tmp_path / "dump.txt")
     copper_only = atoms[[k for k, kind in enumerate(kinds) if kind == "Cu"]]
-    copper_only.calc = nnpot.NNPCalculator(CU_MODEL, dtype="float64")
+    copper_only.calc = nnpot.NNPCalculator(model, dtype="float64")
     mask = np.array([kind == "Cu" for kind in kinds])
     np.testing.assert_allclose(frame.forces[mask], copper_only.get_forces(), atol=1e-8)
     np.testing.assert_allclose(frame.forces[~mask], 0.0, atol=1e-12)
