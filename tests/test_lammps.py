@@ -120,6 +120,7 @@ def test_larger_cells_match_calculator(plugin, cu64, tmp_path, ranks, repeat, tr
     pytest.param("HDNNP+ZBL", marks=pytest.mark.slow),  # the repulsion is in the exported graph
     pytest.param("CGCNN", marks=pytest.mark.slow),    # PyG's CGConv in the exported graph
     pytest.param("MPNN", marks=pytest.mark.slow),     # PyG's NNConv and a GRU
+    pytest.param("DimeNetPP", marks=pytest.mark.slow),  # triplets of data-dependent count
 ])
 def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
     """Every model type (two elements), and an HDNNP with ZBL, through the same export
