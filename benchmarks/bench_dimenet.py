@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES,
+                        help="conventional fcc cells per side (3, 5, 8: 108, 500, 2048 atoms)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -89,7 +91,7 @@ def main() -> None:
     for block in theirs.output_blocks:
         torch.nn.init.normal_(block.lin.weight, std=0.1)
     times = {"nnpot": {}, "PyG": {}}
-    for n in SIZES:
+    for n in args.sizes:
         atoms = copper(n)
         graph = AtomicGraph.from_atoms(atoms, 5.0)
         z = torch.full((len(atoms),), 29)

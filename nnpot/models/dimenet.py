@@ -17,7 +17,9 @@ used as they are. Where they did not fit the contract:
   j → i itself is excluded;
 - the angular basis is evaluated from cos α (Legendre polynomials: Y_l^0 = √((2l+1)/4π)
   P_l(cos α)), not from α = atan2(|a × b|, a · b), whose derivative is undefined for collinear
-  triplets; here collinear atoms give finite forces.
+  triplets; here collinear atoms give finite forces;
+- the spherical Bessel functions are PyG's (its roots and normalisers) but evaluated by
+  recurrence instead of sympy-generated expressions (``CosineSphericalBasis``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import functools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from ase.data import atomic_numbers
 from torch import nn
@@ -35,46 +38,64 @@ from torch_geometric.nn.models.dimenet import (
     Envelope,
     InteractionPPBlock,
     OutputPPBlock,
-    SphericalBasisLayer,
 )
 from torch_geometric.nn.resolver import activation_resolver
 
 from .base import AtomisticModel, check_int
+from .blocks import Float64Constants
 from .hdnnp.symmetry_functions import triplets
 
 
 @functools.cache
-def spherical_bessel_functions(n_spherical: int, n_radial: int) -> tuple:
-    """PyG's normalised spherical Bessel functions j_l(z_ln x) as torch callables, l <
-    ``n_spherical``, n < ``n_radial`` (sympy derives them: seconds, so once per size and
-    process)."""
-    import sympy
-    from torch_geometric.nn.models.dimenet_utils import bessel_basis
+def bessel_roots_and_norms(n_spherical: int, n_radial: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyG's roots z_ln of the spherical Bessel functions j_l (l < ``n_spherical``, the first
+    ``n_radial`` of each; float32-rounded, as PyG keeps them) and its normalisers
+    1 / √(½ j_{l+1}(z_ln)²), both [n_spherical, n_radial] float64."""
+    from torch_geometric.nn.models.dimenet_utils import Jn, Jn_zeros
 
-    x = sympy.symbols("x")
-    forms = bessel_basis(n_spherical, n_radial)
-    modules = {"sin": torch.sin, "cos": torch.cos}
-    return tuple(sympy.lambdify([x], forms[l][n], modules)
-                 for l in range(n_spherical) for n in range(n_radial))
+    zeros = Jn_zeros(n_spherical, n_radial).astype(np.float64)
+    orders = np.arange(n_spherical)[:, None]
+    return zeros, 1.0 / np.sqrt(0.5 * Jn(zeros, orders + 1) ** 2)
 
 
-class CosineSphericalBasis(SphericalBasisLayer):
-    """PyG's spherical basis (spherical Bessel × Y_l^0) with the angle given as cos α:
-    ``forward(dist [E], cos_angle [T], idx_kj [T]) → [T, n_spherical · n_radial]``."""
+def spherical_bessel(order: int, z: torch.Tensor) -> torch.Tensor:
+    """j_order(z) elementwise by upward recurrence from j_0 = sin z / z and j_1 (the closed
+    forms PyG's sympy expressions spell out, evaluated with one sin and one cos)."""
+    sin, cos = torch.sin(z), torch.cos(z)
+    previous, current = sin / z, sin / z**2 - cos / z
+    if order == 0:
+        return previous
+    for m in range(1, order):
+        previous, current = current, (2 * m + 1) / z * current - previous
+    return current
+
+
+class CosineSphericalBasis(Float64Constants):
+    """DimeNet++'s 2D spherical basis with PyG's functions: the normalised spherical Bessel
+    functions of d_kj (PyG's roots and normalisers) times Y_l^0 of the angle, given as cos α.
+    ``forward(dist [E], cos_angle [T], idx_kj [T]) → [T, n_spherical · n_radial]`` in PyG's
+    column order, equal to PyG's ``SphericalBasisLayer`` on the angle (tested). PyG derives
+    the functions with sympy at every construction (tens of seconds at the default size) and
+    evaluates one generated expression per function; here the roots come from scipy once per
+    size and j_l by recurrence, one sin and one cos per degree."""
 
     def __init__(self, num_spherical: int, num_radial: int, cutoff: float = 5.0,
                  envelope_exponent: int = 5):
-        nn.Module.__init__(self)  # PyG's __init__ derives the same functions with sympy anew
+        super().__init__()
         if num_radial > 64:
             raise ValueError(f"n_radial must be ≤ 64 (PyG's Bessel roots), got {num_radial}")
         self.num_spherical, self.num_radial, self.cutoff = num_spherical, num_radial, cutoff
         self.envelope = Envelope(envelope_exponent)
-        self.bessel_funcs = list(spherical_bessel_functions(num_spherical, num_radial))
+        zeros, norms = bessel_roots_and_norms(num_spherical, num_radial)
+        self.float64_constant("zeros", torch.from_numpy(zeros))
+        self.float64_constant("norms", torch.from_numpy(norms))
 
     def forward(self, dist: torch.Tensor, cos_angle: torch.Tensor,
                 idx_kj: torch.Tensor) -> torch.Tensor:
         dist = dist / self.cutoff
-        rbf = torch.stack([f(dist) for f in self.bessel_funcs], dim=1)
+        zeros, norms = self.constant("zeros", dist), self.constant("norms", dist)
+        rbf = torch.cat([norms[l] * spherical_bessel(l, zeros[l] * dist[:, None])
+                         for l in range(self.num_spherical)], dim=1)
         rbf = self.envelope(dist).unsqueeze(-1) * rbf
         legendre = [torch.ones_like(cos_angle), cos_angle]
         for degree in range(1, self.num_spherical - 1):
