@@ -156,3 +156,14 @@ class Float64Constants(nn.Module):
         for name, original in kept.items():  # the new device, the old (float64) numbers
             self._buffers[name] = original.to(device=self._buffers[name].device)
         return self
+
+
+def directed_edge_features(pair_index: torch.Tensor, pair_vec: torch.Tensor, expansion: nn.Module,
+                           envelope: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both directions of every pair for PyG's message-passing layers: ``edge_index`` [2, 2P]
+    (pair i–j as i → j and j → i) and ``edge_attr`` [2P, G + 1], the distance expansion [G]
+    with the cutoff function as its last column (the layers damp their messages by it)."""
+    distances = torch.linalg.vector_norm(pair_vec, dim=-1)
+    features = torch.cat([expansion(distances), envelope(distances)[:, None]], dim=1)
+    edge_index = torch.cat([pair_index, pair_index.flip(0)], dim=1)
+    return edge_index, torch.cat([features, features], dim=0)

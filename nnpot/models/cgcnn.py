@@ -20,7 +20,7 @@ from torch import nn
 from torch_geometric.nn import CGConv
 
 from .base import AtomisticModel, check_int
-from .blocks import CosineCutoff, GaussianRBF, ShiftedSoftplus
+from .blocks import CosineCutoff, GaussianRBF, ShiftedSoftplus, directed_edge_features
 
 
 class SmoothCGConv(CGConv):
@@ -31,12 +31,6 @@ class SmoothCGConv(CGConv):
 
     def message(self, x_i: torch.Tensor, x_j: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
         return super().message(x_i, x_j, edge_attr[:, :-1]) * edge_attr[:, -1:]
-
-
-def directed(pair_index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both directions of every pair: edge_index [2, 2P] and the per-pair ``values`` twice."""
-    edge_index = torch.cat([pair_index, pair_index.flip(0)], dim=1)
-    return edge_index, torch.cat([values, values], dim=0)
 
 
 class CGCNN(AtomisticModel):
@@ -73,10 +67,8 @@ class CGCNN(AtomisticModel):
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:
         """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        distances = torch.linalg.vector_norm(pair_vec, dim=-1)
-        features = torch.cat([self.distance_expansion(distances),
-                              self.envelope(distances)[:, None]], dim=1)
-        edge_index, edge_attr = directed(pair_index, features)
+        edge_index, edge_attr = directed_edge_features(pair_index, pair_vec,
+                                                       self.distance_expansion, self.envelope)
         x = self.embedding(species)
         for convolution in self.convolutions:
             x = convolution(x, edge_index, edge_attr)

@@ -17,8 +17,7 @@ from torch import nn
 from torch_geometric.nn import NNConv
 
 from .base import AtomisticModel, check_int
-from .blocks import CosineCutoff, GaussianRBF, ShiftedSoftplus
-from .cgcnn import directed
+from .blocks import CosineCutoff, GaussianRBF, ShiftedSoftplus, directed_edge_features
 
 
 class EdgeNetwork(nn.Module):
@@ -73,10 +72,8 @@ class MPNN(AtomisticModel):
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:
         """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        distances = torch.linalg.vector_norm(pair_vec, dim=-1)
-        features = torch.cat([self.distance_expansion(distances),
-                              self.envelope(distances)[:, None]], dim=1)
-        edge_index, edge_attr = directed(pair_index, features)
+        edge_index, edge_attr = directed_edge_features(pair_index, pair_vec,
+                                                       self.distance_expansion, self.envelope)
         h = self.embedding(species)
         for _ in range(self.hparams["n_steps"]):
             h = self.update(self.message(h, edge_index, edge_attr), h)
