@@ -38,14 +38,16 @@ from torch import nn
 
 from ..core.committee import Committee
 from ..core.potential import Potential
+from ..models.base import StagedMessagePassing
 
 
 def supports_halo_exchange(potential: Potential | Committee) -> bool:
-    """A single potential whose model comes in message-passing steps (SchNet), reaching past
-    one cutoff (else the one-program package already needs no deep ghosts)."""
+    """A single potential whose model is a ``StagedMessagePassing`` (SchNet) reaching past one
+    cutoff (else the one-program package already needs no deep ghosts)."""
     if isinstance(potential, Committee):
         return False
-    return potential.model.n_message_steps > 1
+    model = potential.model
+    return isinstance(model, StagedMessagePassing) and model.n_message_steps > 1
 
 
 class _Embed(nn.Module):

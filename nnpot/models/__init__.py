@@ -3,7 +3,7 @@
 ``MODELS`` names every model class that a model file may ask for; a new model registers here.
 """
 
-from .base import AtomisticModel, HyperParameterError
+from .base import AtomisticModel, HyperParameterError, StagedMessagePassing
 from .cgcnn import CGCNN
 from .dimenet import DimeNetPP
 from .hdnnp.model import HDNNP
@@ -16,5 +16,5 @@ MODELS: dict[str, type[AtomisticModel]] = {"SchNet": SchNet, "HDNNP": HDNNP, "Ne
                                            "MACE": MACE, "CGCNN": CGCNN, "MPNN": MPNN,
                                            "DimeNetPP": DimeNetPP}
 
-__all__ = ["AtomisticModel", "HyperParameterError", "CGCNN", "DimeNetPP", "HDNNP", "MACE", "MPNN", "NequIP",
-           "SchNet", "MODELS"]
+__all__ = ["AtomisticModel", "HyperParameterError", "StagedMessagePassing", "CGCNN", "DimeNetPP",
+           "HDNNP", "MACE", "MPNN", "NequIP", "SchNet", "MODELS"]

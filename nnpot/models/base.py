@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -91,32 +92,6 @@ class AtomisticModel(nn.Module):
         cannot build this model. Default: build one for a single element and drop it."""
         cls(species=["H"], cutoff=cutoff, **params)
 
-    # Staged message passing (``nnpot lammps export`` compiles each stage on its own, and
-    # LAMMPS exchanges ghost atoms' features between ranks after each message step). A model
-    # that comes in stages sets ``n_message_steps`` > 0 and implements the four methods below;
-    # its ``forward`` must be their composition:
-    #     edges = edge_features(pair_vec); x = initial_features(species)
-    #     for step in range(n_message_steps): x = message_step(step, x, edges, pair_index)
-    #     energies = read_out(x)
-    n_message_steps: int = 0
-
-    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
-        """species [N] → atom features [N, F] before the first message step."""
-        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
-
-    def edge_features(self, pair_vec: torch.Tensor) -> Any:
-        """pair_vec [P, 3] Å → the per-pair inputs every message step reads."""
-        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
-
-    def message_step(self, step: int, x: torch.Tensor, edges: Any,
-                     pair_index: torch.Tensor) -> torch.Tensor:
-        """Message step ``step``: features [N, F] → [N, F]."""
-        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
-
-    def read_out(self, x: torch.Tensor) -> torch.Tensor:
-        """Final features [N, F] → per-atom energies [N] (model units)."""
-        raise NotImplementedError(f"{type(self).__name__} does not come in message steps")
-
     @property
     def receptive_field(self) -> float:
         """How far (Å) an atom's energy reaches: ``cutoff`` for a descriptor model, message
@@ -146,3 +121,48 @@ class AtomisticModel(nn.Module):
                        ) -> None:
         """Derive data constants from the training set, given as ``(species, pair_index,
         pair_vec)`` batches (the ``forward`` inputs, no gradient). Default: nothing to derive."""
+
+
+class StagedMessagePassing(AtomisticModel, metaclass=abc.ABCMeta):
+    """A model that comes in message-passing stages, so that ``nnpot lammps export`` can
+    compile each stage on its own and LAMMPS can exchange ghost atoms' features between ranks
+    after every message step (halo exchange). ``forward`` is the composition of the stages —
+    one code path for ASE and LAMMPS; a subclass implements the stages:
+
+    * ``n_message_steps``: how many message steps;
+    * ``edge_features(pair_vec [P, 3])``: the per-pair inputs every step reads;
+    * ``initial_features(species [N])``: atom features [N, F] before the first step;
+    * ``message_step(step, x [N, F], edges, pair_index)``: features after step ``step``;
+    * ``read_out(x [N, F])``: per-atom energies [N] (model units).
+    """
+
+    @property
+    @abc.abstractmethod
+    def n_message_steps(self) -> int:
+        """Message steps of the model."""
+
+    @abc.abstractmethod
+    def edge_features(self, pair_vec: torch.Tensor) -> Any:
+        """pair_vec [P, 3] Å → the per-pair inputs every message step reads."""
+
+    @abc.abstractmethod
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        """species [N] → atom features [N, F] before the first message step."""
+
+    @abc.abstractmethod
+    def message_step(self, step: int, x: torch.Tensor, edges: Any,
+                     pair_index: torch.Tensor) -> torch.Tensor:
+        """Message step ``step``: features [N, F] → [N, F]."""
+
+    @abc.abstractmethod
+    def read_out(self, x: torch.Tensor) -> torch.Tensor:
+        """Final features [N, F] → per-atom energies [N] (model units)."""
+
+    def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
+                pair_vec: torch.Tensor) -> torch.Tensor:
+        """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
+        edges = self.edge_features(pair_vec)
+        x = self.initial_features(species)
+        for step in range(self.n_message_steps):
+            x = self.message_step(step, x, edges, pair_index)
+        return self.read_out(x)

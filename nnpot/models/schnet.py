@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import AtomisticModel, check_int
+from .base import StagedMessagePassing, check_int
 from .blocks import CosineCutoff, GaussianRBF, ShiftedSoftplus, pair_convolution
 
 
@@ -36,7 +36,7 @@ class SchNetInteraction(nn.Module):
         return self.update(messages)
 
 
-class SchNet(AtomisticModel):
+class SchNet(StagedMessagePassing):
     """SchNet with ``n_interactions`` blocks of ``n_features`` features and ``n_rbf`` Gaussians.
 
     Args:
@@ -69,9 +69,7 @@ class SchNet(AtomisticModel):
         """Å: each interaction passes messages one cutoff further."""
         return len(self.interactions) * self.cutoff
 
-    # The model in stages, so that `nnpot lammps export` can compile each message-passing step
-    # on its own (LAMMPS then exchanges ghost atoms' features between ranks after each step).
-    # ``forward`` is their composition: one code path.
+    # The stages of StagedMessagePassing; its forward composes them.
     @property
     def n_message_steps(self) -> int:
         return len(self.interactions)
@@ -94,12 +92,3 @@ class SchNet(AtomisticModel):
     def read_out(self, x: torch.Tensor) -> torch.Tensor:
         """Final features [N, F] → per-atom energies [N] (model units)."""
         return self.readout(x).squeeze(-1)
-
-    def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
-                pair_vec: torch.Tensor) -> torch.Tensor:
-        """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        edges = self.edge_features(pair_vec)
-        x = self.initial_features(species)
-        for step in range(self.n_message_steps):
-            x = self.message_step(step, x, edges, pair_index)
-        return self.read_out(x)
