@@ -10,7 +10,9 @@ of ``DimeNetPlusPlus.forward`` (its triplet rule on the directed edge list, angl
 its blocks) with forces by the same autograd call — PyG's own ``forward`` builds a radius
 graph without periodic images and needs torch-cluster, so it cannot take a periodic cell.
 
-    python benchmarks/bench_dimenet.py [--repeats 5] [--rounds 2] [--json out.json]
+    python benchmarks/bench_dimenet.py [--repeats 5] [--rounds 2] [--device cpu] [--json out.json]
+
+On a GPU (``--device cuda``) both run there and every call ends with a synchronisation.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def pyg_triplets(edge_index: torch.Tensor, n_atoms: int):
     counts = torch.bincount(col, minlength=n_atoms)
     starts = torch.cumsum(counts, 0) - counts
     per_edge = counts[row]                                    # edges arriving at each j
-    idx_ji = torch.repeat_interleave(torch.arange(row.numel()), per_edge)
-    offset = torch.arange(idx_ji.numel()) - torch.repeat_interleave(
+    idx_ji = torch.repeat_interleave(torch.arange(row.numel(), device=row.device), per_edge)
+    offset = torch.arange(idx_ji.numel(), device=row.device) - torch.repeat_interleave(
         torch.cumsum(per_edge, 0) - per_edge, per_edge)
     idx_kj = order[starts[row[idx_ji]] + offset]
     keep = row[idx_kj] != col[idx_ji]
@@ -78,34 +80,44 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES,
                         help="conventional fcc cells per side (3, 5, 8: 108, 500, 2048 atoms)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
     ours = Potential(DimeNetPP(["Cu"], cutoff=5.0)).to(torch.float32)
     for block in ours.model.output_blocks:  # non-zero outputs: forces are real work
         torch.nn.init.normal_(block.lin.weight, std=0.1)
     theirs = DimeNetPlusPlus(out_channels=1, cutoff=5.0, **SIZE)
     for block in theirs.output_blocks:
         torch.nn.init.normal_(block.lin.weight, std=0.1)
+    ours, theirs = ours.to(device), theirs.to(device)
+
+    def synchronised(job):
+        result = job()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return result
+
     times = {"nnpot": {}, "PyG": {}}
     for n in args.sizes:
         atoms = copper(n)
-        graph = AtomicGraph.from_atoms(atoms, 5.0)
-        z = torch.full((len(atoms),), 29)
+        graph = AtomicGraph.from_atoms(atoms, 5.0).to(device)
+        z = torch.full((len(atoms),), 29, device=device)
         pos, cell = graph.pos.float(), graph.cell.float().reshape(1, 3, 3)
         jobs = {"nnpot": lambda g=graph: ours(g, forces=True),
                 "PyG": lambda z=z, pos=pos, cell=cell, g=graph: pyg_energy_and_forces(
                     theirs, z, pos, cell, g.pair_index, g.pair_shifts)}
         for name in jobs:
-            jobs[name]()  # warm-up
+            synchronised(jobs[name])  # warm-up
         for _ in range(args.rounds):
             for name, job in jobs.items():
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    job()
+                    synchronised(job)
                     times[name].setdefault(len(atoms), []).append(1e3 * (time.perf_counter() - start))
     print("| fcc Cu atoms | nnpot DimeNetPP (ms) | PyG DimeNetPlusPlus (ms) | ratio |")
     print("|---|---|---|---|")
@@ -115,7 +127,8 @@ def main() -> None:
               f"{medians['nnpot'][m] / medians['PyG'][m]:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"ms": times, "median_ms": medians, "threads": args.threads}, f, indent=1)
+            json.dump({"ms": times, "median_ms": medians, "threads": args.threads,
+                       "device": args.device}, f, indent=1)
 
 
 if __name__ == "__main__":
