@@ -24,9 +24,9 @@ def test_the_committee_is_the_mean_and_spread_of_its_members_alone():
     committee = Committee(pots)
     structures = [rattled_cell(), triclinic_pair(), rattled_cell(seed=5)]
     graphs = batch_graphs([AtomicGraph.from_atoms(s, committee.cutoff) for s in structures])
-    out = committee(graphs, forces=True, stress=True, members=True)
-    alone = [p(graphs, forces=True, stress=True) for p in pots]
-    for key in ("energy", "energies", "forces", "stress"):
+    out = committee(graphs, forces=True, stress=True, members=True, stresses=True)
+    alone = [p(graphs, forces=True, stress=True, stresses=True) for p in pots]
+    for key in ("energy", "energies", "forces", "stress", "stresses"):
         stacked = torch.stack([a[key] for a in alone]).detach().numpy()
         np.testing.assert_allclose(out[key].detach().numpy(), stacked.mean(axis=0), rtol=0,
                                    atol=1e-10)

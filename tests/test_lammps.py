@@ -67,12 +67,35 @@ def copper(repeat: int, triclinic: bool, seed: int = 0):
 
 def single_point_script(plugin: Path, package: Path, elements: str = "Cu") -> str:
     return nnpot_preamble(plugin, package, elements) + """compute pe all pe/atom
-thermo_style custom step pe pxx pyy pzz pyz pxz pxy
+compute sa all stress/atom NULL
+compute csa all centroid/stress/atom NULL
+thermo_style custom step pe pxx pyy pzz pyz pxz pxy vol
 thermo_modify format float %.15g
-dump d all custom 1 dump.txt id fx fy fz c_pe
+dump d all custom 1 dump.txt id fx fy fz c_pe c_sa[*] c_csa[*]
 dump_modify d format float %.17g sort id
 run 0
 """
+
+
+# LAMMPS's per-atom tensors are xx, yy, zz, xy, xz, yz (centroid: then yx, zx, zy); ASE's Voigt
+# order is xx, yy, zz, yz, xz, xy.
+LAMMPS_TO_VOIGT = [0, 1, 2, 5, 4, 3]
+
+
+def assert_per_atom_virials(frame, thermo: dict, atoms) -> None:
+    """compute stress/atom and centroid/stress/atom (bar·Å³, −virial) sum to −P·V and equal
+    the calculator's per-atom stresses (the same pair split, computed in Python) × V."""
+    stress_atom = np.stack([frame.columns[f"c_sa[{k}]"] for k in range(1, 7)], axis=1)
+    centroid = np.stack([frame.columns[f"c_csa[{k}]"] for k in range(1, 10)], axis=1)
+    np.testing.assert_allclose(centroid[:, :6], stress_atom, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(centroid[:, 6:], stress_atom[:, 3:], rtol=0, atol=1e-9)
+    volume = thermo["Volume"]
+    total = [-thermo[k] * volume for k in ("Pxx", "Pyy", "Pzz", "Pxy", "Pxz", "Pyz")]
+    np.testing.assert_allclose(stress_atom.sum(axis=0), total, rtol=1e-10,
+                               atol=1e-10 * np.abs(total).max())
+    python = atoms.get_stresses() * atoms.get_volume() * EV_PER_A3_IN_BAR
+    scale = EV_PER_A3_IN_BAR  # 1e-8 eV of virial per atom, in bar·Å³
+    np.testing.assert_allclose(stress_atom[:, LAMMPS_TO_VOIGT], python, rtol=0, atol=1e-8 * scale)
 
 
 def compare_with_calculator(atoms, folder: Path, ranks: int, plugin: Path, package: Path) -> str:
@@ -92,6 +115,7 @@ def compare_with_calculator(atoms, folder: Path, ranks: int, plugin: Path, packa
     pressure = -atoms.get_stress(voigt=True) * EV_PER_A3_IN_BAR
     lammps = [thermo[k] for k in ("Pxx", "Pyy", "Pzz", "Pyz", "Pxz", "Pxy")]
     np.testing.assert_allclose(lammps, pressure, rtol=1e-7, atol=1e-6)
+    assert_per_atom_virials(frame, thermo, atoms)
     return out.stdout
 
 
@@ -155,6 +179,22 @@ def test_every_model_type_matches_its_potential(plugin, tmp_path, model):
         thermo = read_thermo(out.stdout)[-1]
         np.testing.assert_allclose([thermo[k] for k in ("Pxx", "Pyy", "Pzz", "Pyz", "Pxz", "Pxy")],
                                    pressure, rtol=1e-7, atol=1e-6)
+        assert_per_atom_virials(frame, thermo, atoms)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_per_atom_virials_sum_to_the_virial_and_equal_the_calculators_split(plugin, small_cu,
+                                                                            tmp_path, ranks):
+    """compute stress/atom and centroid/stress/atom of a triclinic cell smaller than twice the
+    cutoff (pairs with periodic images of an atom itself) on 1 and 2 ranks."""
+    model, package = small_cu
+    atoms = copper(2, triclinic=True, seed=4)
+    write_data(atoms, tmp_path / "data.lmp", ["Cu"])
+    out = run_lammps(single_point_script(plugin, package), tmp_path, ranks=ranks)
+    (frame,) = read_dump(tmp_path / "dump.txt")
+    atoms.calc = nnpot.NNPCalculator(model, dtype="float64")
+    np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
+    assert_per_atom_virials(frame, read_thermo(out.stdout)[-1], atoms)
 
 
 # ---------------------------------------------------------------------------------------------

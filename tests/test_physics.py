@@ -43,6 +43,28 @@ def test_stress_is_the_strain_derivative(potential64, name):
     assert np.abs(stress - numerical).max() < 1e-6
 
 
+def test_per_atom_stresses_sum_to_the_stress_and_follow_the_atoms(potential64):
+    structures = [rattled_cell(), triclinic_pair()]
+    for atoms in structures:
+        atoms = attach(atoms, potential64)
+        stresses = atoms.get_stresses()
+        assert stresses.shape == (len(atoms), 6) and np.abs(stresses).max() > 1e-4
+        np.testing.assert_allclose(stresses.sum(axis=0), atoms.get_stress(), rtol=0, atol=1e-12)
+    order = np.random.default_rng(0).permutation(len(structures[0]))
+    permuted = attach(structures[0][order], potential64)
+    np.testing.assert_allclose(permuted.get_stresses(), attach(structures[0], potential64)
+                               .get_stresses()[order], rtol=0, atol=1e-12)
+    # in a batch, each structure's atoms sum to that structure's stress
+    graphs = batch_graphs([AtomicGraph.from_atoms(a, potential64.cutoff) for a in structures])
+    out = potential64(graphs, stress=True, stresses=True)
+    sums = torch.zeros_like(out["stress"]).index_add(0, graphs.batch, out["stresses"])
+    torch.testing.assert_close(sums, out["stress"], rtol=0, atol=1e-12)
+    slab = rattled_cell()
+    slab.pbc = [True, True, False]
+    with pytest.raises(PropertyNotImplementedError):
+        attach(slab, potential64).get_stresses()
+
+
 def test_invariances(potential64):
     atoms = attach(rattled_cell(), potential64)
     energy, forces = atoms.get_potential_energy(), atoms.get_forces()

@@ -38,13 +38,16 @@ class NNPCalculator(Calculator):
     Stress is available for cells periodic in all three directions; asking for it otherwise
     raises ASE's ``PropertyNotImplementedError``. Once stress has been asked for, it is computed
     on every later call (NPT asks for forces and stress of the same step separately).
+    ``atoms.get_stresses()`` gives per-atom stresses [N, 6] eV/Å³ that sum to the stress (the
+    pair split of ``nnpot.core.geometry``, the one LAMMPS's ``compute stress/atom`` gets from
+    ``pair_style nnpot``); they are computed only on calls that ask for them.
 
     With a committee the results are the members' mean, and ``energy_std`` (eV), ``forces_std``
     ([N] eV/Å, per atom) and ``stress_std`` ([6] eV/Å³) their spread (``nnpot.core.committee``):
     ``calc.get_property("forces_std", atoms)`` or ``calc.results`` after a calculation.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
     committee_properties = ["energy_std", "forces_std", "stress_std"]
 
     def __init__(self, potential: Potential | Committee | str | os.PathLike, device: str = "cpu",
@@ -82,7 +85,8 @@ class NNPCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         periodic = bool(atoms.pbc.all())
-        if "stress" in properties or "stress_std" in properties:
+        per_atom = "stresses" in properties
+        if "stress" in properties or "stress_std" in properties or per_atom:
             if not periodic:
                 raise PropertyNotImplementedError(
                     f"stress needs a cell periodic in all three directions (pbc={atoms.pbc.tolist()})")
@@ -103,7 +107,8 @@ class NNPCalculator(Calculator):
             pair_shifts=pair_shifts,
             num_nodes=len(atoms),
         )
-        out = self.potential(graph, forces=True, stress=self._stress_wanted and periodic)
+        out = self.potential(graph, forces=True, stress=self._stress_wanted and periodic,
+                             stresses=per_atom)
         energy = float(out["energy"][0].detach())
         self.results = {
             "energy": energy,
@@ -113,6 +118,8 @@ class NNPCalculator(Calculator):
         }
         if "stress" in out:
             self.results["stress"] = out["stress"][0].detach().cpu().double().numpy()
+        if per_atom:
+            self.results["stresses"] = out["stresses"].detach().cpu().double().numpy()
         if self.is_committee:
             self.results["energy_std"] = float(out["energy_std"][0])
             self.results["forces_std"] = out["forces_std"].detach().cpu().double().numpy()

@@ -93,13 +93,15 @@ class Committee(nn.Module):
 
     # ---------------------------------------------------------------------------------------
     def forward(self, graph: Data, forces: bool = True, stress: bool = False,
-                create_graph: bool = False, members: bool = False) -> dict[str, torch.Tensor]:
+                create_graph: bool = False, members: bool = False, stresses: bool = False
+                ) -> dict[str, torch.Tensor]:
         """The members' mean (``energy`` [B], ``energies`` [N], ``forces`` [N, 3], ``stress``
-        [B, 6], as ``Potential.forward``) and spread (``energy_std`` [B] eV, ``forces_std`` [N]
-        eV/Å, ``stress_std`` [B, 6] eV/Å³: see the module docstring). ``members=True`` adds
-        each member's results stacked on a first axis of size M (``member_energy`` [M, B],
-        ``member_forces`` [M, N, 3], ``member_stress`` [M, B, 6])."""
-        geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress)
+        [B, 6], ``stresses`` [N, 6] as ``Potential.forward``) and spread (``energy_std`` [B]
+        eV, ``forces_std`` [N] eV/Å, ``stress_std`` [B, 6] eV/Å³: see the module docstring).
+        ``members=True`` adds each member's results stacked on a first axis of size M
+        (``member_energy`` [M, B], ``member_forces`` [M, N, 3], ``member_stress`` [M, B, 6])."""
+        geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress,
+                            stresses)
         last = len(self.members) - 1
         each, shared = [], {}
         for k, member in enumerate(self.members):

@@ -2,6 +2,13 @@
 
 Forces F = −∂E/∂R; stress σ = (1/V)·∂E/∂ε for a symmetric strain ε applied to positions and
 cell. A ``Geometry`` is set up once per graph or batch and shared by a committee's members.
+
+Per-atom stresses split σ over the atoms through the pair gradients g_p = ∂E/∂r_p of the pair
+vectors r_p (the energy depends on positions only through them): each pair's share
+sym(g_p ⊗ r_p)/V goes half to each of its two atoms, so they sum to σ exactly. For a many-body
+model the split of the virial over atoms is a choice, not a physical observable; this one is
+the virial of the pair forces ±g_p, the same that ``pair_style nnpot`` gives LAMMPS's
+``compute stress/atom``.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ class Geometry:
     energies, forces and stress; a committee calls it once per member on the same geometry."""
 
     def __init__(self, graph: Data, dtype: torch.dtype, species: torch.Tensor, forces: bool,
-                 stress: bool):
+                 stress: bool, stresses: bool = False):
         self.graph, self.forces, self.stress, self.species = graph, forces, stress, species
+        self.stresses = stresses
         pos = graph.pos.to(dtype)
         self.cell = graph.cell.to(dtype).reshape(-1, 3, 3)
         self.n_graphs = self.cell.shape[0]
@@ -33,7 +41,7 @@ class Geometry:
         self.batch = (torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
                       if batch is None else batch)
         self.wrt = []
-        if forces or stress:
+        if forces or stress or stresses:
             pos = pos.detach().requires_grad_(True)
             self.wrt.append(pos)
         if stress:
@@ -51,6 +59,8 @@ class Geometry:
         self.pair_index = graph.pair_index
         self.pair_vec = pair_vectors(strained_pos, strained_cell, graph.pair_index,
                                      graph.pair_shifts, self.batch)
+        if stresses:
+            self.wrt.append(self.pair_vec)
 
     def results(self, energies: torch.Tensor, create_graph: bool,
                 retain_graph: bool | None = None) -> dict[str, torch.Tensor]:
@@ -65,16 +75,28 @@ class Geometry:
         grads = gradients(energy.sum(), self.wrt, create_graph, retain_graph)
         if self.forces:
             results["forces"] = -grads[0]
-        if self.stress:
+        if self.stress or self.stresses:
             # Stress exists only for 3D-periodic cells; other structures get NaN rows (a
             # volume of 1 in the division keeps their gradient finite: it is never used).
             periodic = self.graph.pbc.reshape(-1, 3).all(dim=1).to(energy.device)
             volume = torch.where(periodic, torch.linalg.det(self.cell).abs(),
                                  torch.ones_like(energy))
-            sigma = voigt(grads[-1] / volume[:, None, None])
+        if self.stress:
+            sigma = voigt(grads[1] / volume[:, None, None])
             results["stress"] = torch.where(periodic[:, None], sigma,
                                             torch.full_like(sigma, float("nan")))
+        if self.stresses:
+            per_atom = voigt(self.pair_split(grads[-1]) / volume[self.batch, None, None])
+            results["stresses"] = torch.where(periodic[self.batch, None], per_atom,
+                                              torch.full_like(per_atom, float("nan")))
         return results
+
+    def pair_split(self, pair_gradient: torch.Tensor) -> torch.Tensor:
+        """[P, 3] ∂E/∂r_p → [N, 3, 3] eV: Σ over the pairs of each atom of ½·sym(g_p ⊗ r_p)."""
+        share = pair_gradient[:, :, None] * self.pair_vec[:, None, :]
+        share = 0.25 * (share + share.transpose(1, 2))
+        split = torch.zeros(self.batch.shape[0], 3, 3, dtype=share.dtype, device=share.device)
+        return split.index_add(0, self.pair_index[0], share).index_add(0, self.pair_index[1], share)
 
 
 def gradients(output: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool,

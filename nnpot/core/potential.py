@@ -123,7 +123,7 @@ class Potential(nn.Module):
 
     # ---------------------------------------------------------------------------------------
     def forward(self, graph: Data, forces: bool = True, stress: bool = False,
-                create_graph: bool = False) -> dict[str, torch.Tensor]:
+                create_graph: bool = False, stresses: bool = False) -> dict[str, torch.Tensor]:
         """Energies and their derivatives for a graph or a batch of B graphs.
 
         Args:
@@ -131,11 +131,14 @@ class Potential(nn.Module):
             forces: compute F = −∂E/∂R.
             stress: compute σ = (1/V)·∂E/∂ε (NaN for structures not periodic in 3D).
             create_graph: keep the autograd graph of forces/stress (training on them).
+            stresses: per-atom stresses, σ split over the atoms (``nnpot.core.geometry``).
 
         Returns a dict of tensors in the potential's dtype: ``energy`` [B] eV, ``energies`` [N]
-        eV, and when asked ``forces`` [N, 3] eV/Å and ``stress`` [B, 6] eV/Å³ (Voigt, ASE sign).
+        eV, and when asked ``forces`` [N, 3] eV/Å, ``stress`` [B, 6] eV/Å³ (Voigt, ASE sign) and
+        ``stresses`` [N, 6] eV/Å³ (the same, per atom; they sum to each structure's stress).
         """
-        geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress)
+        geometry = Geometry(graph, self.dtype, self.species_index(graph.numbers), forces, stress,
+                            stresses)
         return geometry.results(self.atom_energies(geometry), create_graph)
 
     def atom_energies(self, geometry: Geometry, shared: torch.Tensor | None = None

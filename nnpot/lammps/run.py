@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,7 @@ class Snapshot:
     ids: np.ndarray
     forces: np.ndarray     # [N, 3] eV/Å
     energies: np.ndarray   # [N] eV
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # every column, by its name
 
 
 def read_dump(path: str | os.PathLike) -> list[Snapshot]:
@@ -110,7 +111,8 @@ def read_dump(path: str | os.PathLike) -> list[Snapshot]:
             table = table[order]
             frames.append(Snapshot(table[:, columns.index("id")].astype(int),
                                    table[:, [columns.index(c) for c in ("fx", "fy", "fz")]],
-                                   table[:, columns.index("c_pe")]))
+                                   table[:, columns.index("c_pe")],
+                                   {name: table[:, k] for k, name in enumerate(columns)}))
             k += n
         k += 1
     return frames

@@ -9,6 +9,10 @@
    one energy the Potential defines) and turns each pair gradient g into forces on the pair's
    two LAMMPS atoms, f_i += g, f_j −= g. LAMMPS adds forces on ghost atoms to their owners
    (newton on); the virial is its f·r sum over owned and ghost atoms, exact for these forces.
+   Per-atom virials (compute stress/atom, centroid/stress/atom) are those of the same pair
+   forces: each pair's −sym(r_ij ⊗ g) half to each of its two atoms, ghosts' shares summed to
+   their owners by LAMMPS; they sum to the global virial. For a many-body model this split is
+   a choice, the one NNPCalculator's per-atom stresses make (nnpot.core.geometry).
 
    Two graphs, one rule (every physical pair once, each owned atom's energy exact):
    * folded (one rank, or a model whose energy reaches one cutoff, e.g. HDNNP): the nodes are
@@ -94,7 +98,7 @@ PairNNPot::PairNNPot(LAMMPS *lmp) : Pair(lmp)
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
-  centroidstressflag = CENTROID_NOTAVAIL;
+  centroidstressflag = CENTROID_SAME;  // the pair-force split: two-body terms
   no_virial_fdotr_compute = 0;
 }
 
@@ -371,8 +375,6 @@ void PairNNPot::build_graph()
 void PairNNPot::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if (vflag_atom)
-    error->all(FLERR, "pair_style nnpot does not compute per-atom virials (compute stress/atom)");
 
   const auto start = std::chrono::steady_clock::now();
   build_graph();
@@ -429,11 +431,30 @@ void PairNNPot::compute(int eflag, int vflag)
     for (int i = 0; i < nlocal; i++) eng_vdwl += counts[i] * e[i];
   if (eflag_atom)
     for (int i = 0; i < nlocal; i++) eatom[i] += counts[i] * e[i];
+  if (vflag_atom) tally_atom_virials(g, n_real_pairs);
   if (vflag_fdotr) virial_fdotr_compute();
 
   const auto end = std::chrono::steady_clock::now();
   total_seconds += std::chrono::duration<double>(end - start).count();
   n_calls++;
+}
+
+// The pair force ±g of pair p acts at x_i and x_j = x_i + r: its virial Σ x⊗f is −r ⊗ g,
+// symmetrised (LAMMPS keeps xx, yy, zz, xy, xz, yz) and shared equally by the two atoms.
+void PairNNPot::tally_atom_virials(const double *g, int64_t n_pairs)
+{
+  for (int64_t p = 0; p < n_pairs; p++) {
+    const double *r = pair_vec.data() + 3 * p, *gp = g + 3 * p;
+    const double half[6] = {-0.5 * r[0] * gp[0], -0.5 * r[1] * gp[1], -0.5 * r[2] * gp[2],
+                            -0.25 * (r[0] * gp[1] + r[1] * gp[0]),
+                            -0.25 * (r[0] * gp[2] + r[2] * gp[0]),
+                            -0.25 * (r[1] * gp[2] + r[2] * gp[1])};
+    double *vi = vatom[pair_atoms[2 * p]], *vj = vatom[pair_atoms[2 * p + 1]];
+    for (int k = 0; k < 6; k++) {
+      vi[k] += half[k];
+      vj[k] += half[k];
+    }
+  }
 }
 
 std::vector<at::Tensor> PairNNPot::run(torch::inductor::AOTIModelPackageLoader &stage,

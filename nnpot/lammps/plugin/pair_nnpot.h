@@ -42,6 +42,7 @@ class PairNNPot : public Pair {
   void build_graph();
   std::vector<at::Tensor> run(torch::inductor::AOTIModelPackageLoader &stage,
                               const std::vector<at::Tensor> &inputs, const char *what);
+  void tally_atom_virials(const double *g, int64_t n_pairs);
   void compute_whole(std::vector<at::Tensor> &inputs, at::Tensor &energies,
                      at::Tensor &gradient);
   void compute_in_steps(std::vector<at::Tensor> &inputs, at::Tensor &energies,
