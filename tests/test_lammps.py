@@ -197,6 +197,54 @@ def test_per_atom_virials_sum_to_the_virial_and_equal_the_calculators_split(plug
     assert_per_atom_virials(frame, read_thermo(out.stdout)[-1], atoms)
 
 
+@pytest.fixture(scope="module")
+def small_committee(tmp_path_factory) -> tuple[Path, Path]:
+    """A committee of three one-interaction Cu SchNets and its float64 export."""
+    from conftest import make_potential
+
+    from nnpot.lammps import export_for_lammps
+
+    folder = tmp_path_factory.mktemp("committee")
+    members = [make_potential(species=("Cu",), n_interactions=1, seed=k) for k in range(3)]
+    model = nnpot.Committee(members).save(folder / "committee.pt")
+    return model, export_for_lammps(model, folder / "committee.pt2", log=lambda line: None,
+                                    halo_exchange=False)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_committee_force_deviation_equals_the_calculators(plugin, small_committee, tmp_path,
+                                                          ranks):
+    """The per-atom force deviation (fix pair … force_std) and its maximum (compute pair) equal
+    the calculator's forces_std; fix halt stops an MD run on it."""
+    model, package = small_committee
+    atoms = copper(2, triclinic=True, seed=5)
+    write_data(atoms, tmp_path / "data.lmp", ["Cu"])
+    script = nnpot_preamble(plugin, package, "Cu") + """compute pe all pe/atom
+fix deviation all pair 1 nnpot force_std 0
+compute largest all pair nnpot
+thermo_style custom step pe c_largest[1]
+thermo_modify format float %.15g
+dump d all custom 1 dump.txt id fx fy fz c_pe f_deviation
+dump_modify d format float %.17g sort id
+run 0
+"""
+    out = run_lammps(script, tmp_path, ranks=ranks)
+    (frame,) = read_dump(tmp_path / "dump.txt")
+    atoms.calc = nnpot.NNPCalculator(model, dtype="float64")
+    np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
+    deviation = atoms.calc.results["forces_std"]
+    assert deviation.min() > 1e-3   # three different members: a real spread on every atom
+    np.testing.assert_allclose(frame.columns["f_deviation"], deviation, rtol=0, atol=1e-8)
+    assert read_thermo(out.stdout)[-1]["c_largest[1]"] == pytest.approx(deviation.max(),
+                                                                         abs=1e-8)
+    halt = script.replace("run 0", f"""variable largest equal c_largest[1]
+fix stop all halt 1 v_largest > {0.5 * deviation.max()} error soft
+velocity all create 3000 1
+fix nve all nve
+run 20""")
+    assert "Fix halt condition" in run_lammps(halt, tmp_path, ranks=ranks).stdout
+
+
 # ---------------------------------------------------------------------------------------------
 def lammps_error(tmp_path: Path, script: str) -> str:
     write_data(copper(2, triclinic=False), tmp_path / "data.lmp", ["Cu"])

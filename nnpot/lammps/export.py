@@ -18,6 +18,9 @@ pair counts symbolic, and AOTInductor compiles it to a shared library inside the
 package's metadata carries the species (in model order), cutoff, receptive field and dtype.
 The dynamic dimensions start at 2 (export specialises sizes 0 and 1), so the pair style always
 appends two padding atoms joined by two pairs longer than the cutoff, which every model weighs 0.
+
+A committee's package returns the members' mean and, third, each member's pair gradients
+[M, P, 3], from which the pair style gets the per-atom force deviation (metadata ``members``).
 """
 
 from __future__ import annotations
@@ -56,18 +59,25 @@ def receptive_field(potential: Potential | Committee) -> float:
     return max(member.model.receptive_field for member in members)
 
 
-def energy_function(potential: Potential | Committee) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """The function that is compiled (see the module docstring); a committee gives its mean."""
+def energy_function(potential: Potential | Committee) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The function that is compiled (see the module docstring); a committee gives its mean
+    and its members' pair gradients."""
     members = members_of(potential)
 
     def energies_and_gradient(pair_vec: torch.Tensor, species: torch.Tensor,
                             pair_index: torch.Tensor, owned: torch.Tensor
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            ) -> tuple[torch.Tensor, ...]:
         pair_vec = pair_vec.detach().requires_grad_(True)
         pairs = PairGeometry(species, pair_index, pair_vec)
-        energies = sum(member.atom_energies(pairs) for member in members) / len(members)
-        (gradient,) = torch.autograd.grad((energies * owned).sum(), pair_vec)
-        return energies.detach(), gradient
+        each = [member.atom_energies(pairs) for member in members]
+        energies = sum(each) / len(members)
+        if not isinstance(potential, Committee):
+            (gradient,) = torch.autograd.grad((energies * owned).sum(), pair_vec)
+            return energies.detach(), gradient
+        member_gradients = torch.stack([
+            torch.autograd.grad((member * owned).sum(), pair_vec, retain_graph=True)[0]
+            for member in each])
+        return energies.detach(), member_gradients.mean(dim=0), member_gradients
 
     return energies_and_gradient
 
@@ -203,6 +213,8 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         "halo_width": str(potential.model.initial_features(inputs[1][:1]).shape[1]
                           if halo_exchange else 0),
         "halo_edges": str(len(potential.model.edge_features(inputs[0])) if halo_exchange else 0),
+        # Members whose pair gradients the package also returns (0: not a committee)
+        "members": str(len(potential) if isinstance(potential, Committee) else 0),
     }
     log(f"traced in {time.perf_counter() - start:.1f} s; compiling {len(programs)} "
         f"program(s) with AOTInductor (10–60 s each)…")
@@ -246,16 +258,18 @@ def _check_package(path: str, function: Callable, inputs: tuple[torch.Tensor, ..
                    dtype: torch.dtype, halo_steps: int, halo_edges: int) -> None:
     """The compiled package must give the eager energies and pair gradients on ``inputs``:
     the one program, and the message steps run in turn when there are any."""
-    reference_energies, reference_gradient = function(*inputs)
+    reference = function(*inputs)
     tolerance = 1e-9 if dtype == torch.float64 else 1e-4
-    scale = max(1.0, float(reference_gradient.abs().max()), float(reference_energies.abs().max()))
+    scale = max(1.0, *(float(output.abs().max()) for output in reference))
     results = {"the compiled package": load_package(path, "model")(*inputs)}
     if halo_steps:
         stages = {name: load_package(path, name) for name in stage_names(halo_steps)}
         results["its message steps"] = run_stages(stages, halo_steps, halo_edges, *inputs)
-    for what, (energies, gradient) in results.items():
-        error = max(float((energies - reference_energies).abs().max()),
-                    float((gradient - reference_gradient).abs().max()))
+    for what, outputs in results.items():
+        if len(outputs) != len(reference):
+            raise RuntimeError(f"{what} returns {len(outputs)} outputs, not {len(reference)}")
+        error = max(float((output - expected).abs().max())
+                    for output, expected in zip(outputs, reference))
         if not error <= tolerance * scale:
             raise RuntimeError(f"{what} disagrees with the potential by {error:.3g} "
                                f"(tolerance {tolerance * scale:.3g}); it was not written")

@@ -28,7 +28,13 @@
      one, nnpot.lammps.halo): the folded graph, run step by step. After each message step the
      owners' new features are copied to their ghosts (forward comm); going back, each step's
      gradient with respect to ghost features is added to the owners' (reverse comm). Ghosts
-     are one cutoff deep and a rank computes only its own atoms' messages. */
+     are one cutoff deep and a rank computes only its own atoms' messages.
+
+   A committee's package gives the members' mean and each member's pair gradients: the pair
+   style assembles each member's forces (ghosts' parts summed to their owners) and their
+   spread per atom, the calculator's forces_std, sqrt(Σ_d var_m F_m,id):
+     fix ID all pair N nnpot force_std 0     per-atom (f_ID, for dump)
+     compute ID all pair nnpot               its maximum over all atoms (c_ID[1], for fix halt) */
 
 #include "pair_nnpot.h"
 
@@ -100,6 +106,8 @@ PairNNPot::PairNNPot(LAMMPS *lmp) : Pair(lmp)
   manybody_flag = 1;
   centroidstressflag = CENTROID_SAME;  // the pair-force split: two-body terms
   no_virial_fdotr_compute = 0;
+  nextra = 0;    // 1 for a committee: the largest force deviation (compute pair nnpot)
+  pvector = max_force_std;
 }
 
 PairNNPot::~PairNNPot()
@@ -207,6 +215,9 @@ void PairNNPot::load_model(const std::string &path)
     error->one(FLERR, "pair nnpot: loading {} failed: {}", path,
                std::string(e.what()).substr(0, 500));
   }
+  auto members = metadata.find("members");
+  n_members = members == metadata.end() ? 0 : std::stoi(members->second);
+  nextra = n_members > 0 ? 1 : 0;
   // The message steps are used on several ranks only; older packages have none.
   auto steps = metadata.find("halo_steps");
   halo_steps = steps == metadata.end() ? 0 : std::stoi(steps->second);
@@ -280,7 +291,8 @@ void PairNNPot::init_style()
     ghostneigh = 0;
     neighbor->add_request(this, NeighConst::REQ_FULL);
   }
-  comm_forward = comm_reverse = halo_exchange() ? halo_width : 0;
+  comm_forward = halo_exchange() ? halo_width : 0;
+  comm_reverse = std::max(comm_forward, 3 * n_members);
   // Under pair hybrid, LAMMPS sizes its communication buffers from the hybrid style's sizes,
   // which it copied from the sub-styles at pair_style time, before the model was known.
   if (force->pair != this) {
@@ -290,6 +302,10 @@ void PairNNPot::init_style()
   if (halo_exchange() && comm->me == 0)
     utils::logmesg(lmp, "pair nnpot: {} message steps with halo exchange of {} features per "
                    "ghost atom (ghosts one cutoff deep)\n", halo_steps, halo_width);
+  if (n_members > 0 && comm->me == 0)
+    utils::logmesg(lmp, "pair nnpot: committee of {} members; per-atom force deviation: fix ID "
+                   "all pair N nnpot force_std 0, its maximum: compute ID all pair nnpot\n",
+                   n_members);
 }
 
 double PairNNPot::init_one(int i, int j)
@@ -410,10 +426,11 @@ void PairNNPot::compute(int eflag, int vflag)
   std::vector<at::Tensor> inputs = {vec.to(device, dtype), node_species.to(device),
                                     index.to(device), owned.to(device, dtype)};
   at::Tensor energies, gradient;
+  at::Tensor member_gradient;
   if (halo_exchange())
     compute_in_steps(inputs, energies, gradient);
   else
-    compute_whole(inputs, energies, gradient);
+    compute_whole(inputs, energies, gradient, member_gradient);
   energies = energies.to(at::kCPU, at::kDouble).contiguous();
   gradient = gradient.to(at::kCPU, at::kDouble).contiguous();
   const double *e = energies.data_ptr<double>();
@@ -432,6 +449,7 @@ void PairNNPot::compute(int eflag, int vflag)
   if (eflag_atom)
     for (int i = 0; i < nlocal; i++) eatom[i] += counts[i] * e[i];
   if (vflag_atom) tally_atom_virials(g, n_real_pairs);
+  if (n_members > 0) force_deviation(member_gradient, counts);
   if (vflag_fdotr) virial_fdotr_compute();
 
   const auto end = std::chrono::steady_clock::now();
@@ -474,11 +492,69 @@ std::vector<at::Tensor> PairNNPot::run(torch::inductor::AOTIModelPackageLoader &
 }
 
 void PairNNPot::compute_whole(std::vector<at::Tensor> &inputs, at::Tensor &energies,
-                              at::Tensor &gradient)
+                              at::Tensor &gradient, at::Tensor &member_gradient)
 {
   std::vector<at::Tensor> outputs = run(*model, inputs, "one program");
   energies = outputs[0];
   gradient = outputs[1];
+  if (n_members > 0) member_gradient = outputs[2];
+}
+
+// Each member's forces on every LAMMPS atom from its pair gradients [M, P, 3], ghosts' parts
+// summed to their owners (reverse comm), then per owned atom the spread over members as
+// Committee computes it: population variance from the differences to member 0.
+void PairNNPot::force_deviation(const at::Tensor &member_gradient, const double *counts)
+{
+  const at::Tensor gm = member_gradient.to(at::kCPU, at::kDouble).contiguous();
+  const double *g = gm.data_ptr<double>();
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost, m_count = n_members;
+  const int64_t n_pairs = static_cast<int64_t>(pair_atoms.size() / 2), stride = gm.size(1);
+  const int w = 3 * m_count;
+  atom_values.assign(static_cast<size_t>(nall) * w, 0.0);
+  for (int m = 0; m < m_count; m++)
+    for (int64_t p = 0; p < n_pairs; p++) {
+      const double *gp = g + (m * stride + p) * 3;
+      double *fi = atom_values.data() + static_cast<size_t>(pair_atoms[2 * p]) * w + 3 * m;
+      double *fj = atom_values.data() + static_cast<size_t>(pair_atoms[2 * p + 1]) * w + 3 * m;
+      for (int d = 0; d < 3; d++) {
+        fi[d] += gp[d];
+        fj[d] -= gp[d];
+      }
+    }
+  comm_width = w;
+  communicate(false);
+  force_std.assign(std::max(atom->nmax, 1), 0.0);
+  double largest = 0.0;
+  for (int i = 0; i < nlocal; i++) {
+    if (counts[i] == 0.0) continue;    // a type left to another style
+    const double *f = atom_values.data() + static_cast<size_t>(i) * w;
+    double variance = 0.0;
+    for (int d = 0; d < 3; d++) {
+      double sum = 0.0, square = 0.0;
+      for (int m = 0; m < m_count; m++) {
+        const double difference = f[3 * m + d] - f[d];
+        sum += difference;
+        square += difference * difference;
+      }
+      const double mean = sum / m_count;
+      variance += std::max(square / m_count - mean * mean, 0.0);
+    }
+    force_std[i] = std::sqrt(variance);
+    largest = std::max(largest, force_std[i]);
+  }
+  MPI_Allreduce(&largest, max_force_std, 1, MPI_DOUBLE, MPI_MAX, world);
+  if (comm->me != 0) max_force_std[0] = 0.0;    // compute pair sums pvector over the ranks
+}
+
+void *PairNNPot::extract_peratom(const char *name, int &ncol)
+{
+  if (n_members > 0 && strcmp(name, "force_std") == 0) {
+    ncol = 0;
+    if (force_std.size() < static_cast<size_t>(std::max(atom->nmax, 1)))
+      force_std.resize(std::max(atom->nmax, 1), 0.0);
+    return force_std.data();
+  }
+  return nullptr;
 }
 
 /* The staged evaluation (nnpot.lammps.halo.run_stages, plus the exchanges):
@@ -551,7 +627,7 @@ at::Tensor PairNNPot::exchange_features(const at::Tensor &x)
   const int n_real = static_cast<int>(node_atom.size());
   at::Tensor values = x.to(at::kCPU, at::kDouble).contiguous();
   double *v = values.data_ptr<double>();
-  const int w = halo_width;
+  const int w = comm_width = halo_width;
   atom_values.resize(static_cast<size_t>(nall) * w);
   std::copy(v, v + static_cast<size_t>(nlocal) * w, atom_values.begin());
   communicate(true);
@@ -569,7 +645,7 @@ at::Tensor PairNNPot::exchange_gradient(const at::Tensor &gradient_x)
   const int n_real = static_cast<int>(node_atom.size());
   at::Tensor values = gradient_x.to(at::kCPU, at::kDouble).contiguous();
   double *v = values.data_ptr<double>();
-  const int w = halo_width;
+  const int w = comm_width = halo_width;
   atom_values.assign(static_cast<size_t>(nall) * w, 0.0);
   for (int n = nlocal; n < n_real; n++)
     std::copy_n(v + static_cast<size_t>(n) * w, w,
@@ -582,7 +658,7 @@ at::Tensor PairNNPot::exchange_gradient(const at::Tensor &gradient_x)
 
 int PairNNPot::pack_forward_comm(int n, int *list, double *buf, int, int *)
 {
-  const int w = halo_width;
+  const int w = comm_width;
   for (int k = 0; k < n; k++)
     std::copy_n(atom_values.data() + static_cast<size_t>(list[k]) * w, w, buf + k * w);
   return n * w;
@@ -590,7 +666,7 @@ int PairNNPot::pack_forward_comm(int n, int *list, double *buf, int, int *)
 
 void PairNNPot::unpack_forward_comm(int n, int first, double *buf)
 {
-  const int w = halo_width;
+  const int w = comm_width;
   const size_t needed = static_cast<size_t>(first + n) * w;
   if (atom_values.size() < needed) atom_values.resize(needed);
   std::copy_n(buf, static_cast<size_t>(n) * w, atom_values.data() + static_cast<size_t>(first) * w);
@@ -598,7 +674,7 @@ void PairNNPot::unpack_forward_comm(int n, int first, double *buf)
 
 int PairNNPot::pack_reverse_comm(int n, int first, double *buf)
 {
-  const int w = halo_width;
+  const int w = comm_width;
   std::copy_n(atom_values.data() + static_cast<size_t>(first) * w, static_cast<size_t>(n) * w,
               buf);
   return n * w;
@@ -606,7 +682,7 @@ int PairNNPot::pack_reverse_comm(int n, int first, double *buf)
 
 void PairNNPot::unpack_reverse_comm(int n, int *list, double *buf)
 {
-  const int w = halo_width;
+  const int w = comm_width;
   for (int k = 0; k < n; k++) {
     double *row = atom_values.data() + static_cast<size_t>(list[k]) * w;
     for (int d = 0; d < w; d++) row[d] += buf[k * w + d];

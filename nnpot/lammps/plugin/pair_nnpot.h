@@ -33,6 +33,7 @@ class PairNNPot : public Pair {
   void unpack_forward_comm(int n, int first, double *buf) override;
   int pack_reverse_comm(int n, int first, double *buf) override;
   void unpack_reverse_comm(int n, int *list, double *buf) override;
+  void *extract_peratom(const char *name, int &ncol) override;
 
  protected:
   void allocate();
@@ -43,8 +44,9 @@ class PairNNPot : public Pair {
   std::vector<at::Tensor> run(torch::inductor::AOTIModelPackageLoader &stage,
                               const std::vector<at::Tensor> &inputs, const char *what);
   void tally_atom_virials(const double *g, int64_t n_pairs);
+  void force_deviation(const at::Tensor &member_gradient, const double *counts);
   void compute_whole(std::vector<at::Tensor> &inputs, at::Tensor &energies,
-                     at::Tensor &gradient);
+                     at::Tensor &gradient, at::Tensor &member_gradient);
   void compute_in_steps(std::vector<at::Tensor> &inputs, at::Tensor &energies,
                         at::Tensor &gradient);
   at::Tensor exchange_features(const at::Tensor &x);
@@ -69,7 +71,13 @@ class PairNNPot : public Pair {
       edges_backward, readout_stage;
   std::vector<std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> forward_stages,
       backward_stages;
-  std::vector<double> atom_values;     // [nall, halo_width] what is being exchanged
+  std::vector<double> atom_values;     // [nall, comm_width] what is being exchanged
+  int comm_width = 0;                  // doubles per atom of the exchange under way
+
+  // A committee's spread: its package also returns each member's pair gradients.
+  int n_members = 0;                   // 0: not a committee
+  std::vector<double> force_std;       // [nlocal] eV/Å, per atom (fix pair ... force_std)
+  double max_force_std[1] = {0.0};     // the largest, as pvector (compute pair nnpot)
 
   // The graph of one step: nodes are owned atoms first, then ghost atoms that stay nodes;
   // each pair joins two nodes and remembers its two LAMMPS atoms, which get its forces.
