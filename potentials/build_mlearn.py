@@ -206,11 +206,13 @@ def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[s
                md_rows: list[dict], steps: int, limit: float, timestep: float = 2.0) -> None:
     """Finish a model card (``lines``: its title and errors) with the training time and the MD
     check, and write ``model_card.md`` and ``stability.json``."""
+    parity = ("; parity: `parity_validation.png`" if (folder / "parity_validation.png").exists()
+              else "")   # a fit on every frame has no validation set
     lines = lines + [
         "",
         f"Training: {training_time_text(folder, last)} on {config.training.threads} CPU thread(s) "
         f"of the 2-core development machine. Learning curves (of the last stage): "
-        f"`learning_curves.png`; parity: `parity_validation.png`.",
+        f"`learning_curves.png`{parity}.",
         "",
     ] + stability_section(md_rows, steps, limit, timestep)
     (folder / "model_card.md").write_text("\n".join(lines))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import shared_file
 
 import nnpot
@@ -53,3 +55,26 @@ def test_shipped_dft_potential_is_complete(name, headline):
     validation = potential.provenance["metrics"]["validation"]
     card = (folder / "model_card.md").read_text()
     assert f"**{validation['forces'][headline]:.1f}**" in card   # the card shows the model's numbers
+
+
+@pytest.mark.parametrize("name", ["mlearn-si-mace"])
+def test_cross_validated_potential_is_complete(name):
+    """Potentials fitted on every training frame: the config says so, the card shows the
+    5-fold cross-validation means ± standard errors of the folder's cv_report.json, and the
+    MD stability check passed at every temperature."""
+    folder = POTENTIALS / name
+    for file in ("model.pt", "config.yaml", "model_card.md", "cv_report.json",
+                 "learning_curves.png", "stability.json"):
+        assert (folder / file).is_file(), file
+    assert (folder / "model.pt").stat().st_size < 5e6
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["data"]["validation_fraction"] == 0
+    assert config["training"]["keep_epoch"] == "last"
+    report = json.loads((folder / "cv_report.json").read_text())
+    assert len(report["folds"]) == 5
+    card = (folder / "model_card.md").read_text()
+    for key in ("energy_mae", "forces_mae"):
+        entry = report["mean"][key]
+        assert f"**{entry['mean']:.2f} ± {entry['stderr']:.2f}**" in card, key
+    assert nnpot.load(folder / "model.pt").provenance["train_sha256"]
+    assert all(row["stable"] for row in json.loads((folder / "stability.json").read_text()))
