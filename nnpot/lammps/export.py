@@ -158,7 +158,7 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         halo_exchange: also compile the model's message-passing steps one by one
             (``nnpot.lammps.halo``), so that several ranks exchange ghost features after each
             step instead of each holding ghosts out to the receptive field. Default: when the
-            model supports it (SchNet); it adds about a minute of compiling.
+            model supports it (SchNet, NequIP, MACE); it adds minutes of compiling.
 
     The compiled package is checked against the Potential itself on a random cluster before
     it is written: a package that disagrees is an error, never a file.
@@ -183,7 +183,7 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         halo_exchange = supports_halo_exchange(potential)
     elif halo_exchange and not supports_halo_exchange(potential):
         raise ValueError(f"{model}: halo exchange needs a single message-passing model that "
-                         f"comes in steps (SchNet); this is a {kind}")
+                         f"comes in steps (SchNet, NequIP, MACE); this is a {kind}")
     function = energy_function(potential)
     # 37 atoms: sizes that no layer width of a model is likely to share (halo.partition)
     inputs = example_inputs(potential, torch_dtype, torch_device, n_atoms=37)

@@ -7,8 +7,9 @@ only: after each step LAMMPS copies the owners' new features to their ghosts (fo
 and going back, each step's gradient with respect to ghost features is added to the owners'
 (reverse comm). Each rank then works on its own atoms and their pairs, nothing more.
 
-The model provides the steps (SchNet: ``initial_features``, ``edge_features``,
-``message_step``, ``read_out``; ``forward`` is their composition). Each step's backward is
+The model provides the steps (``StagedMessagePassing``: SchNet, NequIP, MACE —
+``initial_features``, ``edge_features``, ``message_step``, ``read_out``; ``forward`` is their
+composition). Each step's backward is
 autograd's, not written here: AOTAutograd traces the step with its derivative and partitions
 the joint graph into a forward that also returns the activations the backward needs and a
 backward that takes them (nothing is recomputed), and both are exported and compiled. The
@@ -42,8 +43,8 @@ from ..models.base import StagedMessagePassing
 
 
 def supports_halo_exchange(potential: Potential | Committee) -> bool:
-    """A single potential whose model is a ``StagedMessagePassing`` (SchNet) reaching past one
-    cutoff (else the one-program package already needs no deep ghosts)."""
+    """A single potential whose model is a ``StagedMessagePassing`` (SchNet, NequIP, MACE)
+    reaching past one cutoff (else the one-program package already needs no deep ghosts)."""
     if isinstance(potential, Committee):
         return False
     model = potential.model
@@ -148,6 +149,22 @@ def _input_nodes(graph: torch.fx.GraphModule) -> list[torch.fx.Node]:
     return [node for node in graph.graph.nodes if node.op == "placeholder"]
 
 
+def _linear_size(size, size_names: dict[str, str]) -> tuple[str, int, int] | None:
+    """A saved activation's dimension as (dynamic size name, a, b) when it is a·size + b of one
+    input size (e.g. 3·atoms of a reshaped tensor); None when it is fixed."""
+    if not isinstance(size, torch.SymInt):
+        return None
+    expr = size.node.expr
+    names = [size_names.get(str(symbol)) for symbol in expr.free_symbols]
+    if len(names) != 1 or names[0] is None:
+        return None
+    (symbol,) = expr.free_symbols
+    a, b = expr.coeff(symbol), expr.subs(symbol, 0)
+    if not (a.is_Integer and b.is_Integer) or expr != a * symbol + b:
+        raise RuntimeError(f"cannot export a saved activation of size {expr}")
+    return names[0], int(a), int(b)
+
+
 def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
               input_dims: tuple[dict[int, str], ...], differentiable: tuple[bool, ...]
               ) -> tuple[nn.Module, nn.Module, int, list[dict[int, str]]]:
@@ -192,22 +209,41 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
     role.update({node.name: ("input", k) for k, node in enumerate(primals[n_weights:])})
     size_names = {str(primals[n_weights + k].meta["val"].shape[d]): name
                   for k, dims in enumerate(input_dims) for d, name in dims.items()}
+    weight_symbols = {str(symbol) for node in primals[:n_weights]
+                      for size in node.meta["val"].shape if isinstance(size, torch.SymInt)
+                      for symbol in size.node.expr.free_symbols}
+    # Where each dynamic size can be read again: (input node, dimension)
+    size_sources = {str(primals[n_weights + k].meta["val"].shape[d]): (primals[n_weights + k].name, d)
+                    for k, dims in enumerate(input_dims) for d in dims}
     output = next(node for node in forward.graph.nodes if node.op == "output")
     activations: list[torch.fx.Node] = []
     for node in output.args[0][n_outputs:]:
         if node.name in role:
             continue
         if isinstance(node.meta.get("val"), torch.SymInt):
-            # A size the backward needs: read it again from the tensor it came from.
-            if node.target != torch.ops.aten.sym_size.int or node.args[0].name not in role:
-                raise RuntimeError(f"cannot export the saved size {node.name} ({node.target})")
-            role[node.name] = ("size", (node.args[0].name, node.args[1]))
+            # A size the backward needs: read it again from an input that has it.
+            value = node.meta["val"]
+            free = {str(symbol) for symbol in value.node.expr.free_symbols}
+            if str(value) in size_sources:
+                role[node.name] = ("size", size_sources[str(value)])
+            elif node.target == torch.ops.aten.sym_size.int and node.args[0].name in role:
+                role[node.name] = ("size", (node.args[0].name, node.args[1]))
+            elif free <= weight_symbols:   # made of the weights' widths: fixed when compiled
+                role[node.name] = ("constant", int(value.node.hint))
+            elif _linear_size(value, size_names) is not None:   # e.g. 3·atoms: a·size + b
+                name, a, b = _linear_size(value, size_names)
+                source = next(source for symbol, source in size_sources.items()
+                              if size_names[symbol] == name)
+                role[node.name] = ("linear", (source, a, b))
+            else:
+                raise RuntimeError(f"cannot export the saved size {node.name} ({node.target}, "
+                                   f"{node.meta['val']}; inputs: {list(size_sources)})")
         else:
             role[node.name] = ("saved", len(activations))
             activations.append(node)
     # Other symbols than the inputs' dynamic sizes are the weights' widths: fixed when compiled.
-    saved_dims = [{d: size_names[str(size)] for d, size in enumerate(node.meta["val"].shape)
-                   if str(size) in size_names} for node in activations]
+    saved_dims = [{d: _linear_size(size, size_names) for d, size in enumerate(node.meta["val"].shape)
+                   if _linear_size(size, size_names) is not None} for node in activations]
     output.args = ((*output.args[0][:n_outputs], *activations),)
     forward.graph.eliminate_dead_code()
     forward.recompile()
@@ -235,13 +271,20 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
                 arguments.append(originals[where])
             elif kind == "saved":
                 arguments.append(saved[where])
+            elif kind == "constant":
+                arguments.append(where)
+            elif kind == "linear":
+                (source, dim), a, b = where
+                arguments.append(a * originals[role[source][1]].shape[dim] + b)
             else:
                 source, dim = where
                 source_kind, k = role[source]
-                arguments.append((weights_ if source_kind == "weight" else originals)[k]
-                                 .shape[dim])
+                tensors = {"weight": weights_, "input": originals, "saved": saved}[source_kind]
+                arguments.append(tensors[k].shape[dim])
         gradients = graph(*arguments)
-        return tuple(gradients[k] for k in wanted)
+        # An input a step does not read (a pair tensor of another layer) has no gradient: 0.
+        return tuple(torch.zeros_like(inputs_[k - n_weights]) if gradients[k] is None
+                     else gradients[k] for k in wanted)
 
     return (_Partitioned(forward, weights, arrange_forward),
             _Partitioned(backward, weights, arrange_backward), n_outputs, saved_dims)
@@ -265,7 +308,8 @@ def export_stages(potential: Potential, inputs: tuple[torch.Tensor, ...],
         with torch.no_grad():
             results = forward(*module_inputs)
         outputs, saved = results[:n_outputs], results[n_outputs:]
-        saved_shapes = tuple({d: dims[n] for d, n in spec.items()} for spec in saved_dims)
+        saved_shapes = tuple({d: a * dims[n] + b if (a, b) != (1, 0) else dims[n]
+                              for d, (n, a, b) in spec.items()} for spec in saved_dims)
         # An output's dynamic sizes are those equal to the example's atom or pair count.
         count_names = {len(species): dims["atoms"], pair_vec.shape[0]: dims["pairs"]}
         output_shapes = tuple({d: count_names[size] for d, size in enumerate(t.shape)

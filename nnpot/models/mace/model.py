@@ -189,27 +189,14 @@ class MACE(EquivariantMessagePassing):
             irreps = out
         self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
 
-    def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
-                      pair_vec: torch.Tensor) -> list[torch.Tensor]:
-        """The atom features after the embedding and after every layer: [N, dim] each, in
-        e3nn's layout of ``layer.irreps_out`` (for tests of equivariance)."""
-        sh, _, radial, one_hot = self.pair_inputs(species, pair_vec)  # the envelope is in radial
-        inverse_neighbours = 1.0 / self.avg_num_neighbors.to(pair_vec.dtype)
-        couplings = {}
-        h = self.embedding(one_hot)
-        features = [h]
-        for layer in self.layers:
-            h = layer(h, species, one_hot, self.couplings(layer, sh, couplings), radial,
-                      pair_index, inverse_neighbours)
-            features.append(h)
-        return features
+    def layer_step(self, step, h, one_hot, couplings, envelope, radial, pair_index):
+        """Layer ``step`` and its readout's energy term (MACE sums every layer's)."""
+        inverse_neighbours = 1.0 / self.avg_num_neighbors.to(radial.dtype)
+        species = one_hot.argmax(dim=1)  # the element index the contraction's weights take
+        h = self.layers[step](h, species, one_hot, couplings, radial, pair_index,
+                              inverse_neighbours)
+        return h, self.readouts[step](h).squeeze(-1)
 
-    def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
-                pair_vec: torch.Tensor) -> torch.Tensor:
-        """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        features = self.node_features(species, pair_index, pair_vec)[1:]
-        energy = None
-        for h, readout in zip(features, self.readouts):
-            term = readout(h).squeeze(-1)
-            energy = term if energy is None else energy + term
-        return energy
+    def final_energy(self, h: torch.Tensor) -> None:
+        """Every layer's readout is already in the energy column."""
+        return None

@@ -1,15 +1,21 @@
 """What the equivariant message-passing models (NequIP, MACE) share: e3nn, the per-pair
 inputs of their convolutions, the coupling matrices once per layer structure, the average
-neighbour count from the training data, and the receptive field."""
+neighbour count from the training data, the receptive field, and the message-passing stages
+(``StagedMessagePassing``) that LAMMPS's halo exchange runs one by one.
+
+Between stages an atom's state is one row of doubles (what LAMMPS copies to ghosts):
+[features h, zero-padded to the widest layer | element one-hot | energy so far]. The one-hot
+travels so that a step needs no species input; the energy column carries the energy terms of
+layers that read out as they go (MACE)."""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable
-from typing import NamedTuple
 
 import torch
 
-from ..base import AtomisticModel
+from ..base import StagedMessagePassing
 from ..blocks import average_neighbour_count, polynomial_envelope
 
 
@@ -24,43 +30,107 @@ def e3nn_modules():
     return o3, enn
 
 
-class PairInputs(NamedTuple):
-    """Per pair: harmonics Y(r̂) [P, n_harmonics], envelope [P], enveloped radial basis
-    [P, n_bessel]; per atom: the element one-hot [N, S] (in the pair vectors' dtype)."""
-    harmonics: torch.Tensor
-    envelope: torch.Tensor
-    radial: torch.Tensor
-    one_hot: torch.Tensor
-
-
-class EquivariantMessagePassing(AtomisticModel):
+class EquivariantMessagePassing(StagedMessagePassing):
     """Base of NequIP and MACE. A subclass sets ``harmonics`` (e3nn spherical harmonics),
-    ``bessel`` (a radial basis), ``poly_p`` (the envelope's order) and ``layers`` (each with a
-    ``pair_convolution``), and registers the buffer ``avg_num_neighbors``."""
+    ``bessel`` (a radial basis), ``poly_p`` (the envelope's order), ``embedding`` (one-hot →
+    h⁰) and ``layers`` (each with ``irreps_in``, ``irreps_out`` and a ``pair_convolution``),
+    registers the buffer ``avg_num_neighbors``, and implements ``layer_step`` and
+    ``final_energy``; ``forward`` is the composition of the stages."""
 
     needs_statistics = True
+
+    # ---------------------------------------------------------------- what a subclass adds
+    @abc.abstractmethod
+    def layer_step(self, step: int, h: torch.Tensor, one_hot: torch.Tensor,
+                   couplings: torch.Tensor, envelope: torch.Tensor, radial: torch.Tensor,
+                   pair_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layer ``step``: h [N, dim_in] → (h' [N, dim_out], its energy term [N] or None)."""
+
+    @abc.abstractmethod
+    def final_energy(self, h: torch.Tensor) -> torch.Tensor | None:
+        """The last features → their energy term [N] (None: the layers gave them all)."""
+
+    # ---------------------------------------------------------------- the stages
+    @property
+    def n_message_steps(self) -> int:
+        return len(self.layers)
+
+    def _widths(self) -> tuple[list[int], int]:
+        """Feature widths h⁰, h¹, …; the padded width every state row has."""
+        dims = [self.layers[0].irreps_in.dim] + [layer.irreps_out.dim for layer in self.layers]
+        return dims, max(dims)
+
+    def _coupling_slots(self) -> list[int]:
+        """For each layer, which of the distinct convolution structures it uses (edges[2 + k])."""
+        structures = []
+        slots = []
+        for layer in self.layers:
+            structure = layer.pair_convolution.structure
+            if structure not in structures:
+                structures.append(structure)
+            slots.append(structures.index(structure))
+        return slots
+
+    def edge_features(self, pair_vec: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """pair_vec [P, 3] → (envelope [P], enveloped radial basis [P, n_bessel], the coupling
+        matrices [P, columns, rows] of each distinct layer structure)."""
+        distance = torch.linalg.vector_norm(pair_vec, dim=-1)
+        envelope = polynomial_envelope(distance, self.cutoff, self.poly_p)
+        radial = self.bessel(distance) * envelope[:, None]
+        harmonics = self.harmonics(pair_vec)
+        couplings, seen = [], set()
+        for layer in self.layers:
+            convolution = layer.pair_convolution
+            if convolution.structure not in seen:
+                seen.add(convolution.structure)
+                couplings.append(convolution.pair_couplings(harmonics))
+        return (envelope, radial, *couplings)
+
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        """species [N] → state [N, width + S + 1]: h⁰ (padded), one-hot, energy 0."""
+        one_hot = torch.nn.functional.one_hot(species, len(self.species)).to(
+            self.avg_num_neighbors.dtype)
+        dims, width = self._widths()
+        h = self.embedding(one_hot)
+        return torch.cat([torch.nn.functional.pad(h, (0, width - dims[0])), one_hot,
+                          one_hot.new_zeros(one_hot.shape[0], 1)], dim=1)
+
+    def message_step(self, step: int, x: torch.Tensor, edges: tuple[torch.Tensor, ...],
+                     pair_index: torch.Tensor) -> torch.Tensor:
+        """Layer ``step`` on the state rows: [N, width + S + 1] → the same."""
+        dims, width = self._widths()
+        h, one_hot, energy = x[:, :dims[step]], x[:, width:-1], x[:, -1]
+        envelope, radial = edges[0], edges[1]
+        couplings = edges[2 + self._coupling_slots()[step]]
+        h, term = self.layer_step(step, h, one_hot, couplings, envelope, radial, pair_index)
+        if term is not None:
+            energy = energy + term
+        return torch.cat([torch.nn.functional.pad(h, (0, width - dims[step + 1])), one_hot,
+                          energy[:, None]], dim=1)
+
+    def read_out(self, x: torch.Tensor) -> torch.Tensor:
+        """Final state rows → per-atom energies [N] (model units)."""
+        dims, _ = self._widths()
+        term = self.final_energy(x[:, :dims[-1]])
+        return x[:, -1] if term is None else x[:, -1] + term
+
+    def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
+                      pair_vec: torch.Tensor) -> list[torch.Tensor]:
+        """The atom features after the embedding and after every layer: [N, dim] each, in
+        e3nn's layout of ``layer.irreps_out`` (for tests of equivariance)."""
+        dims, _ = self._widths()
+        edges = self.edge_features(pair_vec)
+        x = self.initial_features(species)
+        features = [x[:, :dims[0]]]
+        for step in range(self.n_message_steps):
+            x = self.message_step(step, x, edges, pair_index)
+            features.append(x[:, :dims[step + 1]])
+        return features
 
     @property
     def receptive_field(self) -> float:
         """Å: each layer passes messages one cutoff further."""
         return len(self.layers) * self.cutoff
-
-    def pair_inputs(self, species: torch.Tensor, pair_vec: torch.Tensor) -> PairInputs:
-        distance = torch.linalg.vector_norm(pair_vec, dim=-1)
-        envelope = polynomial_envelope(distance, self.cutoff, self.poly_p)
-        return PairInputs(self.harmonics(pair_vec), envelope,
-                          self.bessel(distance) * envelope[:, None],
-                          torch.nn.functional.one_hot(species, len(self.species)).to(
-                              pair_vec.dtype))
-
-    @staticmethod
-    def couplings(layer, harmonics: torch.Tensor, cache: dict) -> torch.Tensor:
-        """The harmonics' coupling matrices of ``layer``'s convolution, computed once per
-        layer structure (``cache``: one dict per forward)."""
-        convolution = layer.pair_convolution
-        if convolution.structure not in cache:
-            cache[convolution.structure] = convolution.pair_couplings(harmonics)
-        return cache[convolution.structure]
 
     @torch.no_grad()
     def fit_statistics(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

@@ -159,26 +159,15 @@ class NequIP(EquivariantMessagePassing):
         self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
 
     # ---------------------------------------------------------------------------------------
-    def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
-                      pair_vec: torch.Tensor) -> list[torch.Tensor]:
-        """The atom features after the embedding and after every interaction block:
-        [N, dim] each, in e3nn's layout of ``layer.irreps_out`` (for tests of equivariance)."""
-        sh, envelope, radial, one_hot = self.pair_inputs(species, pair_vec)
-        norm = self.avg_num_neighbors.to(pair_vec.dtype).rsqrt()
-        couplings = {}
-        h = self.embedding(one_hot)
-        features = [h]
-        for layer in self.layers:
-            update = layer(h, one_hot, self.couplings(layer, sh, couplings), radial, envelope,
-                           pair_index, norm)
-            h = h + update if layer.irreps_out == layer.irreps_in else update  # residual
-            features.append(h)
-        return features
+    def layer_step(self, step, h, one_hot, couplings, envelope, radial, pair_index):
+        """Interaction ``step``, residual where the irreps stay the same; no energy term."""
+        layer = self.layers[step]
+        norm = self.avg_num_neighbors.to(radial.dtype).rsqrt()
+        update = layer(h, one_hot, couplings, radial, envelope, pair_index, norm)
+        return (h + update if layer.irreps_out == layer.irreps_in else update), None
 
-    def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
-                pair_vec: torch.Tensor) -> torch.Tensor:
-        """species [N], pair_index [2, P], pair_vec [P, 3] Å → per-atom energies [N]."""
-        h = self.node_features(species, pair_index, pair_vec)[-1]
+    def final_energy(self, h: torch.Tensor) -> torch.Tensor:
+        """The last features → per-atom energies [N] (with pseudoscalars when not E(3))."""
         energy = self.readout(h).squeeze(-1)
         if hasattr(self, "pseudo"):
             energy = energy + self.pseudo(h).squeeze(-1)
