@@ -27,7 +27,10 @@ STAGED = {"SchNet": lambda: make_potential(n_interactions=3),
           "MACE": lambda: make_mace(n_layers=3)}
 
 
-@pytest.mark.parametrize("model", sorted(STAGED))
+@pytest.mark.parametrize("model", [
+    "SchNet", "SchNet+ZBL",
+    pytest.param("NequIP", marks=pytest.mark.slow),   # ~1.5 min of tracing and export each
+    pytest.param("MACE", marks=pytest.mark.slow)])
 def test_the_steps_in_turn_give_the_potentials_energies_and_gradients(model):
     """SchNet, and with ZBL (a pair term in the readout: its gradient comes from the readout
     stage); NequIP (irreps of growing width, padded) and MACE (every layer reads out)."""
