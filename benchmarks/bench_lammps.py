@@ -6,7 +6,9 @@ fcc Cu of 2048 and 16384 atoms (a = 3.61 Å, 300 K, velocity Verlet, 1 fs), floa
   exported with its message steps: 2 ranks exchange ghost features after each step (halo
   exchange); also 2 ranks with the one-program package (ghost graph 15 Å deep), for contrast;
 * an untrained HDNNP for Cu (default symmetry functions, cutoff 5 Å: reach 5 Å), timing only
-  (the cost does not depend on the weights).
+  (the cost does not depend on the weights);
+* an untrained NequIP for Cu (l_max 1, 32 features, 3 layers, cutoff 5 Å: reach 15 Å),
+  exported with its message steps (halo exchange on 2 ranks), timing only.
 
 Per size and model: LAMMPS on 1 rank (``fix nve``, neighbour skin 1 Å, a warm-up run then a
 timed run: Loop time / steps), and the pair style's own split of each step into the model call
@@ -15,7 +17,8 @@ neighbour list included: what ``nnpot bench`` times); ``nnpot md``'s integrator 
 Verlet, Verlet skin 0.5 Å). At 16384 atoms also 2 ranks × 1 thread against 1 rank × 1 thread
 (medians of 2 alternating runs each).
 
-    python benchmarks/bench_lammps.py [--threads 2] [--json benchmarks/results/lammps.json]
+    python benchmarks/bench_lammps.py [--threads 2] [--models schnet hdnnp nequip]
+                                      [--sizes 2048 16384] [--json benchmarks/results/lammps.json]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from nnpot import NNPCalculator, Potential
 from nnpot.lammps import export_for_lammps
 from nnpot.lammps.build import build_plugin
 from nnpot.lammps.run import nnpot_preamble, run_lammps, write_data
-from nnpot.models import HDNNP
+from nnpot.models import HDNNP, NequIP
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {2048: 8, 16384: 16}        # atoms → conventional cells per side
@@ -115,6 +118,15 @@ def hdnnp_file(folder: Path) -> Path:
     return path
 
 
+def nequip_file(folder: Path) -> Path:
+    torch.manual_seed(0)
+    path = folder / "nequip-cu.pt"
+    model = NequIP(["Cu"], cutoff=5.0, l_max=1, n_features=32, n_layers=3)
+    model.avg_num_neighbors.fill_(42.0)   # fcc Cu within 5 Å
+    Potential(model).save(path)
+    return path
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """Each timing's median over repeated runs."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
@@ -133,13 +145,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the 1-rank runs")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--models", nargs="+", default=["schnet", "hdnnp", "nequip"],
+                        choices=["schnet", "hdnnp", "nequip"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plugin = build_plugin(log=lambda line: None)
     work = Path(tempfile.mkdtemp(prefix="nnpot-bench-lammps-"))
-    models = {"SchNet (potentials/cu)": ROOT / "potentials" / "cu" / "model.pt",
-              "HDNNP (untrained)": hdnnp_file(work)}
+    makers = {"schnet": ("SchNet (potentials/cu)", lambda: ROOT / "potentials" / "cu" / "model.pt"),
+              "hdnnp": ("HDNNP (untrained)", lambda: hdnnp_file(work)),
+              "nequip": ("NequIP l_max 1 (untrained)", lambda: nequip_file(work))}
+    models = {makers[key][0]: makers[key][1]() for key in args.models}
     results: dict[str, dict] = {}
     for name, model in models.items():
         package = export_for_lammps(model, work / f"{model.stem}.pt2", dtype="float32",
@@ -161,7 +177,7 @@ def main() -> int:
                                                          work / f"{name[:5]}-{n_atoms}-{ranks}r"))
                 row["lammps_1rank_1thread"] = median_run(rounds[1])
                 row["lammps_2ranks_1thread"] = median_run(rounds[2])
-                if name.startswith("SchNet"):
+                if name.startswith("SchNet"):   # the one-program package, for contrast
                     row["lammps_2ranks_1thread_ghost_graph"] = lammps_step(
                         plugin, ghost_graph_package(model, work), atoms, steps, 2, 1,
                         work / f"{name[:5]}-{n_atoms}-2g")
