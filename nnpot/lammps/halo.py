@@ -7,14 +7,14 @@ only: after each step LAMMPS copies the owners' new features to their ghosts (fo
 and going back, each step's gradient with respect to ghost features is added to the owners'
 (reverse comm). Each rank then works on its own atoms and their pairs, nothing more.
 
-The model provides the steps (``StagedMessagePassing``: SchNet, NequIP, MACE —
+The model provides the steps (a ``StagedMessagePassing``: SchNet, NequIP, MACE, with
 ``initial_features``, ``edge_features``, ``message_step``, ``read_out``; ``forward`` is their
-composition). Each step's backward is
-autograd's, not written here: AOTAutograd traces the step with its derivative and partitions
-the joint graph into a forward that also returns the activations the backward needs and a
-backward that takes them (nothing is recomputed), and both are exported and compiled. The
-packages inside the one ``.pt2`` (besides ``model``, the whole program), where "→ saved"
-means the activations that the matching backward takes after the inputs:
+composition). Each step's backward is autograd's, not written here: AOTAutograd traces the
+step with its derivative and partitions the joint graph into a forward that also returns the
+activations the backward needs and a backward that takes them (nothing is recomputed), and
+both are exported and compiled. The packages inside the one ``.pt2`` (besides ``model``, the
+whole program), where "→ saved" means the activations that the matching backward takes after
+the inputs:
 
 * ``halo_embed``:              species [N] → x [N, F]
 * ``halo_edges_forward``:      pair_vec [P, 3] → (*edges, saved)   (``edge_features``: K
@@ -167,13 +167,13 @@ def _linear_size(size, size_names: dict[str, str]) -> tuple[str, int, int] | Non
 
 def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
               input_dims: tuple[dict[int, str], ...], differentiable: tuple[bool, ...]
-              ) -> tuple[nn.Module, nn.Module, int, list[dict[int, str]]]:
+              ) -> tuple[nn.Module, nn.Module, int, list[dict[int, tuple[str, int, int]]]]:
     """The forward and backward halves of ``module`` (a function of tensors to a tensor or a
     tuple of them): forward(*inputs) → (*outputs, *saved) and backward(*inputs, *saved,
     *∂E/∂outputs) → ∂E/∂(each differentiable input); also the number of outputs and the
-    dynamic dimensions of the saved activations ({dim: name} each, names from
-    ``input_dims``). Saved weights and inputs are not passed around: the backward holds the
-    weights itself and gets the inputs again."""
+    dynamic dimensions of the saved activations ({dim: (name, a, b)} each: a·size + b of the
+    input size ``name`` of ``input_dims``). Saved weights and inputs are not passed around:
+    the backward holds the weights itself and gets the inputs again."""
     from torch._functorch.aot_autograd import aot_function, make_boxed_func
     from torch._functorch.partitioners import min_cut_rematerialization_partition
 
@@ -213,7 +213,8 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
                       for size in node.meta["val"].shape if isinstance(size, torch.SymInt)
                       for symbol in size.node.expr.free_symbols}
     # Where each dynamic size can be read again: (input node, dimension)
-    size_sources = {str(primals[n_weights + k].meta["val"].shape[d]): (primals[n_weights + k].name, d)
+    size_sources = {str(primals[n_weights + k].meta["val"].shape[d]):
+                    (primals[n_weights + k].name, d)
                     for k, dims in enumerate(input_dims) for d in dims}
     output = next(node for node in forward.graph.nodes if node.op == "output")
     activations: list[torch.fx.Node] = []
@@ -221,12 +222,11 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
         if node.name in role:
             continue
         if isinstance(node.meta.get("val"), torch.SymInt):
-            # A size the backward needs: read it again from an input that has it.
+            # A size the backward needs: read it again from a tensor that has it, or make it
+            # from an input's size.
             value = node.meta["val"]
             free = {str(symbol) for symbol in value.node.expr.free_symbols}
-            if str(value) in size_sources:
-                role[node.name] = ("size", size_sources[str(value)])
-            elif node.target == torch.ops.aten.sym_size.int and node.args[0].name in role:
+            if node.target == torch.ops.aten.sym_size.int and node.args[0].name in role:
                 role[node.name] = ("size", (node.args[0].name, node.args[1]))
             elif free <= weight_symbols:   # made of the weights' widths: fixed when compiled
                 role[node.name] = ("constant", int(value.node.hint))
@@ -242,8 +242,9 @@ def partition(module: nn.Module, inputs: tuple[torch.Tensor, ...],
             role[node.name] = ("saved", len(activations))
             activations.append(node)
     # Other symbols than the inputs' dynamic sizes are the weights' widths: fixed when compiled.
-    saved_dims = [{d: _linear_size(size, size_names) for d, size in enumerate(node.meta["val"].shape)
-                   if _linear_size(size, size_names) is not None} for node in activations]
+    saved_dims = [{d: linear for d, size in enumerate(node.meta["val"].shape)
+                   if (linear := _linear_size(size, size_names)) is not None}
+                  for node in activations]
     output.args = ((*output.args[0][:n_outputs], *activations),)
     forward.graph.eliminate_dead_code()
     forward.recompile()
