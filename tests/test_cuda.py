@@ -10,21 +10,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import ethanol_like, make_hdnnp, make_potential, rattled_cell, triclinic_pair
+from test_physics import attach
 from test_train import emt_frames, small_config
 
 import nnpot
-from nnpot import Committee, NNPCalculator
+from nnpot import Committee
 from nnpot.core.neighbors import neighbor_pairs
 from nnpot.md import md
 from nnpot.train import config_from_dict, fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-def on(atoms, calc):
-    atoms = atoms.copy()
-    atoms.calc = calc
-    return atoms
 
 
 @pytest.mark.parametrize("structure", [rattled_cell, triclinic_pair, ethanol_like])
@@ -39,16 +34,16 @@ def test_neighbor_pairs_built_on_the_gpu_equal_the_cpu_ones(structure):
 
 
 def test_float32_on_the_gpu_agrees_with_float64_on_the_cpu(potential64):
-    cpu = on(rattled_cell(), NNPCalculator(potential64))
-    gpu = on(rattled_cell(), NNPCalculator(potential64, device="cuda", dtype="float32"))
+    cpu = attach(rattled_cell(), potential64)
+    gpu = attach(rattled_cell(), potential64, device="cuda", dtype="float32")
     assert gpu.get_potential_energy() == pytest.approx(cpu.get_potential_energy(), abs=1e-4)
     assert np.allclose(gpu.get_forces(), cpu.get_forces(), atol=1e-4)
 
 
 def test_a_committee_on_the_gpu_gives_the_cpu_mean_and_spread():
     members = [make_potential(seed=0), make_potential(seed=1), make_hdnnp(seed=2)]
-    cpu = on(rattled_cell(), NNPCalculator(Committee(members)))
-    gpu = on(rattled_cell(), NNPCalculator(Committee(members), device="cuda"))
+    cpu = attach(rattled_cell(), Committee(members))
+    gpu = attach(rattled_cell(), Committee(members), device="cuda")
     for atoms in (cpu, gpu):
         atoms.get_stress()
         atoms.get_forces()
@@ -74,7 +69,7 @@ def test_training_on_the_gpu_gives_the_cpu_model(tmp_path):
         config["device"] = device
         model = fit(config_from_dict(config))
         metrics[name] = json.loads((tmp_path / name / "run" / "metrics.json").read_text())
-        atoms = on(emt_frames(1, seed=9)[0], NNPCalculator(model))  # a GPU-trained file on CPU
+        atoms = attach(emt_frames(1, seed=9)[0], model)  # a GPU-trained file on the CPU
         assert np.isfinite(atoms.get_potential_energy())
     for term in ("energy", "forces"):
         cpu, gpu = (metrics[name]["validation"]["metrics"][term]["mae"] for name in ("cpu", "gpu"))

@@ -11,7 +11,9 @@ layers that read out as they go (MACE)."""
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 
@@ -28,6 +30,16 @@ def e3nn_modules():
     from e3nn import nn as enn
     from e3nn import o3
     return o3, enn
+
+
+class StateLayout(NamedTuple):
+    """A state row: features h^t in its first ``dims[t]`` columns, zero-padded to ``width``;
+    ``slots[t]``: which coupling tensor layer t reads; ``first_layers``: the first layer of each
+    distinct convolution structure (whose couplings ``edge_features`` computes)."""
+    dims: list[int]
+    width: int
+    slots: list[int]
+    first_layers: list[int]
 
 
 class EquivariantMessagePassing(StagedMessagePassing):
@@ -55,21 +67,19 @@ class EquivariantMessagePassing(StagedMessagePassing):
     def n_message_steps(self) -> int:
         return len(self.layers)
 
-    def _widths(self) -> tuple[list[int], int]:
-        """Feature widths h⁰, h¹, …; the padded width every state row has."""
+    @functools.cached_property
+    def _layout(self) -> StateLayout:
+        """Where things sit in a state row, and which pair tensors each layer reads (derived
+        once from the layers; they never change)."""
         dims = [self.layers[0].irreps_in.dim] + [layer.irreps_out.dim for layer in self.layers]
-        return dims, max(dims)
-
-    def _coupling_slots(self) -> list[int]:
-        """For each layer, which of the distinct convolution structures it uses (edges[2 + k])."""
-        structures = []
-        slots = []
-        for layer in self.layers:
+        structures, slots, first_layers = [], [], []
+        for k, layer in enumerate(self.layers):
             structure = layer.pair_convolution.structure
             if structure not in structures:
                 structures.append(structure)
+                first_layers.append(k)
             slots.append(structures.index(structure))
-        return slots
+        return StateLayout(dims, max(dims), slots, first_layers)
 
     def edge_features(self, pair_vec: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """pair_vec [P, 3] → (envelope [P], enveloped radial basis [P, n_bessel], the coupling
@@ -78,19 +88,15 @@ class EquivariantMessagePassing(StagedMessagePassing):
         envelope = polynomial_envelope(distance, self.cutoff, self.poly_p)
         radial = self.bessel(distance) * envelope[:, None]
         harmonics = self.harmonics(pair_vec)
-        couplings, seen = [], set()
-        for layer in self.layers:
-            convolution = layer.pair_convolution
-            if convolution.structure not in seen:
-                seen.add(convolution.structure)
-                couplings.append(convolution.pair_couplings(harmonics))
+        couplings = [self.layers[k].pair_convolution.pair_couplings(harmonics)
+                     for k in self._layout.first_layers]
         return (envelope, radial, *couplings)
 
     def initial_features(self, species: torch.Tensor) -> torch.Tensor:
         """species [N] → state [N, width + S + 1]: h⁰ (padded), one-hot, energy 0."""
         one_hot = torch.nn.functional.one_hot(species, len(self.species)).to(
             self.avg_num_neighbors.dtype)
-        dims, width = self._widths()
+        dims, width = self._layout.dims, self._layout.width
         h = self.embedding(one_hot)
         return torch.cat([torch.nn.functional.pad(h, (0, width - dims[0])), one_hot,
                           one_hot.new_zeros(one_hot.shape[0], 1)], dim=1)
@@ -98,10 +104,10 @@ class EquivariantMessagePassing(StagedMessagePassing):
     def message_step(self, step: int, x: torch.Tensor, edges: tuple[torch.Tensor, ...],
                      pair_index: torch.Tensor) -> torch.Tensor:
         """Layer ``step`` on the state rows: [N, width + S + 1] → the same."""
-        dims, width = self._widths()
+        dims, width = self._layout.dims, self._layout.width
         h, one_hot, energy = x[:, :dims[step]], x[:, width:-1], x[:, -1]
         envelope, radial = edges[0], edges[1]
-        couplings = edges[2 + self._coupling_slots()[step]]
+        couplings = edges[2 + self._layout.slots[step]]
         h, term = self.layer_step(step, h, one_hot, couplings, envelope, radial, pair_index)
         if term is not None:
             energy = energy + term
@@ -110,15 +116,14 @@ class EquivariantMessagePassing(StagedMessagePassing):
 
     def read_out(self, x: torch.Tensor) -> torch.Tensor:
         """Final state rows → per-atom energies [N] (model units)."""
-        dims, _ = self._widths()
-        term = self.final_energy(x[:, :dims[-1]])
+        term = self.final_energy(x[:, :self._layout.dims[-1]])
         return x[:, -1] if term is None else x[:, -1] + term
 
     def node_features(self, species: torch.Tensor, pair_index: torch.Tensor,
                       pair_vec: torch.Tensor) -> list[torch.Tensor]:
         """The atom features after the embedding and after every layer: [N, dim] each, in
         e3nn's layout of ``layer.irreps_out`` (for tests of equivariance)."""
-        dims, _ = self._widths()
+        dims = self._layout.dims
         edges = self.edge_features(pair_vec)
         x = self.initial_features(species)
         features = [x[:, :dims[0]]]
