@@ -14,6 +14,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -106,6 +107,12 @@ def test_cv_trains_every_fold_and_reports_their_mean(tmp_path):
         values = [f[key] for f in result["folds"]]
         assert result["mean"][key]["mean"] == pytest.approx(np.mean(values))
         assert result["mean"][key]["stderr"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(2))
+        # its validation frames chose nothing: trained to the budget, the last epoch kept
+        fold_config = yaml.safe_load((out / f"fold_{k}" / "config.yaml").read_text())
+        assert fold_config["training"]["keep_epoch"] == "last"
+        assert fold_config["training"]["early_stopping_patience"] is None
+        last = torch.load(out / f"fold_{k}" / "checkpoint.pt", weights_only=False)
+        assert last["best"]["epoch"] == last["epoch"] == 2
     per_type = [f["by_config_type"]["bulk"]["forces_mae"] for f in result["folds"]]
     assert result["by_config_type"]["bulk"]["forces_mae"]["mean"] == pytest.approx(
         np.mean(per_type))

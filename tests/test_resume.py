@@ -210,6 +210,20 @@ def test_resume_may_extend_the_budget(tmp_path, data_file):
     assert len(log_rows(tmp_path / "run")) == 3
 
 
+def test_resume_with_keep_epoch_last_keeps_the_latest_epoch(tmp_path, data_file):
+    """A finished run that kept its best epoch, resumed with keep_epoch: last, saves the last
+    epoch's weights: bitwise those of a run that kept its last epoch from the start."""
+    config = small_config(tmp_path, data_file, max_epochs=3, keep_epoch="best")
+    config["training"]["lr"] = 0.2  # large enough that a later epoch is worse than an earlier
+    fit(config_from_dict(config))
+    config["training"]["keep_epoch"] = "last"
+    resumed = fit(config_from_dict(config), resume=True)
+    config["output"] = str(tmp_path / "last_from_the_start")
+    reference = fit(config_from_dict(config))
+    a, b = nnpot.load(resumed).state_dict(), nnpot.load(reference).state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in b)
+
+
 def test_a_truncated_checkpoint_is_a_clear_error(tmp_path, data_file):
     config = small_config(tmp_path, data_file, max_epochs=1)
     fit(config_from_dict(config))

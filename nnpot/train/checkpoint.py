@@ -107,6 +107,10 @@ class Checkpointing:
         best = state["best"]
         self.best_loss, self.best_epoch, self.since_best = best["loss"], best["epoch"], best["since"]
         self.best_state = state["best_state"]
+        if self.config.training.keep_epoch == "last" and self.best_epoch != self.epoch:
+            # resumed with keep_epoch changed to last: the model kept is the latest epoch's
+            self.best_epoch = self.epoch
+            self.remember_best(write=False)
         self.history = list(state["history"])
         # the stop test then gives what it gave when this checkpoint was written: a finished
         # time-limited run resumes into finish(), not into one more epoch

@@ -5,7 +5,9 @@ config type), with the frames that share the value of the info key ``data.group_
 trajectory snapshot, say) always in the same fold. Fold k trains exactly as ``nnpot train``
 would, on the other folds, validating on its own: in ``OUTPUT/fold_k/`` (OUTPUT is the config's
 ``output`` unless ``--output`` says otherwise), which also holds ``validation_frames.json``, the
-0-based indices in the training file of its validation frames. Each fold is resumable (a killed
+0-based indices in the training file of its validation frames. A fold's validation frames
+report the error, so they choose nothing: every fold trains to its budget (no early stopping)
+and keeps its last epoch, as the final fit on all the frames does. Each fold is resumable (a killed
 fold continues from its checkpoint when the command is run again with ``--resume``), and
 ``--jobs`` folds run at once, each a process of its own.
 
@@ -91,6 +93,10 @@ def fold_config(config: TrainConfig, fold_dir: Path, validation: np.ndarray) -> 
     values["output"] = str(fold_dir)
     values["data"]["validation_frames"] = [int(i) for i in validation]
     values["data"]["validation_fraction"] = 0.0
+    # the fold's validation frames report its error: neither the kept epoch, the epoch the final
+    # stage starts from, nor when to stop may be chosen on them
+    values["training"]["keep_epoch"] = "last"
+    values["training"]["early_stopping_patience"] = None
     return values
 
 
