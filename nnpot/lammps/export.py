@@ -21,6 +21,8 @@ appends two padding atoms joined by two pairs longer than the cutoff, which ever
 
 A committee's package returns the members' mean and, third, each member's pair gradients
 [M, P, 3], from which the pair style gets the per-atom force deviation (metadata ``members``).
+It also holds its first member alone (program ``first_member``), which drives the dynamics when
+``pair_style nnpot deviation_every N`` evaluates the whole committee only every N steps.
 """
 
 from __future__ import annotations
@@ -196,6 +198,10 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         traced, inputs, dynamic_shapes=(({0: pairs}, {0: atoms}, {1: pairs}, {0: atoms}),))}
     if halo_exchange:
         programs.update(export_stages(potential, inputs, trace_module))
+    if isinstance(potential, Committee):
+        programs["first_member"] = torch.export.export(
+            trace(potential.members[0], inputs), inputs,
+            dynamic_shapes=(({0: pairs}, {0: atoms}, {1: pairs}, {0: atoms}),))
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -235,6 +241,9 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
             package_aoti(str(partial), files)
         _check_package(str(partial), function, inputs, torch_dtype,
                        int(metadata["halo_steps"]), int(metadata["halo_edges"]))
+        if isinstance(potential, Committee):
+            _check_package(str(partial), energy_function(potential.members[0]), inputs,
+                           torch_dtype, 0, 0, program="first_member")
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
@@ -255,13 +264,14 @@ def kernel_threading(potential: Potential | Committee) -> dict[str, object]:
 
 
 def _check_package(path: str, function: Callable, inputs: tuple[torch.Tensor, ...],
-                   dtype: torch.dtype, halo_steps: int, halo_edges: int) -> None:
+                   dtype: torch.dtype, halo_steps: int, halo_edges: int,
+                   program: str = "model") -> None:
     """The compiled package must give the eager energies and pair gradients on ``inputs``:
-    the one program, and the message steps run in turn when there are any."""
+    the one program (``program``), and the message steps run in turn when there are any."""
     reference = function(*inputs)
     tolerance = 1e-9 if dtype == torch.float64 else 1e-4
     scale = max(1.0, *(float(output.abs().max()) for output in reference))
-    results = {"the compiled package": load_package(path, "model")(*inputs)}
+    results = {f"the compiled package ({program})": load_package(path, program)(*inputs)}
     if halo_steps:
         stages = {name: load_package(path, name) for name in stage_names(halo_steps)}
         results["its message steps"] = run_stages(stages, halo_steps, halo_edges, *inputs)

@@ -1,6 +1,6 @@
 /* pair_style nnpot — nnpot potentials in LAMMPS.
 
-   pair_style nnpot
+   pair_style nnpot [deviation_every N]
    pair_coeff * * FILE El1 El2 ...     (FILE: `nnpot lammps export MODEL.pt`; one element per
                                         LAMMPS type, in type order; NULL under pair hybrid)
 
@@ -34,7 +34,11 @@
    style assembles each member's forces (ghosts' parts summed to their owners) and their
    spread per atom, the calculator's forces_std, sqrt(Σ_d var_m F_m,id):
      fix ID all pair N nnpot force_std 0     per-atom (f_ID, for dump)
-     compute ID all pair nnpot               its maximum over all atoms (c_ID[1], for fix halt) */
+     compute ID all pair nnpot               its maximum over all atoms (c_ID[1], for fix halt)
+   By default every member runs at every step and their mean drives the dynamics. With
+   `deviation_every N` the first member alone drives them (as DeePMD's model deviation does) and
+   the whole committee also runs on steps that are multiples of N, which update the deviation;
+   per N steps that costs N + M member evaluations instead of N·M. */
 
 #include "pair_nnpot.h"
 
@@ -133,11 +137,18 @@ void PairNNPot::allocate()
 
 /* ---------------------------------------------------------------------- */
 
-void PairNNPot::settings(int narg, char **)
+void PairNNPot::settings(int narg, char **arg)
 {
-  if (narg != 0)
-    error->all(FLERR, "pair_style nnpot takes no arguments; the model is given by "
-               "pair_coeff * * FILE El1 El2 ...");
+  deviation_every = 1;
+  if (narg == 2 && strcmp(arg[0], "deviation_every") == 0) {
+    deviation_every = utils::inumeric(FLERR, arg[1], false, lmp);
+    if (deviation_every < 1)
+      error->all(FLERR, "pair_style nnpot deviation_every N needs N ≥ 1, got {}", arg[1]);
+  } else if (narg != 0) {
+    error->all(FLERR, "pair_style nnpot takes no arguments but an optional 'deviation_every N' "
+               "(a committee's deviation every N steps); the model is given by pair_coeff * * "
+               "FILE El1 El2 ...");
+  }
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style nnpot needs 'units metal' (Å, eV, ps), not 'units {}'",
                update->unit_style);
@@ -218,6 +229,20 @@ void PairNNPot::load_model(const std::string &path)
   auto members = metadata.find("members");
   n_members = members == metadata.end() ? 0 : std::stoi(members->second);
   nextra = n_members > 0 ? 1 : 0;
+  first_member.reset();
+  if (deviation_every > 1) {
+    if (n_members == 0)
+      error->all(FLERR, "pair_style nnpot deviation_every {}: {} is not a committee, so it has "
+                 "no deviation; drop the keyword or export a committee", deviation_every, path);
+    try {
+      first_member = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path,
+                                                                              "first_member");
+    } catch (const std::exception &e) {
+      error->all(FLERR, "pair_style nnpot deviation_every: {} holds no first_member program "
+                 "(exported by an older nnpot?); export the committee again. Loading it said: {}",
+                 path, std::string(e.what()).substr(0, 300));
+    }
+  }
   // The message steps are used on several ranks only; older packages have none.
   auto steps = metadata.find("halo_steps");
   halo_steps = steps == metadata.end() ? 0 : std::stoi(steps->second);
@@ -306,6 +331,10 @@ void PairNNPot::init_style()
     utils::logmesg(lmp, "pair nnpot: committee of {} members; per-atom force deviation: fix ID "
                    "all pair N nnpot force_std 0, its maximum: compute ID all pair nnpot\n",
                    n_members);
+  if (first_member && comm->me == 0)
+    utils::logmesg(lmp, "pair nnpot: deviation_every {}: the first member drives the dynamics; "
+                   "the committee runs on every {}th step (read the per-atom deviation with fix "
+                   "pair {} …)\n", deviation_every, deviation_every, deviation_every);
 }
 
 double PairNNPot::init_one(int i, int j)
@@ -427,10 +456,19 @@ void PairNNPot::compute(int eflag, int vflag)
                                     index.to(device), owned.to(device, dtype)};
   at::Tensor energies, gradient;
   at::Tensor member_gradient;
-  if (halo_exchange())
+  // deviation_every N: the first member's forces every step, the committee's spread on steps
+  // that are multiples of N (the deviation of other steps stays that of the last such step)
+  const bool deviation_now = n_members > 0 && update->ntimestep % deviation_every == 0;
+  if (first_member) {
+    std::vector<at::Tensor> outputs = run(*first_member, inputs, "first member");
+    energies = outputs[0];
+    gradient = outputs[1];
+    if (deviation_now) member_gradient = run(*model, inputs, "one program")[2];
+  } else if (halo_exchange()) {
     compute_in_steps(inputs, energies, gradient);
-  else
+  } else {
     compute_whole(inputs, energies, gradient, member_gradient);
+  }
   energies = energies.to(at::kCPU, at::kDouble).contiguous();
   gradient = gradient.to(at::kCPU, at::kDouble).contiguous();
   const double *e = energies.data_ptr<double>();
@@ -449,7 +487,7 @@ void PairNNPot::compute(int eflag, int vflag)
   if (eflag_atom)
     for (int i = 0; i < nlocal; i++) eatom[i] += counts[i] * e[i];
   if (vflag_atom) tally_atom_virials(g, n_real_pairs);
-  if (n_members > 0) force_deviation(member_gradient, counts);
+  if (deviation_now) force_deviation(member_gradient, counts);
   if (vflag_fdotr) virial_fdotr_compute();
 
   const auto end = std::chrono::steady_clock::now();

@@ -76,6 +76,10 @@ class PairNNPot : public Pair {
 
   // A committee's spread: its package also returns each member's pair gradients.
   int n_members = 0;                   // 0: not a committee
+  // pair_style nnpot deviation_every N (N > 1): the first member alone drives the dynamics and
+  // the whole committee runs only every N steps, for the deviation.
+  int deviation_every = 1;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> first_member;
   std::vector<double> force_std;       // [nlocal] eV/Å, per atom (fix pair ... force_std)
   double max_force_std[1] = {0.0};     // the largest, as pvector (compute pair nnpot)
 
