@@ -17,6 +17,7 @@ evaluation speed (ms/atom/step).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -86,10 +87,26 @@ def errors_by_config_type(model: Path, config: TrainConfig) -> dict[str, dict[st
             for name, group in sorted(errors.items())}
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def stability(model: Path, atoms0, temperatures: list[float], steps: int, limit: float,
               timestep: float = 2.0) -> list[dict]:
     """NVT runs (Bussi, ``timestep`` fs) from ``atoms0``; the shortest distance seen (every 10
-    steps) and whether it stays above ``limit`` Å."""
+    steps) and whether it stays above ``limit`` Å. The rows of ``stability.json`` beside the
+    model are reused when they were run on this very model file (its SHA-256), at these
+    temperatures, steps and limit: a card rebuilt for new errors does not rerun the MD."""
+    digest = file_sha256(model)
+    wanted = {"model_sha256": digest, "steps": steps, "timestep_fs": timestep,
+              "limit_A": round(limit, 6)}
+    previous = model.parent / "stability.json"
+    if previous.is_file():
+        rows = json.loads(previous.read_text())
+        if ([row.get("temperature_K") for row in rows] == list(temperatures)
+                and all({key: row.get(key) for key in wanted} == wanted for row in rows)):
+            print(f"MD check: reusing {previous} (run on this model file)")
+            return rows
     rows = []
     for temperature in temperatures:
         atoms = atoms0.copy()
@@ -111,7 +128,7 @@ def stability(model: Path, atoms0, temperatures: list[float], steps: int, limit:
         rows.append({"temperature_K": temperature, "atoms": len(atoms),
                      "time_ps": reached_ps, "mean_T_K": mean_t, "shortest_A": shortest,
                      "stable": finished and shortest > limit,
-                     "ms_per_atom_step": 1e3 * elapsed / steps / len(atoms)})
+                     "ms_per_atom_step": 1e3 * elapsed / steps / len(atoms), **wanted})
         print(rows[-1], flush=True)
     return rows
 
@@ -208,10 +225,12 @@ def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[s
     check, and write ``model_card.md`` and ``stability.json``."""
     parity = ("; parity: `parity_validation.png`" if (folder / "parity_validation.png").exists()
               else "")   # a fit on every frame has no validation set
+    device = nnpot.load(folder / "model.pt").provenance.get("training", {}).get("device", "cpu")
+    where = ("a CUDA GPU" if str(device).startswith("cuda") else
+             f"{config.training.threads} CPU thread(s) of the 2-core development machine")
     lines = lines + [
         "",
-        f"Training: {training_time_text(folder, last)} on {config.training.threads} CPU thread(s) "
-        f"of the 2-core development machine. Learning curves (of the last stage): "
+        f"Training: {training_time_text(folder, last)} on {where}. Learning curves (of the last stage): "
         f"`learning_curves.png`{parity}.",
         "",
     ] + stability_section(md_rows, steps, limit, timestep)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -82,24 +83,29 @@ def lattice_and_eos(frames: list, calculator, conventional_atoms: int) -> dict:
             "curve": {"volume_A3_per_atom": volumes, "energy_eV_per_atom": energies}}
 
 
+VACANCY_MIN_ATOMS = 54  # a vacancy in a smaller cell mostly meets its own periodic images
+
+
 def vacancy_formation(frames: list, calculator, lattice: float,
-                      conventional_atoms: int) -> float:
+                      conventional_atoms: int) -> tuple[float, int]:
     """The potential's relaxed vacancy formation energy (eV) in the Elastic frames' supercell
-    scaled to its own lattice constant: E(N−1, relaxed) − (N−1)/N · E(N). The mlearn data have no
-    DFT counterpart: their Vacancy frames are AIMD snapshots of varied volume (Si: 17.9–18.9
-    Å³/atom against 20.4 for the crystal), not relaxed defects."""
+    scaled to its own lattice constant, repeated to at least VACANCY_MIN_ATOMS atoms:
+    E(N−1, relaxed) − (N−1)/N · E(N); and N. The mlearn data have no DFT counterpart: their
+    Vacancy frames are AIMD snapshots of varied volume (Si: 17.9–18.9 Å³/atom against 20.4 for
+    the crystal), not relaxed defects."""
     elastic, reference = elastic_frames(frames)
     repeats = round((len(elastic[0]) / conventional_atoms) ** (1 / 3))
     crystal = elastic[0].copy()
     crystal.set_cell(reference, scale_atoms=True)
     crystal.set_cell(np.eye(3) * lattice * repeats, scale_atoms=True)
+    crystal = crystal.repeat(math.ceil((VACANCY_MIN_ATOMS / len(crystal)) ** (1 / 3) - 1e-9))
     crystal.calc = calculator
     bulk_energy = crystal.get_potential_energy()
     vacancy = crystal.copy()
     del vacancy[0]
     result = nnpot.relax(vacancy, calculator, fmax=0.005, steps=500, log=None)
     n = len(crystal)
-    return float(result.energy - (n - 1) / n * bulk_energy)
+    return float(result.energy - (n - 1) / n * bulk_energy), n
 
 
 def plot_energy_volume(frames: list, result: dict, path: Path, title: str) -> None:
@@ -129,9 +135,10 @@ def properties(model: Path, train_file: Path, conventional_atoms: int) -> dict:
     frames = read(train_file, ":")
     calculator = nnpot.NNPCalculator(model, dtype="float64")
     lattice = lattice_and_eos(frames, calculator, conventional_atoms)
+    vacancy, atoms = vacancy_formation(frames, calculator, lattice["potential_lattice_A"],
+                                       conventional_atoms)
     return {"elastic": elastic_comparison(frames, calculator), "lattice": lattice,
-            "vacancy_eV": vacancy_formation(frames, calculator, lattice["potential_lattice_A"],
-                                            conventional_atoms)}
+            "vacancy_eV": vacancy, "vacancy_cell_atoms": atoms}
 
 
 def properties_section(result: dict) -> list[str]:
@@ -159,7 +166,8 @@ def properties_section(result: dict) -> list[str]:
         "",
     ]
     lines += [
-        f"Vacancy formation energy of the potential (relaxed, {el['atoms']}-atom cell at its own "
+        f"Vacancy formation energy of the potential (relaxed, {result['vacancy_cell_atoms']}-atom "
+        f"cell at its own "
         f"lattice constant): {result['vacancy_eV']:.2f} eV. The data hold no DFT value to set "
         f"beside it: their Vacancy frames are AIMD snapshots at varied volumes, not relaxed "
         f"defects.",
