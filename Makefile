@@ -28,8 +28,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/nnpot demo --output demo_output
 
+# two pytest workers (pytest-xdist), each test file on one of them: a file's expensive fixtures
+# (compiled LAMMPS packages, trained runs) are made once
+TEST_WORKERS ?= 2
 test: lint docs
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 lint: install   # ruff's rules and the import layers (pyproject.toml)
 	$(VENV)/bin/ruff check nnpot tests benchmarks potentials md_examples docs

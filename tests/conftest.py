@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,12 @@ from ase.build import bulk
 from nnpot import AtomicGraph, Potential
 from nnpot.core.graph import pair_vectors
 from nnpot.models import CGCNN, HDNNP, MACE, MPNN, DimeNetPP, NequIP, SchNet
+
+# Under pytest-xdist (`make test` runs two workers) each worker computes on its share of the
+# cores, so that the workers do not oversubscribe them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1)
+                              // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
