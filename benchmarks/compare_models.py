@@ -6,7 +6,8 @@ validation error, speed and size — one table and one plot (error against speed
 
 Each run: 1 thread, ``--minutes`` of wall time, a cosine schedule, the same loss (E:F 1:1,
 stress 10 where the data have it, energies ×100 in the last 20 %), batch 4, the data's seeded
-10 % validation split (stratified by config type); ``--jobs`` runs at once (one core each).
+10 % validation split (stratified by config type), which chooses nothing (the last epoch is
+kept, no early stopping); ``--jobs`` runs at once (one core each).
 Then for every trained model: validation E/F MAE, ms per energy+forces call on fcc Cu of 108
 and 2048 atoms (an untrained model of the same hyper-parameters, float32, 2 threads, median of
 3), and the parameter count. Runs resume where they stopped (``nnpot train --resume``).
@@ -58,7 +59,9 @@ def run_config(family: str, dataset: str, minutes: float, output: Path) -> Path:
                      "scheduler": {"type": "cosine", "warmup_epochs": 2, "min_lr": 1e-5},
                      "loss": {"energy": 1.0, "forces": 1.0, "stress": stress,
                               "final_energy": 100.0, "final_fraction": 0.2},
-                     "ema_decay": 0.99, "early_stopping_patience": 100000, "threads": 1,
+                     # the validation frames report the error, so they choose nothing
+                     "keep_epoch": "last", "early_stopping_patience": None,
+                     "ema_decay": 0.99, "threads": 1,
                      "progress": False}}
     path = output / "configs" / f"{dataset.replace(' ', '_')}_{family}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
