@@ -276,8 +276,9 @@ run 20""")
     assert "Fix halt condition" in run_lammps(halt, tmp_path, ranks=ranks).stdout
 
 
+@pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_deviation_every_n_steps_drives_the_dynamics_with_the_first_member(
-        plugin, small_committee, tmp_path):
+        plugin, small_committee, tmp_path, ranks):
     """pair_style nnpot deviation_every 2: at every MD step the forces and energies are the
     first member's; on the steps that are multiples of 2 the per-atom deviation is the
     calculator's forces_std there."""
@@ -296,7 +297,8 @@ dump_modify every format float %.17g sort id
 dump_modify even format float %.17g sort id
 run 4
 """
-    assert "deviation_every 2: the first member drives" in run_lammps(script, tmp_path).stdout
+    out = run_lammps(script, tmp_path, ranks=ranks)
+    assert "deviation_every 2: the first member drives" in out.stdout
     committee = nnpot.load(model)
     first = nnpot.NNPCalculator(committee.members[0], dtype="float64")
     whole = nnpot.NNPCalculator(committee, dtype="float64")
