@@ -327,6 +327,29 @@ run 4
                                    rtol=0, atol=1e-8)
 
 
+def test_exploration_in_lammps_turns_a_triclinic_cell_and_records_the_deviation(
+        small_committee, tmp_path):
+    """nnpot.lammps.explore on a primitive fcc cell (not LAMMPS's lower-triangular form): the
+    frames keep the cell's shape and volume, and each frame's per-atom deviation is the
+    calculator's forces_std on it."""
+    from nnpot.lammps.explore import explore
+
+    model, package = small_committee
+    start = bulk("Cu", "fcc", a=3.6).repeat((3, 3, 3))
+    start.rattle(0.05, seed=1)
+    run = explore(package, ["Cu"], start, tmp_path, "nvt", 600.0, steps=6, timestep=2.0,
+                  interval=3, seed=5)
+    assert run.note == "finished" and len(run.frames) == 3
+    calculator = nnpot.NNPCalculator(model, dtype="float64")
+    for frame in run.frames:
+        np.testing.assert_allclose(frame.cell.cellpar(), start.cell.cellpar(), atol=1e-9)
+        frame.calc = calculator
+        frame.get_forces()
+        np.testing.assert_allclose(frame.arrays["forces_std"], calculator.results["forces_std"],
+                                   rtol=0, atol=1e-10)
+        assert frame.info["max_force_std"] == frame.arrays["forces_std"].max()
+
+
 def test_deviation_every_needs_a_committee(plugin, small_cu, tmp_path):
     script = single_point_script(plugin, small_cu[1]).replace(
         "pair_style nnpot\n", "pair_style nnpot deviation_every 5\n")
