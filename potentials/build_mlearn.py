@@ -17,7 +17,6 @@ evaluation speed (ms/atom/step).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -35,7 +34,7 @@ import nnpot
 from nnpot.core.committee import members_of
 from nnpot.md import MDInstabilityError, md
 from nnpot.train import TrainConfig, fit, load_config
-from nnpot.train.data import split_indices
+from nnpot.train.data import file_sha256, split_indices
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # Published mlearn test-set errors (energy meV/atom, force meV/Å), Zuo et al. 2020
@@ -85,10 +84,6 @@ def errors_by_config_type(model: Path, config: TrainConfig) -> dict[str, dict[st
                    "energy_mae": 1e3 * float(np.mean(group["energy"])),
                    "forces_mae": 1e3 * float(np.mean(group["forces"]))}
             for name, group in sorted(errors.items())}
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def stability(model: Path, atoms0, temperatures: list[float], steps: int, limit: float,

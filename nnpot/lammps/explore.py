@@ -21,7 +21,7 @@ from ase import Atoms
 
 from .build import build_plugin
 from .export import export_for_lammps
-from .run import LammpsRunError, nnpot_preamble, run_lammps, write_data
+from .run import LammpsRunError, nnpot_preamble, read_dump, run_lammps, write_data
 
 # LAMMPS fixes of each nnpot md ensemble; damping over 100 steps (temperature) and 1000 steps
 # (pressure), as LAMMPS's documentation suggests.
@@ -105,42 +105,16 @@ run {steps}
 
 
 def read_frames(path: Path, species: list[str]) -> list[Atoms]:
-    """The frames of ``dump custom … id type x y z f_deviation`` as Atoms (periodic cells)."""
+    """The frames of ``dump custom … id type x y z f_deviation`` as periodic Atoms."""
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
-    frames, k = [], 0
-    while k < len(lines):
-        if lines[k].startswith("ITEM: NUMBER OF ATOMS"):
-            n = int(lines[k + 1])
-            cell = _box(lines[k + 2:k + 6])
-            k += 6
-            columns = lines[k].split()[2:]
-            rows = [line.split() for line in lines[k + 1:k + 1 + n]]
-            if len(rows) < n:  # the last frame, cut short by a crash
-                break
-            table = np.array(rows, dtype=float)
-            column = {name: table[:, j] for j, name in enumerate(columns)}
-            atoms = Atoms([species[int(t) - 1] for t in column["type"]],
-                          positions=np.stack([column[c] for c in "xyz"], axis=1),
-                          cell=cell, pbc=True)
-            atoms.arrays["forces_std"] = column["f_deviation"].copy()
-            atoms.info["max_force_std"] = float(column["f_deviation"].max())
-            frames.append(atoms)
-            k += n
-        k += 1
+    frames = []
+    for snapshot in read_dump(path):
+        column = snapshot.columns
+        atoms = Atoms([species[int(t) - 1] for t in column["type"]],
+                      positions=np.stack([column[c] for c in "xyz"], axis=1),
+                      cell=snapshot.cell, pbc=True)
+        atoms.arrays["forces_std"] = column["f_deviation"].copy()
+        atoms.info["max_force_std"] = float(column["f_deviation"].max())
+        frames.append(atoms)
     return frames
-
-
-def _box(lines: list[str]) -> np.ndarray:
-    """The lower-triangular cell of a dump's ``ITEM: BOX BOUNDS xy xz yz`` block (or of an
-    orthogonal box's), from LAMMPS's bounding-box form."""
-    bounds = np.array([[float(v) for v in line.split()] for line in lines[1:4]])
-    if bounds.shape[1] == 2:
-        bounds = np.hstack([bounds, np.zeros((3, 1))])
-    xy, xz, yz = bounds[:, 2]
-    xlo = bounds[0, 0] - min(0.0, xy, xz, xy + xz)
-    xhi = bounds[0, 1] - max(0.0, xy, xz, xy + xz)
-    ylo = bounds[1, 0] - min(0.0, yz)
-    yhi = bounds[1, 1] - max(0.0, yz)
-    return np.array([[xhi - xlo, 0, 0], [xy, yhi - ylo, 0], [xz, yz, bounds[2, 1] - bounds[2, 0]]])

@@ -86,36 +86,55 @@ def write_data(atoms: Atoms, path: str | os.PathLike, elements: list[str]) -> Pa
 
 @dataclass
 class Snapshot:
-    """One frame of a ``dump custom`` with ``id fx fy fz c_pe`` (sorted by id)."""
+    """One frame of a ``dump custom`` (sorted by id): its forces and per-atom energies when it
+    has ``fx fy fz`` and ``c_pe``, every column by name, and the box as a cell."""
 
     ids: np.ndarray
-    forces: np.ndarray     # [N, 3] eV/Å
-    energies: np.ndarray   # [N] eV
+    forces: np.ndarray | None      # [N, 3] eV/Å (columns fx fy fz)
+    energies: np.ndarray | None    # [N] eV (column c_pe)
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # every column, by its name
+    cell: np.ndarray | None = None  # [3, 3] Å, lower-triangular (LAMMPS's orientation)
 
 
 def read_dump(path: str | os.PathLike) -> list[Snapshot]:
-    """Frames of a dump written with ``dump ... custom N FILE id fx fy fz c_pe`` (any order of
-    these columns; extra columns are ignored)."""
+    """Frames of a ``dump ... custom N FILE id ...`` (any columns; ``id`` is needed). A last
+    frame cut short (LAMMPS stopped while writing it) is left out."""
     lines = Path(path).read_text().splitlines()
     frames, k = [], 0
     while k < len(lines):
         if lines[k].startswith("ITEM: NUMBER OF ATOMS"):
             n = int(lines[k + 1])
+            cell = _box(lines[k + 2:k + 6]) if lines[k + 2].startswith("ITEM: BOX") else None
             while not lines[k].startswith("ITEM: ATOMS"):
                 k += 1
             columns = lines[k].split()[2:]
-            table = np.array([[float(v) for v in line.split()]
-                              for line in lines[k + 1:k + 1 + n]]).reshape(n, len(columns))
-            order = np.argsort(table[:, columns.index("id")])
-            table = table[order]
-            frames.append(Snapshot(table[:, columns.index("id")].astype(int),
-                                   table[:, [columns.index(c) for c in ("fx", "fy", "fz")]],
-                                   table[:, columns.index("c_pe")],
-                                   {name: table[:, k] for k, name in enumerate(columns)}))
+            rows = [line.split() for line in lines[k + 1:k + 1 + n]]
+            if len(rows) < n or any(len(row) != len(columns) for row in rows):
+                break
+            table = np.array(rows, dtype=float).reshape(n, len(columns))
+            table = table[np.argsort(table[:, columns.index("id")])]
+            named = {name: table[:, j] for j, name in enumerate(columns)}
+            forces = (np.stack([named[c] for c in ("fx", "fy", "fz")], axis=1)
+                      if {"fx", "fy", "fz"} <= named.keys() else None)
+            frames.append(Snapshot(named["id"].astype(int), forces, named.get("c_pe"), named,
+                                   cell))
             k += n
         k += 1
     return frames
+
+
+def _box(lines: list[str]) -> np.ndarray:
+    """The lower-triangular cell of a dump's ``ITEM: BOX BOUNDS`` block (``xy xz yz`` for a
+    triclinic box), from LAMMPS's bounding-box form."""
+    bounds = np.array([[float(v) for v in line.split()] for line in lines[1:4]])
+    if bounds.shape[1] == 2:
+        bounds = np.hstack([bounds, np.zeros((3, 1))])
+    xy, xz, yz = bounds[:, 2]
+    xlo = bounds[0, 0] - min(0.0, xy, xz, xy + xz)
+    xhi = bounds[0, 1] - max(0.0, xy, xz, xy + xz)
+    ylo = bounds[1, 0] - min(0.0, yz)
+    yhi = bounds[1, 1] - max(0.0, yz)
+    return np.array([[xhi - xlo, 0, 0], [xy, yhi - ylo, 0], [xz, yz, bounds[2, 1] - bounds[2, 0]]])
 
 
 def read_thermo(log: str) -> list[dict[str, float]]:
