@@ -214,18 +214,33 @@ def training_time_text(folder: Path, last: dict[str, str]) -> str:
             + "; ".join(parts) + f"; run: {_chain_text(stages)} —")
 
 
+def where_trained(folder: Path, config: TrainConfig) -> str:
+    """"on a CUDA GPU", or per stretch of epochs where a run was resumed elsewhere ("56 epochs
+    on a CUDA GPU, then 4 on 1 CPU thread(s) …"), from the model's provenance."""
+    training = nnpot.load(folder / "model.pt").provenance.get("training", {})
+    segments = training.get("segments") or [
+        {"device": training.get("device", "cpu"), "threads": config.training.threads}]
+
+    def where(segment: dict) -> str:
+        return ("a CUDA GPU" if str(segment["device"]).startswith("cuda") else
+                f"{segment['threads']} CPU thread(s) of the 2-core development machine")
+
+    if len(segments) == 1:
+        return f"on {where(segments[0])}"
+    return "; " + ", then ".join(f"{s['epochs'][1] - s['epochs'][0] + 1} epochs on {where(s)}"
+                                 for s in segments)
+
+
 def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[str, str],
                md_rows: list[dict], steps: int, limit: float, timestep: float = 2.0) -> None:
     """Finish a model card (``lines``: its title and errors) with the training time and the MD
     check, and write ``model_card.md`` and ``stability.json``."""
     parity = ("; parity: `parity_validation.png`" if (folder / "parity_validation.png").exists()
               else "")   # a fit on every frame has no validation set
-    device = nnpot.load(folder / "model.pt").provenance.get("training", {}).get("device", "cpu")
-    where = ("a CUDA GPU" if str(device).startswith("cuda") else
-             f"{config.training.threads} CPU thread(s) of the 2-core development machine")
     lines = lines + [
         "",
-        f"Training: {training_time_text(folder, last)} on {where}. Learning curves (of the last stage): "
+        f"Training: {training_time_text(folder, last)} {where_trained(folder, config)}. "
+        f"Learning curves (of the last stage): "
         f"`learning_curves.png`{parity}.",
         "",
     ] + stability_section(md_rows, steps, limit, timestep)

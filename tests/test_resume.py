@@ -224,6 +224,23 @@ def test_resume_with_keep_epoch_last_keeps_the_latest_epoch(tmp_path, data_file)
     assert all(torch.equal(a[key], b[key]) for key in b)
 
 
+def test_the_model_records_where_each_stretch_of_epochs_ran(tmp_path, data_file):
+    """A run resumed with another run-time setting (here threads; a GPU run finished on CPU is
+    the same case) records both stretches; a resume on the same setting joins its stretch."""
+    config = small_config(tmp_path, data_file, max_epochs=2)
+    config["training"]["threads"] = 1
+    fit(config_from_dict(config))
+    config["training"]["max_epochs"] = 3
+    fit(config_from_dict(config), resume=True)
+    config["training"].update(max_epochs=4, threads=2)
+    path = fit(config_from_dict(config), resume=True)
+    training = nnpot.load(path).provenance["training"]
+    assert training["epochs"] == 4 and training["device"] == "cpu"
+    assert training["segments"] == [
+        {"device": "cpu", "processes": 1, "threads": 1, "epochs": [1, 3]},
+        {"device": "cpu", "processes": 1, "threads": 2, "epochs": [4, 4]}]
+
+
 def test_a_truncated_checkpoint_is_a_clear_error(tmp_path, data_file):
     config = small_config(tmp_path, data_file, max_epochs=1)
     fit(config_from_dict(config))

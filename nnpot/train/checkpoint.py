@@ -62,6 +62,7 @@ class Checkpointing:
             "history": self.history, "stop_reason": self.stop_reason,
             "last_epoch_s": self.last_epoch_time,
             "loss_weights": dict(self.loss.weights),
+            "segments": self._segments(),
         }
 
     def save_checkpoint(self) -> None:
@@ -112,6 +113,12 @@ class Checkpointing:
             self.best_epoch = self.epoch
             self.remember_best(write=False)
         self.history = list(state["history"])
+        # where its epochs ran; a checkpoint from before segments were kept has its own config's
+        # device (the device of the run that wrote it)
+        self.segments_before = state.get("segments") or (
+            [{"device": state["config"].get("device", "cpu"), "processes": state["world_size"],
+              "threads": state["config"]["training"].get("threads"), "epochs": [1, self.epoch]}]
+            if self.epoch else [])
         # the stop test then gives what it gave when this checkpoint was written: a finished
         # time-limited run resumes into finish(), not into one more epoch
         self.last_epoch_time = state.get("last_epoch_s", 0.0)

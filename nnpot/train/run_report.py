@@ -39,7 +39,24 @@ class Reporting:
     def _training_summary(self) -> dict:
         return {"epochs": self.epoch, "time_min": self.elapsed / 60,
                 "threads": self.config.training.threads, "processes": self.dist.world,
-                "device": str(self.device)}
+                "device": str(self.device), "segments": self._segments()}
+
+    def _segments(self) -> list[dict]:
+        """Where the epochs ran, oldest first: ``{"device", "processes", "threads",
+        "epochs": [first, last]}`` per stretch of one setting. A run resumed on another device
+        (a GPU run finished on CPU) keeps both; resumes on the same setting join into one."""
+        segments = [dict(s, epochs=list(s["epochs"])) for s in self.segments_before]
+        first, last = self.segment_first_epoch, self.epoch
+        if last >= first:
+            here = {"device": str(self.device), "processes": self.dist.world,
+                    "threads": self.config.training.threads, "epochs": [first, last]}
+            before = segments[-1] if segments else None
+            if before and all(before[k] == here[k] for k in ("device", "processes", "threads")) \
+                    and before["epochs"][1] == first - 1:
+                before["epochs"][1] = last
+            else:
+                segments.append(here)
+        return segments
 
     def finish(self) -> None:
         """Evaluate the best model; write plots, metrics.json and the model card."""

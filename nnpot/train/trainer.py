@@ -133,6 +133,8 @@ class Trainer(DataPreparation, Checkpointing, CommitteeJoining, Reporting):
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.potential, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.epoch, self.elapsed_before = 0, 0.0
+        self.segments_before: list[dict] = []  # where the epochs before a resume ran
+        self.segment_first_epoch = 1
         self.best_loss, self.best_epoch, self.since_best = math.inf, 0, 0
         self._best_written = True  # best.pt holds best_state (keep_epoch: last writes it late)
         self.best_state: dict | None = None  # weights (EMA applied) of the best epoch, on CPU
@@ -315,6 +317,7 @@ class Trainer(DataPreparation, Checkpointing, CommitteeJoining, Reporting):
         self.build()
         if self.resume:
             self.load_checkpoint()
+            self.segment_first_epoch = self.epoch + 1
             if self.dist.is_main:  # the budget keys may have changed: record what runs now
                 atomic_write_text(self.out / "config.yaml",
                                   yaml.safe_dump(self.config.to_dict(), sort_keys=False))
