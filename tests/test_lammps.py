@@ -4,6 +4,7 @@ stress on 1, 2 and 4 ranks; bad input as clear LAMMPS errors; MD (slow)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -198,6 +199,12 @@ def test_per_atom_virials_sum_to_the_virial_and_equal_the_calculators_split(plug
     atoms.calc = nnpot.NNPCalculator(model, dtype="float64")
     np.testing.assert_allclose(frame.forces, atoms.get_forces(), rtol=0, atol=1e-8)
     assert_per_atom_virials(frame, read_thermo(out.stdout)[-1], atoms)
+    # the run's end reports each rank's peak resident memory (what sizing a run needs)
+    peak = re.search(r"pair nnpot: peak memory per rank ([0-9.]+) MiB \(smallest ([0-9.]+) MiB\) "
+                     r"on (\d+) rank", out.stdout)
+    assert peak, out.stdout[-2000:]
+    largest, smallest, n = float(peak[1]), float(peak[2]), int(peak[3])
+    assert n == ranks and 50 < smallest <= largest < 24 * 1024
 
 
 @pytest.mark.slow  # compiling every step of the model: minutes

@@ -731,6 +731,16 @@ void PairNNPot::unpack_reverse_comm(int n, int *list, double *buf)
   }
 }
 
+// VmHWM of this process in MiB (0 where /proc is not there).
+static double peak_resident_mib()
+{
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  return 0.0;
+}
+
 void PairNNPot::finish()
 {
   // Where the pair style's time goes (rank 0): the model call vs building its inputs.
@@ -741,6 +751,16 @@ void PairNNPot::finish()
   if (comm->me == 0 && n_calls > 0 && halo_exchange())
     utils::logmesg(lmp, "pair nnpot: of which {:.3f} ms/call in halo exchanges (including "
                    "waiting for the other ranks)\n", 1e3 * exchange_seconds / n_calls);
+  // Peak resident memory of each rank's process so far (LAMMPS, torch and the model together;
+  // Linux's VmHWM): what a user sizing a run per node needs. Collective: every rank reads its own.
+  if (n_calls > 0) {
+    double peak[2] = {peak_resident_mib(), 0.0};
+    peak[1] = -peak[0];
+    MPI_Allreduce(MPI_IN_PLACE, peak, 2, MPI_DOUBLE, MPI_MAX, world);
+    if (comm->me == 0 && peak[0] > 0)
+      utils::logmesg(lmp, "pair nnpot: peak memory per rank {:.1f} MiB (smallest {:.1f} MiB) on "
+                     "{} rank(s)\n", peak[0], -peak[1], comm->nprocs);
+  }
   model_seconds = total_seconds = exchange_seconds = 0.0;
   n_calls = 0;
 }
