@@ -58,16 +58,18 @@ def copper(n: int):
 
 
 def lammps_step(plugin: Path, package: Path, atoms, steps: int, ranks: int, threads: int,
-                folder: Path) -> dict[str, float]:
-    """ms per MD step in LAMMPS, and the pair style's model / around-model ms per call."""
+                folder: Path, warmup: int = 2) -> dict[str, float]:
+    """ms per MD step in LAMMPS, the pair style's model / around-model ms per call and the peak
+    resident memory of the largest rank (MiB). ``warmup`` steps run first, untimed; the timed run
+    then starts without recomputing forces (``pre no``), which saves a call on large systems."""
     write_data(atoms, folder / "data.lmp", ["Cu"])
     script = nnpot_preamble(plugin, package, "Cu") + f"""neighbor 1.0 bin
 timestep 0.001
 velocity all create 600 4928 mom yes rot yes dist gaussian
 fix nve all nve
 thermo {steps}
-run 2
-run {steps}
+run {warmup}
+run {steps} pre no
 """
     out = run_lammps(script, folder, ranks=ranks, threads=threads).stdout
     loop = re.findall(r"Loop time of ([0-9.eE+-]+) on \d+ procs for (\d+) steps", out)[-1]
@@ -75,6 +77,9 @@ run {steps}
                        out)[-1]
     result = {"step_ms": 1e3 * float(loop[0]) / int(loop[1]), "model_ms": float(split[0]),
               "around_model_ms": float(split[1])}
+    peak = re.findall(r"pair nnpot: peak memory per rank ([0-9.]+) MiB", out)
+    if peak:
+        result["peak_rank_mib"] = float(peak[-1])
     exchange = re.findall(r"of which ([0-9.]+) ms/call in halo exchanges", out)
     if exchange:
         result["halo_exchange_ms"] = float(exchange[-1])
