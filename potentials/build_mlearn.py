@@ -215,8 +215,8 @@ def training_time_text(folder: Path, last: dict[str, str]) -> str:
 
 
 def where_trained(folder: Path, config: TrainConfig) -> str:
-    """"on a CUDA GPU", or per stretch of epochs where a run was resumed elsewhere ("56 epochs
-    on a CUDA GPU, then 4 on 1 CPU thread(s) …"), from the model's provenance."""
+    """" on a CUDA GPU", or per stretch of epochs where a run was resumed elsewhere (": 56 epochs
+    on a CUDA GPU, then 4 epochs on 1 CPU thread(s) …"), from the model's provenance."""
     training = nnpot.load(folder / "model.pt").provenance.get("training", {})
     segments = training.get("segments") or [
         {"device": training.get("device", "cpu"), "threads": config.training.threads}]
@@ -226,8 +226,8 @@ def where_trained(folder: Path, config: TrainConfig) -> str:
                 f"{segment['threads']} CPU thread(s) of the 2-core development machine")
 
     if len(segments) == 1:
-        return f"on {where(segments[0])}"
-    return "; " + ", then ".join(f"{s['epochs'][1] - s['epochs'][0] + 1} epochs on {where(s)}"
+        return f" on {where(segments[0])}"
+    return ": " + ", then ".join(f"{s['epochs'][1] - s['epochs'][0] + 1} epochs on {where(s)}"
                                  for s in segments)
 
 
@@ -239,7 +239,7 @@ def write_card(folder: Path, lines: list[str], config: TrainConfig, last: dict[s
               else "")   # a fit on every frame has no validation set
     lines = lines + [
         "",
-        f"Training: {training_time_text(folder, last)} {where_trained(folder, config)}. "
+        f"Training: {training_time_text(folder, last)}{where_trained(folder, config)}. "
         f"Learning curves (of the last stage): "
         f"`learning_curves.png`{parity}.",
         "",
