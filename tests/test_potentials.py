@@ -57,7 +57,7 @@ def test_shipped_dft_potential_is_complete(name, headline):
     assert f"**{validation['forces'][headline]:.1f}**" in card   # the card shows the model's numbers
 
 
-@pytest.mark.parametrize("name", ["mlearn-si-mace"])
+@pytest.mark.parametrize("name", ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace"])
 def test_cross_validated_potential_is_complete(name):
     """Potentials fitted on every training frame: the config says so, the card shows the
     5-fold cross-validation means ± standard errors of the folder's cv_report.json, and the
@@ -76,5 +76,11 @@ def test_cross_validated_potential_is_complete(name):
     for key in ("energy_mae", "forces_mae"):
         entry = report["mean"][key]
         assert f"**{entry['mean']:.2f} ± {entry['stderr']:.2f}**" in card, key
-    assert nnpot.load(folder / "model.pt").provenance["train_sha256"]
+    provenance = nnpot.load(folder / "model.pt").provenance
+    assert provenance["train_sha256"]
     assert all(row["stable"] for row in json.loads((folder / "stability.json").read_text()))
+    # the card says where the epochs ran: each stretch when the run moved (GPU, then CPU)
+    segments = provenance["training"].get("segments", [])
+    if len(segments) > 1:
+        for segment in segments:
+            assert f"{segment['epochs'][1] - segment['epochs'][0] + 1} epochs on " in card
