@@ -84,9 +84,10 @@ def lammps_run(plugin: Path, package: Path, n_atoms: int, ranks: int, folder: Pa
         row = lammps_step(plugin, package, copper(CELLS[n_atoms]), TIMED_STEPS[n_atoms], ranks,
                           1, folder, warmup=1 if n_atoms > 16384 else 2)
     except LammpsRunError as error:
-        text = str(error)
-        killed = "Killed" in text or "signal 9" in text or "exit 137" in text
-        return {"failed": "killed (out of memory)" if killed else text[-500:]}
+        text = str(error)   # "LAMMPS failed (exit N) in …": a rank killed by the kernel is -9
+        # SIGKILL (the kernel's out-of-memory killer): -9, or 137 / 247 through a wrapper
+        killed = any(code in text for code in ("(exit -9)", "(exit 137)", "(exit 247)", "Killed"))
+        return {"failed": "killed (out of memory)" if killed else text[:200] + " … " + text[-300:]}
     row["kib_per_atom_rank"] = 1024 * row["peak_rank_mib"] * ranks / n_atoms
     return row
 
