@@ -155,6 +155,8 @@ def test_random_selection_draws_from_every_explored_frame(tmp_path, setup):
     assert len(labelled) == 3 and all(np.isnan(f.info["max_force_std"]) for f in labelled)
 
 
+@pytest.mark.slow  # ~70 s (two trainings, one export); explore() in LAMMPS is in the default
+# suite: test_lammps.py::test_exploration_in_lammps_turns_a_triclinic_cell_and_records_the_deviation
 def test_the_loop_explores_in_lammps_with_the_committees_deviation(tmp_path, setup):
     """explore.engine: lammps — the committee is exported, LAMMPS runs the MD and dumps the
     per-atom deviation, and each explored frame's recorded deviation is the calculator's
