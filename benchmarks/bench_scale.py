@@ -9,8 +9,10 @@ the model declares them: halo exchange on 2 ranks).
 * LAMMPS, 1 rank × 1 thread and 2 ranks × 1 thread: ms per velocity-Verlet step (``warmup``
   untimed steps, then the timed ones) and the peak resident memory of the largest rank, which
   the pair style reports at the end of a run (VmHWM: LAMMPS, torch and the model together).
-* NNPCalculator (2 threads), each size in a fresh process: ms of one energy+forces call after a
-  first one, and that process's peak resident memory (ru_maxrss). The same process first
+* NNPCalculator (2 threads), each size in a fresh process: the median ms of ``--calls``
+  energy+forces calls after a first one (as in MD: the heap has settled), and that process's
+  peak resident memory over all of them (ru_maxrss), with the allocator policy it ended in
+  (``nnpot.core.allocator``: heap kept, or large buffers released). The same process first
   evaluates 108 atoms; what the large cell adds over that baseline, per atom, is the memory per
   atom that must not grow with size.
 
@@ -18,7 +20,7 @@ A run that does not fit in memory is killed by the kernel; its row says so and t
 go on.
 
     python benchmarks/bench_scale.py [--models schnet hdnnp nequip] [--sizes 16384 131072]
-                                     [--json benchmarks/results/scale.json]
+                                     [--ranks 1 2] [--calls 4] [--json benchmarks/results/scale.json]
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ TIMED_STEPS = {2048: 5, 16384: 3, 62500: 1, 131072: 1}
 
 # One process per size: the peak memory of a process is its own, never an earlier size's.
 CALCULATOR_PROBE = r"""
-import json, resource, sys, time
+import json, resource, statistics, sys, time
+from nnpot import NNPCalculator   # first: nnpot asks PyTorch for huge pages before torch loads
+from nnpot.core.allocator import policy
 import torch
 from ase.build import bulk
-from nnpot import NNPCalculator
-model, cells = sys.argv[1], int(sys.argv[2])
+model, cells, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(2)
 calc = NNPCalculator(model, dtype="float32")
 def rss_mib():
@@ -59,19 +62,22 @@ atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(cells)
 atoms.rattle(0.05, seed=1)
 atoms.calc = calc
 atoms.get_forces()
-atoms.positions += 1e-4
-start = time.perf_counter()
-atoms.get_potential_energy()
-atoms.get_forces()
-call_ms = 1e3 * (time.perf_counter() - start)
+times = []
+for _ in range(calls):
+    atoms.positions += 1e-4
+    start = time.perf_counter()
+    atoms.get_potential_energy()
+    atoms.get_forces()
+    times.append(1e3 * (time.perf_counter() - start))
 peak = rss_mib()
-print(json.dumps({"call_ms": call_ms, "peak_mib": peak, "baseline_mib": baseline,
-                  "kib_per_atom": 1024 * (peak - baseline) / len(atoms)}))
+print(json.dumps({"call_ms": statistics.median(times), "calls": calls, "peak_mib": peak,
+                  "baseline_mib": baseline, "kib_per_atom": 1024 * (peak - baseline) / len(atoms),
+                  "allocator": policy()}))
 """
 
 
-def calculator_run(model: Path, cells: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", CALCULATOR_PROBE, str(model), str(cells)],
+def calculator_run(model: Path, cells: int, calls: int) -> dict:
+    done = subprocess.run([sys.executable, "-c", CALCULATOR_PROBE, str(model), str(cells), str(calls)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         killed = done.returncode in (-9, 137)
@@ -98,11 +104,14 @@ def main() -> int:
                         choices=sorted(CELLS))
     parser.add_argument("--models", nargs="+", default=["schnet", "hdnnp", "nequip"],
                         choices=["schnet", "hdnnp", "nequip"])
-    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--ranks", type=int, nargs="*", default=[1, 2],
+                        help="LAMMPS rank counts (none: NNPCalculator only)")
+    parser.add_argument("--calls", type=int, default=4,
+                        help="NNPCalculator calls timed after the first (median; peak over all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    plugin = build_plugin(log=lambda line: None)
+    plugin = build_plugin(log=lambda line: None) if args.ranks else None
     work = Path(tempfile.mkdtemp(prefix="nnpot-bench-scale-"))
     makers = {"schnet": ("SchNet (potentials/cu)", lambda: ROOT / "potentials" / "cu" / "model.pt"),
               "hdnnp": ("HDNNP (untrained)", lambda: hdnnp_file(work)),
@@ -111,13 +120,13 @@ def main() -> int:
     for key in args.models:
         name, make = makers[key]
         model = make()
-        package = export_for_lammps(model, work / f"{model.stem}.pt2", dtype="float32",
-                                    log=lambda line: None)
+        package = (export_for_lammps(model, work / f"{model.stem}.pt2", dtype="float32",
+                                     log=lambda line: None) if args.ranks else None)
         for n_atoms in args.sizes:
             row = {f"lammps_{ranks}rank": lammps_run(plugin, package, n_atoms, ranks,
                                                      work / f"{key}-{n_atoms}-{ranks}")
                    for ranks in args.ranks}
-            row["calculator"] = calculator_run(model, CELLS[n_atoms])
+            row["calculator"] = calculator_run(model, CELLS[n_atoms], args.calls)
             results[f"{name} @ {n_atoms}"] = row
             print(name, n_atoms, json.dumps(row), flush=True)
             if args.json:   # after every size: a long run that is stopped keeps what it measured

@@ -9,8 +9,8 @@ threads. Positions are nudged before every call, so every call rebuilds the neig
 
 SchNetPack runs in its own virtual environment (``../shared/peers/setup.sh DIR schnetpack``,
 made on first use); it is not a dependency of nnpot. It is timed twice: as installed, and with
-the same heap setting nnpot applies to itself (``nnpot.core.allocator``), so that the ratio shows
-what the model code does and not only the allocator.
+the same heap and huge-page settings nnpot applies to itself (``nnpot.core.allocator``), so
+that the ratio shows what the model code does and not only the allocator.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from nnpot.models import SchNet
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = 5.0
-SAME_HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+SAME_HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30),
+             "THP_MEM_ALLOC_ENABLE": "1"}
 
 
 def time_nnpot(repeats: int) -> dict[int, list[float]]:

@@ -77,9 +77,12 @@ def peer_python(peers: Path, name: str) -> Path:
 
 def run_peer(python: Path, script: str, repeats: int, env: dict | None = None,
              sizes=SIZES) -> dict[int, list[float]]:
-    """Run a peer script of this folder in its venv; it prints {"n_atoms", "ms"} as JSON."""
+    """Run a peer script of this folder in its venv; it prints {"n_atoms", "ms"} as JSON.
+    The peer runs as installed: without the huge-page variable importing nnpot sets here
+    (``nnpot.core.allocator``) unless ``env`` asks for it."""
+    base = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
     out = subprocess.run([str(python), str(HERE / script), "--repeats", str(repeats), "--sizes",
-                          *map(str, sizes)], env=dict(os.environ, **(env or {})), check=True,
+                          *map(str, sizes)], env=dict(base, **(env or {})), check=True,
                          capture_output=True, text=True)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return dict(zip(data["n_atoms"], data["ms"]))

@@ -11,7 +11,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .allocator import keep_buffers_in_heap
+from .allocator import keep_buffers_in_heap, release_large_buffers_if_heap_is_large
 from .committee import Committee
 from .devices import resolve_device
 from .graph import AtomicGraph
@@ -125,6 +125,10 @@ class NNPCalculator(Calculator):
             self.results["forces_std"] = out["forces_std"].detach().cpu().double().numpy()
             if "stress_std" in out:
                 self.results["stress_std"] = out["stress_std"][0].detach().cpu().double().numpy()
+        del out, graph
+        if self.device.type == "cpu":
+            # A heap kept for speed stops growing with fragmentation once it is large
+            release_large_buffers_if_heap_is_large()
 
     # ---------------------------------------------------------------------------------------
     def _pairs(self, atoms, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
