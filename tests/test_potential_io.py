@@ -33,11 +33,6 @@ def test_readme_example(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("model", sorted(MODEL_MAKERS))
 def test_save_load_is_bitwise_identical(tmp_path, dtype, model):
-    if model == "DimeNetPP" and dtype == torch.float32:
-        # Known limitation (issue 31): in float32 DimeNetPP's forces through PyG's blocks vary
-        # in the last bit from call to call with the memory layout, even for one model object;
-        # float64 is bitwise (this test and the dtype test below).
-        pytest.skip("DimeNetPP float32 forces vary in the last bit with memory layout")
     potential = MODEL_MAKERS[model](dtype=dtype)
     potential.save(tmp_path / "m.pt", provenance={"dataset_sha256": "abc", "metrics": {"f": 1.0}})
     loaded = nnpot.load(tmp_path / "m.pt")
