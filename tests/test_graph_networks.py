@@ -42,6 +42,7 @@ def test_partner_sums_equal_the_sum_over_explicit_triplets(structure, monkeypatc
     potential = make_dimenet(species=species, n_spherical=7, n_radial=4)
     graph = AtomicGraph.from_atoms(atoms, potential.cutoff)
     periodic = bool(atoms.pbc.all())
+    monkeypatch.setattr(dimenet.PartnerSums, "MIN_PARTNERS_PER_EDGE", 0)   # however few
     by_partners = potential(graph, forces=True, stress=periodic)
     used = []
     monkeypatch.setattr(dimenet, "interaction_by_partner_sums",
@@ -55,16 +56,23 @@ def test_partner_sums_equal_the_sum_over_explicit_triplets(structure, monkeypatc
                                    atol=1e-13 * max(scale, 1.0))
 
 
-def test_partner_sums_are_used_in_eager_evaluation(monkeypatch):
+def test_partner_sums_are_used_where_edges_have_many_partners(monkeypatch):
+    """Eager evaluation sums by partner sums in a dense crystal (fcc Cu at 5 Å: 41 partners per
+    edge) and over explicit triplets in a small molecule (ethanol: at most 8)."""
+    from ase.build import bulk, molecule
+
     from nnpot.models import dimenet
 
     used = []
     original = dimenet.interaction_by_partner_sums
     monkeypatch.setattr(dimenet, "interaction_by_partner_sums",
                         lambda *args: used.append(1) or original(*args))
-    potential = make_dimenet()
-    potential(AtomicGraph.from_atoms(rattled_cell(), potential.cutoff), forces=True)
-    assert len(used) == len(potential.model.interaction_blocks)
+    crystal = make_dimenet(species=("Cu",), cutoff=5.0)
+    crystal(AtomicGraph.from_atoms(bulk("Cu", "fcc", a=3.61, cubic=True), 5.0), forces=True)
+    assert len(used) == len(crystal.model.interaction_blocks)
+    organic = make_dimenet(species=("C", "H", "O"), cutoff=5.0)
+    organic(AtomicGraph.from_atoms(molecule("CH3CH2OH"), 5.0), forces=True)
+    assert len(used) == len(crystal.model.interaction_blocks)
 
 
 def _forces_and_fd(potential, atoms, delta=1e-5):
