@@ -16,13 +16,15 @@ A heap that is never trimmed fragments: the calls after the first place the same
 the holes the last one left, and the heap grows by 20–45 % over the first few calls before it
 settles (SchNet, 16 384 Cu atoms: 2.3 GB after the first call, 3.4 GB after the fifth). At
 moderate sizes that is the price of speed; for the largest cells it is the difference between
-fitting in memory and not. So once the heap exceeds a quarter of the machine's memory
+fitting in memory and not. So once the heap exceeds half of the machine's memory
 (``release_large_buffers_if_heap_is_large``, after each calculator call), buffers above 32 MiB
 go back to ``mmap`` and the heap's free pages are returned: memory per atom then stays what one
-call needs. Their page faults are cheap because nnpot asks PyTorch for transparent huge pages
+call needs. Their page faults cost less because nnpot asks PyTorch for transparent huge pages
 on buffers of 2 MB and more (``THP_MEM_ALLOC_ENABLE=1``, set in ``nnpot/__init__.py`` before
-torch is imported): SchNet on 16 384 atoms took 4.8 s per call that way, 8.3 s with 4 kB pages
-and 3.5 s with the heap kept (2 threads, 2-core AMD EPYC, 2026-12-04).
+torch is imported), but still cost: SchNet on 16 384 atoms took 4.8 s per call that way, 8.3 s
+with 4 kB pages and 3.5 s with the heap kept, and an HDNNP on 131 072 atoms 9.1 s against 5.6 s
+(2 threads, 2-core AMD EPYC, 24 GB, 2026-12-04). Hence half the memory, not less: the switch is
+for cells that would otherwise not fit.
 
 The settings are process-wide and only change where memory comes from; set the environment
 variable ``NNPOT_KEEP_MALLOC=1`` to leave the allocator alone (``THP_MEM_ALLOC_ENABLE=0`` for
@@ -41,7 +43,7 @@ _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _MMAP_THRESHOLD_MAX = 32 * 2**20   # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
 _MMAP_MAX_DEFAULT = 65536
-HEAP_FRACTION = 0.25               # of the physical memory, beyond which large buffers go back
+HEAP_FRACTION = 0.5                # of the physical memory, beyond which large buffers go back
 
 _libc = None
 _state = "untouched"               # → "keep" (heap kept) → "release" (large buffers returned)
