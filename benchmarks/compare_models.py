@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT.parent / "runs" / "compare")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))
+    parser.add_argument("--merge", type=Path,
+                        help="an earlier compare_models.json: its rows of the other families are "
+                             "kept, so one family can be rerun after a change")
     args = parser.parse_args()
     configs = {(f, d): run_config(f, d, args.minutes, args.output)
                for d in DATASETS for f in args.families}
@@ -124,9 +127,29 @@ def main() -> None:
     speeds = {family: speed(family) for family in args.families}
     for row in rows:
         row["ms_108"], row["ms_2048"] = speeds[row["family"]][108], speeds[row["family"]][2048]
-    (args.output / "compare_models.json").write_text(json.dumps(
-        {"minutes": args.minutes, "threads_training": 1, "rows": rows}, indent=1))
-    lines = [f"Budget: {args.minutes:g} min of training per run on 1 thread; speed: untrained "
+    if args.merge:
+        rows = merge(rows, args.merge, args.minutes)
+    write_results(rows, args.minutes, args.output)
+
+
+def merge(rows: list[dict], earlier_json: Path, minutes: float) -> list[dict]:
+    """``rows`` with the rows of an earlier compare_models.json for every other (family,
+    dataset), in the table's order."""
+    earlier = json.loads(earlier_json.read_text())
+    if earlier["minutes"] != minutes:
+        raise SystemExit(f"{earlier_json} was measured with {earlier['minutes']} min per run, "
+                         f"this run with {minutes}: not one table")
+    rerun = {(r["family"], r["dataset"]) for r in rows}
+    kept = [r for r in earlier["rows"] if (r["family"], r["dataset"]) not in rerun]
+    order = {key: k for k, key in enumerate((f, d) for d in DATASETS for f in FAMILIES)}
+    return sorted(kept + rows, key=lambda r: order[(r["family"], r["dataset"])])
+
+
+def write_results(rows: list[dict], minutes: float, output: Path) -> None:
+    """compare_models.json, .md (the table) and .png (the plot) in ``output``."""
+    (output / "compare_models.json").write_text(json.dumps(
+        {"minutes": minutes, "threads_training": 1, "rows": rows}, indent=1))
+    lines = [f"Budget: {minutes:g} min of training per run on 1 thread; speed: untrained "
              f"model, fcc Cu, float32, 2 threads.", "",
              "| data | model | epochs | val. E MAE (meV/atom) | val. F MAE (meV/Å) | "
              "ms @108 | ms @2048 | parameters |", "|---|---|---|---|---|---|---|---|"]
@@ -134,9 +157,9 @@ def main() -> None:
         lines.append(f"| {r['dataset']} | {r['family']} | {r['epochs']} | {r['energy_mae']:.2f} | "
                      f"{r['forces_mae']:.1f} | {r['ms_108']:.0f} | {r['ms_2048']:.0f} | "
                      f"{r['parameters']:,} |")
-    (args.output / "compare_models.md").write_text("\n".join(lines) + "\n")
+    (output / "compare_models.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(rows, args.output / "compare_models.png")
+    plot(rows, output / "compare_models.png")
 
 
 def plot(rows: list[dict], path: Path) -> None:
