@@ -44,12 +44,14 @@ TIMED_STEPS = {2048: 5, 16384: 3, 62500: 1, 131072: 1}
 
 # One process per size: the peak memory of a process is its own, never an earlier size's.
 CALCULATOR_PROBE = r"""
-import json, resource, statistics, sys, time
+import json, resource, sys
 from nnpot import NNPCalculator   # first: nnpot asks PyTorch for huge pages before torch loads
 from nnpot.core.allocator import policy
 import torch
 from ase.build import bulk
 model, cells, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+from bench_lammps import calculator_call_ms
 torch.set_num_threads(2)
 calc = NNPCalculator(model, dtype="float32")
 def rss_mib():
@@ -60,24 +62,17 @@ small.get_forces()
 baseline = rss_mib()
 atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(cells)
 atoms.rattle(0.05, seed=1)
-atoms.calc = calc
-atoms.get_forces()
-times = []
-for _ in range(calls):
-    atoms.positions += 1e-4
-    start = time.perf_counter()
-    atoms.get_potential_energy()
-    atoms.get_forces()
-    times.append(1e3 * (time.perf_counter() - start))
+call_ms = calculator_call_ms(calc, atoms, calls)   # a first call, then the timed ones
 peak = rss_mib()
-print(json.dumps({"call_ms": statistics.median(times), "calls": calls, "peak_mib": peak,
+print(json.dumps({"call_ms": call_ms, "calls": calls, "peak_mib": peak,
                   "baseline_mib": baseline, "kib_per_atom": 1024 * (peak - baseline) / len(atoms),
                   "allocator": policy()}))
 """
 
 
 def calculator_run(model: Path, cells: int, calls: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", CALCULATOR_PROBE, str(model), str(cells), str(calls)],
+    done = subprocess.run([sys.executable, "-c", CALCULATOR_PROBE, str(model), str(cells), str(calls),
+                           str(Path(__file__).resolve().parent)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         killed = done.returncode in (-9, 137)
