@@ -22,7 +22,7 @@ go back to ``mmap`` and the heap's free pages are returned: memory per atom then
 call needs. Their page faults cost less because nnpot asks PyTorch for transparent huge pages
 on buffers of 2 MB and more (``THP_MEM_ALLOC_ENABLE=1``, set in ``nnpot/__init__.py`` before
 torch is imported), but still cost: SchNet on 16 384 atoms took 4.8 s per call that way, 8.3 s
-with 4 kB pages and 3.5 s with the heap kept, and an HDNNP on 131 072 atoms 9.1 s against 5.6 s
+with 4 kB pages and 3.5 s with the heap kept, and an HDNNP on 131 072 atoms 9.1 s against 5.3 s
 (2 threads, 2-core AMD EPYC, 24 GB, 2026-12-04). Hence half the memory, not less: the switch is
 for cells that would otherwise not fit.
 
