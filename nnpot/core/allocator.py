@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -84,6 +85,12 @@ def keep_buffers_in_heap() -> bool:
     return _state == "keep"
 
 
+@functools.cache
+def _physical_bytes() -> int:
+    """The machine's memory, bytes (read once: this is asked after every calculator call)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def heap_bytes() -> int:
     """Bytes of the main heap (glibc's ``mallinfo2().arena``), in use or free; 0 if unknown."""
     libc = _glibc()
@@ -98,8 +105,7 @@ def release_large_buffers_if_heap_is_large(fraction: float | None = None) -> boo
     if _state != "keep":
         return False
     fraction = HEAP_FRACTION if fraction is None else fraction
-    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if heap_bytes() <= fraction * physical:
+    if heap_bytes() <= fraction * _physical_bytes():
         return False
     libc = _glibc()
     libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)

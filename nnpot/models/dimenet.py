@@ -196,21 +196,24 @@ class DimeNetPP(AtomisticModel):
             radial = self.sbf.radial(dist)
             reverse = torch.remainder(torch.arange(2 * n_pairs, device=source.device) + n_pairs,
                                       2 * n_pairs)
-            for interaction, output in zip(self.interaction_blocks, self.output_blocks[1:]):
-                x = interaction_by_partner_sums(interaction, x, rbf, radial, partners, reverse)
-                energies = energies + output(x, rbf, target, num_nodes=n_atoms)
-            return energies.squeeze(-1)
-        # Triplets k → j → i: two edges leaving the same atom j (j → i and j → k), each order
-        # once; the message comes in along the reverse of j → k.
-        a, b = triplets(source, n_atoms)
-        idx_ji = torch.cat([a, b])
-        outgoing_k = torch.cat([b, a])
-        idx_kj = torch.remainder(outgoing_k + n_pairs, 2 * n_pairs)
-        cos_angle = ((vectors[idx_ji] * vectors[outgoing_k]).sum(-1)
-                     / (dist[idx_ji] * dist[outgoing_k]))
-        sbf = self.sbf(dist, cos_angle, idx_kj)
+
+            def interact(block: InteractionPPBlock, x: torch.Tensor) -> torch.Tensor:
+                return interaction_by_partner_sums(block, x, rbf, radial, partners, reverse)
+        else:
+            # Triplets k → j → i: two edges leaving the same atom j (j → i and j → k), each
+            # order once; the message comes in along the reverse of j → k.
+            a, b = triplets(source, n_atoms)
+            idx_ji = torch.cat([a, b])
+            outgoing_k = torch.cat([b, a])
+            idx_kj = torch.remainder(outgoing_k + n_pairs, 2 * n_pairs)
+            cos_angle = ((vectors[idx_ji] * vectors[outgoing_k]).sum(-1)
+                         / (dist[idx_ji] * dist[outgoing_k]))
+            sbf = self.sbf(dist, cos_angle, idx_kj)
+
+            def interact(block: InteractionPPBlock, x: torch.Tensor) -> torch.Tensor:
+                return block(x, rbf, sbf, idx_kj, idx_ji)
         for interaction, output in zip(self.interaction_blocks, self.output_blocks[1:]):
-            x = interaction(x, rbf, sbf, idx_kj, idx_ji)
+            x = interact(interaction, x)
             energies = energies + output(x, rbf, target, num_nodes=n_atoms)
         return energies.squeeze(-1)
 
