@@ -41,7 +41,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from .train.cv import FoldFailed, cross_validate
+    from .train.cv import FoldFailed, cross_validate, cv_status
+
+    if args.status:
+        print(cv_status(args.config, output=args.output, jobs=args.jobs))
+        return 0
 
     def run(config, resume):
         return cross_validate(config, folds=args.folds, jobs=args.jobs, output=args.output,
@@ -246,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "config's output)")
     p.add_argument("--resume", action="store_true",
                    help="continue: finished folds are kept, started ones resume")
+    p.add_argument("--status", action="store_true",
+                   help="print where each fold stands and about how long is left (trains "
+                        "nothing; --jobs for the estimate)")
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("learn", help="active learning: train a committee, explore with MD, "

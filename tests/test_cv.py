@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from test_train import emt_frames, small_config
 
 from nnpot.train.config import ConfigError
-from nnpot.train.cv import assign_folds, cross_validate, mean_and_stderr
+from nnpot.train.cv import assign_folds, cross_validate, cv_status, mean_and_stderr, progress_text
 
 
 @settings(max_examples=60, deadline=None)
@@ -117,10 +117,37 @@ def test_cv_trains_every_fold_and_reports_their_mean(tmp_path):
     assert result["by_config_type"]["bulk"]["forces_mae"]["mean"] == pytest.approx(
         np.mean(per_type))
     assert "± " in report.read_text()
+    status = cv_status(cv_config(tmp_path, data, max_epochs=2)).splitlines()
+    assert status[0].startswith("cv: fold_0 done, epoch 2/2; validation E ")
+    assert status[-1] == f"cv: report {report}"
     with pytest.raises(ConfigError, match="already holds a cross-validation run"):
         cross_validate(cv_config(tmp_path, data, max_epochs=2), folds=2)
     with pytest.raises(ConfigError, match="other folds"):
         cross_validate(cv_config(tmp_path, data, max_epochs=2), folds=3, resume=True)
+
+
+def test_progress_says_where_each_fold_stands_and_how_long_is_left(tmp_path):
+    """Speed is the median over the last logged epochs (a resume's pause is one long step);
+    the time left is the folds' remaining epochs at their speed, shared among the jobs."""
+    columns = "epoch,time_s,val_energy_mae,val_forces_mae"
+    times = {"fold_0": [0, 10, 20, 30, 40, 900, 910, 920], "fold_1": [], "fold_2": [0, 5, 10]}
+    for name, fold_times in times.items():
+        fold = tmp_path / name
+        fold.mkdir()
+        (fold / "cv_fold.yaml").write_text(yaml.safe_dump({"training": {"max_epochs": 100}}))
+        if fold_times:
+            rows = [f"{e + 1},{t},{3.0 + e},{50.0 + e}" for e, t in enumerate(fold_times)]
+            (fold / "log.csv").write_text("\n".join([columns, *rows]) + "\n")
+            (fold / "checkpoint.pt").write_bytes(b"")
+    (tmp_path / "fold_2" / "metrics.json").write_text("{}")
+    lines = progress_text([tmp_path / n for n in times], jobs=2).splitlines()
+    assert lines[0] == ("cv: fold_0 started, epoch 8/100, 10.0 s/epoch; validation E 10.00 "
+                        "meV/atom, F 57.0 meV/Å")
+    assert lines[1] == "cv: fold_1 new, epoch 0/100"
+    assert lines[2].startswith("cv: fold_2 done, epoch 3/100; validation E 5.00")
+    # fold_0: 92 epochs × 10 s; fold_1: 100 epochs at the median speed (5 and 10 → 7.5 s)
+    assert lines[3] == f"cv: about {(92 * 10 + 100 * 7.5) / 2 / 60:.0f} min of training left " \
+                       "at 2 folds at a time"
 
 
 def test_a_killed_fold_resumes(tmp_path):
@@ -151,6 +178,8 @@ def test_cv_errors_name_the_problem(tmp_path):
     config = cv_config(tmp_path, data)
     with pytest.raises(ConfigError, match="holds no cross-validation run"):
         cross_validate(config, folds=2, resume=True)
+    with pytest.raises(ConfigError, match="holds no cross-validation run; start one with"):
+        cv_status(config)
     with pytest.raises(ConfigError, match="cannot fill 20 folds"):
         cross_validate(config, folds=20)
     values = yaml.safe_load(config.read_text())

@@ -9,7 +9,9 @@ would, on the other folds, validating on its own: in ``OUTPUT/fold_k/`` (OUTPUT 
 report the error, so they choose nothing: every fold trains to its budget (no early stopping)
 and keeps its last epoch, as the final fit on all the frames does. Each fold is resumable (a killed
 fold continues from its checkpoint when the command is run again with ``--resume``), and
-``--jobs`` folds run at once, each a process of its own.
+``--jobs`` folds run at once, each a process of its own. Every few minutes the command prints
+where each fold stands (epoch, seconds per epoch, its last validation errors) and about how
+long is left; ``nnpot cv config.yaml --status`` prints the same at any time, from the folders.
 
 The report, ``cv_report.json`` and ``cv_report.md`` in OUTPUT, gives per fold and as mean ±
 standard error (the sample standard deviation over folds / √k): energy MAE and RMSE (meV/atom)
@@ -18,6 +20,7 @@ and force MAE and RMSE (meV/Å), overall and per config type, and the epochs eac
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -34,6 +37,7 @@ from .config import ConfigError, TrainConfig, load_config
 from .frames import iter_frames
 
 PLAN = "cv_plan.json"
+PROGRESS_EVERY_S = 300.0  # how often a running `nnpot cv` says where its folds stand
 
 
 class FoldFailed(RuntimeError):
@@ -172,6 +176,7 @@ def _train_folds(fold_dirs: list[Path], jobs: int) -> None:
         if d not in pending:
             print(f"cv: {d.name} already trained", flush=True)
     running: list[tuple[Path, subprocess.Popen, object]] = []
+    next_progress = time.monotonic() + PROGRESS_EVERY_S
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -199,11 +204,85 @@ def _train_folds(fold_dirs: list[Path], jobs: int) -> None:
                                        f"; the end of {fold_dir / 'train.log'}:\n"
                                        + "\n".join(tail))
                 print(f"cv: {fold_dir.name} done", flush=True)
+            if running and time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + PROGRESS_EVERY_S
+                print(progress_text(fold_dirs, jobs), flush=True)
     finally:  # an interrupt or a failure stops the other folds; their checkpoints remain
         for _, process, log in running:
             process.terminate()
             process.wait()
             log.close()
+
+
+def fold_progress(fold_dir: Path) -> dict:
+    """Where one fold's training stands, read from its folder: ``state`` ('new', 'started',
+    'done'), ``epoch`` (the last logged), ``max_epochs`` (None when only a time budget is
+    set), ``s_per_epoch`` (the median over its last ten logged epochs; None before two), and the last
+    epoch's validation errors ``energy_mae`` (meV/atom) and ``forces_mae`` (meV/Å)."""
+    training = yaml.safe_load((fold_dir / "cv_fold.yaml").read_text())["training"]
+    max_epochs = training.get("max_epochs")
+    if training.get("max_time_min") is not None and (max_epochs or 0) >= 100000:
+        max_epochs = None  # a time budget only: its epoch cap is a formality
+    rows = []
+    if (fold_dir / "log.csv").is_file():
+        with open(fold_dir / "log.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    last = rows[-1] if rows else {}
+    recent = rows[-11:]
+    steps = [(float(b["time_s"]) - float(a["time_s"])) / (int(b["epoch"]) - int(a["epoch"]))
+             for a, b in zip(recent, recent[1:]) if int(b["epoch"]) > int(a["epoch"])]
+    # the median: a resume's restart or a pause shows as one long step
+    s_per_epoch = float(np.median(steps)) if steps else None
+
+    def number(key):
+        return float(last[key]) if last.get(key) not in (None, "") else None
+    return {"fold": fold_dir.name, "state": _fold_state(fold_dir),
+            "epoch": int(last["epoch"]) if last else 0, "max_epochs": max_epochs,
+            "s_per_epoch": s_per_epoch, "energy_mae": number("val_energy_mae"),
+            "forces_mae": number("val_forces_mae")}
+
+
+def progress_text(fold_dirs: Sequence[Path], jobs: int = 1) -> str:
+    """One line per fold and, where every fold has an epoch budget and a speed is known,
+    about how long the training has left with ``jobs`` folds at a time."""
+    folds = [fold_progress(d) for d in fold_dirs]
+    lines = []
+    for f in folds:
+        budget = f"/{f['max_epochs']}" if f["max_epochs"] else ""
+        line = f"cv: {f['fold']} {f['state']}, epoch {f['epoch']}{budget}"
+        if f["s_per_epoch"] and f["state"] != "done":
+            line += f", {f['s_per_epoch']:.1f} s/epoch"
+        if f["energy_mae"] is not None and f["forces_mae"] is not None:
+            line += (f"; validation E {f['energy_mae']:.2f} meV/atom, "
+                     f"F {f['forces_mae']:.1f} meV/Å")
+        lines.append(line)
+    speeds = [f["s_per_epoch"] for f in folds if f["s_per_epoch"]]
+    if speeds and all(f["max_epochs"] for f in folds) and any(f["state"] != "done"
+                                                               for f in folds):
+        typical = float(np.median(speeds))
+        left_s = sum((f["max_epochs"] - f["epoch"]) * (f["s_per_epoch"] or typical)
+                     for f in folds if f["state"] != "done")
+        left_min = left_s / max(1, min(jobs, sum(f["state"] != "done" for f in folds))) / 60
+        lines.append(f"cv: about {left_min:.0f} min of training left at {jobs} "
+                     f"fold{'s' if jobs > 1 else ''} at a time" if left_min < 120 else
+                     f"cv: about {left_min / 60:.1f} h of training left at {jobs} "
+                     f"fold{'s' if jobs > 1 else ''} at a time")
+    return "\n".join(lines)
+
+
+def cv_status(config_path: str | Path, output: str | Path | None = None, jobs: int = 1) -> str:
+    """``nnpot cv config.yaml --status``: the progress of the cross-validation run in the
+    config's output (or ``output``), without training anything."""
+    config = load_config(config_path)
+    out = Path(output).resolve() if output else Path(config.output)
+    if not (out / PLAN).is_file():
+        raise ConfigError(f"{out} holds no cross-validation run; start one with "
+                          f"`nnpot cv {config_path}`")
+    plan = json.loads((out / PLAN).read_text())
+    text = progress_text([out / f"fold_{k}" for k in range(plan["folds"])], jobs)
+    if (out / "cv_report.md").is_file():
+        text += f"\ncv: report {out / 'cv_report.md'}"
+    return text
 
 
 def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str],
