@@ -1,0 +1,113 @@
+"""Compare cross-validated recipes for one mlearn element: each report's E and F MAE (mean ±
+standard error over folds), its score against MTP's published test errors, and, where two
+reports share their folds, the per-fold (paired) differences against the first.
+
+    python benchmarks/cv_compare.py Ge runs/cv/ge_mace32_6.25A_60ep runs/cv/ge_hdnnp_6.25A_600ep
+
+Each argument after the element is a ``nnpot cv`` output folder (``cv_report.json`` and
+``cv_plan.json``) or a report file. The score of a fold is max(E / E_MTP, F / F_MTP): how far
+it is from MTP's test errors in the worse of the two (below 1: below MTP in both). Folds are
+paired when both runs dealt the same frames into the same folds (same training file, k, seed
+and group key); paired differences cancel what the folds share (which frames are hard), so they
+separate two recipes better than the two means' standard errors suggest. ``--json`` writes the
+table as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "potentials"))
+from build_mlearn import PUBLISHED  # noqa: E402  (GAP's and MTP's published test errors)
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error (sample standard deviation / √n)."""
+    values = np.asarray(values, dtype=np.float64)
+    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    return float(values.mean()), se
+
+
+def load(path: Path) -> tuple[str, dict, list | None]:
+    """(name, report, validation frames of each fold or None) of a cv folder or report."""
+    report_file = path / "cv_report.json" if path.is_dir() else path
+    report = json.loads(report_file.read_text())
+    plan_file = report_file.parent / "cv_plan.json"
+    plan = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+    name = report_file.parent.name if report_file.name == "cv_report.json" else report_file.stem
+    return name, report, plan["validation_frames"] if plan else None
+
+
+def fold_scores(report: dict, mtp: tuple[float, float]) -> np.ndarray:
+    return np.array([max(f["energy_mae"] / mtp[0], f["forces_mae"] / mtp[1])
+                     for f in report["folds"]])
+
+
+def compare(element: str, paths: list[Path]) -> list[dict]:
+    """One row per report: E, F and score as (mean, se), and the paired differences to the
+    first report ("paired": None when the folds differ)."""
+    mtp = PUBLISHED[element]["MTP"]
+    runs = [load(p) for p in paths]
+    first_name, first, first_frames = runs[0]
+    rows = []
+    for name, report, frames in runs:
+        row = {"name": name, "folds": len(report["folds"]),
+               "energy_mae": mean_se([f["energy_mae"] for f in report["folds"]]),
+               "forces_mae": mean_se([f["forces_mae"] for f in report["folds"]]),
+               "score": mean_se(fold_scores(report, mtp)), "paired": None}
+        if name != first_name and frames is not None and frames == first_frames:
+            row["paired"] = {
+                "against": first_name,
+                "energy_mae": mean_se([a["energy_mae"] - b["energy_mae"] for a, b
+                                       in zip(report["folds"], first["folds"])]),
+                "forces_mae": mean_se([a["forces_mae"] - b["forces_mae"] for a, b
+                                       in zip(report["folds"], first["folds"])]),
+                "score": mean_se(fold_scores(report, mtp) - fold_scores(first, mtp))}
+        rows.append(row)
+    return rows
+
+
+def markdown(element: str, rows: list[dict]) -> str:
+    mtp = PUBLISHED[element]["MTP"]
+
+    def cell(pair, digits=2):
+        return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+    lines = [f"{element}: CV MAE mean ± standard error over folds (meV/atom, meV/Å); score = "
+             f"max(E / {mtp[0]}, F / {mtp[1]}) (MTP's test errors)", "",
+             "| run | folds | E MAE | F MAE | score | paired Δ E | paired Δ F | paired Δ score |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        paired = row["paired"]
+        deltas = ([cell(paired["energy_mae"]), cell(paired["forces_mae"], 1),
+                   cell(paired["score"])] if paired else ["", "", ""])
+        lines.append(f"| {row['name']} | {row['folds']} | {cell(row['energy_mae'])} | "
+                     f"{cell(row['forces_mae'], 1)} | {cell(row['score'])} | "
+                     + " | ".join(deltas) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("element", choices=sorted(PUBLISHED))
+    parser.add_argument("runs", nargs="+", type=Path, help="nnpot cv folders or cv_report.json")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    for path in args.runs:
+        report = path / "cv_report.json" if path.is_dir() else path
+        if not report.is_file():
+            parser.error(f"{report}: no cross-validation report (has `nnpot cv` finished?)")
+    rows = compare(args.element, args.runs)
+    print(markdown(args.element, rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
