@@ -215,3 +215,30 @@ def test_a_full_data_fit_keeps_its_last_epoch(tmp_path):
     assert "validation" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert len(log) == 3  # a header and the two epochs
+
+
+def test_cv_compare_pairs_folds_only_when_they_are_the_same(tmp_path):
+    """benchmarks/cv_compare.py: the score is max(E/E_MTP, F/F_MTP) per fold; paired
+    differences only between runs that dealt the same frames into the same folds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cv_compare import compare
+
+    def run(name, errors, frames):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "cv_report.json").write_text(json.dumps(
+            {"folds": [{"energy_mae": e, "forces_mae": f} for e, f in errors]}))
+        (folder / "cv_plan.json").write_text(json.dumps({"validation_frames": frames}))
+        return folder
+
+    same = [[0, 1], [2, 3]]
+    a = run("a", [(2.21, 30.0), (1.105, 90.0)], same)   # Si MTP: 2.21 meV/atom, 60 meV/Å
+    b = run("b", [(4.42, 30.0), (1.105, 30.0)], same)
+    c = run("c", [(4.42, 30.0), (1.105, 30.0)], [[0, 2], [1, 3]])
+    rows = compare("Si", [a, b, c])
+    assert rows[0]["score"][0] == pytest.approx((1.0 + 1.5) / 2)
+    assert rows[1]["score"][0] == pytest.approx((2.0 + 0.5) / 2)
+    assert rows[1]["paired"]["score"][0] == pytest.approx(((2.0 - 1.0) + (0.5 - 1.5)) / 2)
+    assert rows[1]["paired"]["forces_mae"][1] == pytest.approx(
+        np.std([0.0, -60.0], ddof=1) / np.sqrt(2))
+    assert rows[0]["paired"] is None and rows[2]["paired"] is None
