@@ -5,7 +5,9 @@ the model card.
     python potentials/build_mlearn.py potentials/mlearn-si-nequip           # card only
 
 The folder holds ``config.yaml`` (``nnpot train`` of it writes ``run/``). This script copies
-``run/best.pt`` to ``model.pt`` with the run's learning curves and validation parity plot, then
+``run/best.pt`` to ``model.pt`` with the run's learning curves and validation parity plot (a
+potential fitted on every frame instead carries its cross-validation: ``cv_report.json`` and
+``cv_parity.png`` copied from the ``nnpot cv`` run), then
 runs the stability check the issue asks for: NVT MD (Bussi thermostat, 2 fs) of a 64-atom
 diamond-structure cell at 300 K and at the liquid temperatures of the training data, 10 ps
 each, recording the shortest interatomic distance every 10 steps against 0.7× the shortest
@@ -263,9 +265,11 @@ def ship_run(folder: Path) -> tuple[TrainConfig, dict, dict[str, str]]:
     return config, metrics, dict(zip(log[0].split(","), log[-1].split(",")))
 
 
-def cv_errors_section(report: dict, element: str, config_path: str) -> list[str]:
+def cv_errors_section(report: dict, element: str, config_path: str,
+                      parity: bool = False) -> list[str]:
     """The card's errors from ``nnpot cv`` (cv_report.json): mean ± standard error over folds,
-    overall and by config type, beside GAP's and MTP's published test errors."""
+    overall and by config type, beside GAP's and MTP's published test errors; ``parity``: the
+    folder holds the run's out-of-fold parity plot (``cv_parity.png``)."""
     def cell(entry: dict | None) -> str:
         return "" if entry is None else f"{entry['mean']:.2f} ± {entry['stderr']:.2f}"
 
@@ -290,6 +294,9 @@ def cv_errors_section(report: dict, element: str, config_path: str) -> list[str]
     for name, row in report["by_config_type"].items():
         lines.append(f"| {name} | {row['frames']} | {cell(row.get('energy_mae'))} | "
                      f"{cell(row.get('forces_mae'))} |")
+    if parity:
+        lines += ["", "Every frame as predicted by the fold model that did not train on it, by "
+                      "config type: `cv_parity.png`."]
     return lines + [""]
 
 
@@ -340,7 +347,8 @@ def card(folder: Path, element: str, steps: int) -> None:
         config_path = Path(report["config"])
         if config_path.is_relative_to(REPOSITORY):
             config_path = config_path.relative_to(REPOSITORY)
-        errors = cv_errors_section(report, element, config_path.as_posix())
+        errors = cv_errors_section(report, element, config_path.as_posix(),
+                                   parity=(folder / "cv_parity.png").is_file())
     else:
         held_out = (f"{config.data.validation_fraction:.0%} of every config_type held out for "
                     f"validation.")

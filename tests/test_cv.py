@@ -117,6 +117,7 @@ def test_cv_trains_every_fold_and_reports_their_mean(tmp_path):
     assert result["by_config_type"]["bulk"]["forces_mae"]["mean"] == pytest.approx(
         np.mean(per_type))
     assert "± " in report.read_text()
+    assert (out / "cv_parity.png").stat().st_size > 10_000   # out-of-fold parity, by type
     status = cv_status(cv_config(tmp_path, data, max_epochs=2)).splitlines()
     assert status[0].startswith("cv: fold_0 done, epoch 2/2; validation E ")
     assert status[-1] == f"cv: report {report}"

@@ -15,7 +15,8 @@ long is left; ``nnpot cv config.yaml --status`` prints the same at any time, fro
 
 The report, ``cv_report.json`` and ``cv_report.md`` in OUTPUT, gives per fold and as mean ±
 standard error (the sample standard deviation over folds / √k): energy MAE and RMSE (meV/atom)
-and force MAE and RMSE (meV/Å), overall and per config type, and the epochs each fold reached.
+and force MAE and RMSE (meV/Å), overall and per config type, and the epochs each fold reached;
+``cv_parity.png`` shows every frame as predicted by the fold that did not train on it.
 """
 
 from __future__ import annotations
@@ -133,14 +134,43 @@ def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
 
     graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys,
                              config.data.neighbor_backend)
-    results = [evaluate_fold(fold_dir, config, types, graphs) for fold_dir in fold_dirs]
+    evaluated = [evaluate_fold(fold_dir, config, types, graphs) for fold_dir in fold_dirs]
+    results = [result for result, _ in evaluated]
     report = summarise(results)
     report["config"] = plan["config"]
     report["train"] = config.data.train
     atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    plot_out_of_fold_parity([values for _, values in evaluated], out / "cv_parity.png",
+                            f"{Path(config_path).name}: {folds}-fold CV, every frame predicted "
+                            f"by the fold that did not train on it")
     path = out / "cv_report.md"
     atomic_write_text(path, report_markdown(report))
     return path
+
+
+def plot_out_of_fold_parity(values_by_fold: Sequence[dict[str, dict]], path: Path,
+                            title: str) -> None:
+    """``cv_parity.png``: every frame's energy and forces as predicted by the fold model that
+    did not train on it, coloured by config type; the titles give the errors pooled over all
+    frames (meV/atom, meV/Å, meV/Å³). ``values_by_fold``: per fold, config type → the arrays
+    of ``evaluate(..., keep_values=True)``."""
+    from .report import plot_parity
+
+    by_type: dict[str, dict] = {}
+    for fold in values_by_fold:
+        for kind, values in fold.items():
+            by_type.setdefault(kind, []).append(values)
+    by_type = {kind: {key: np.concatenate([v[key] for v in parts]) for key in parts[0]}
+               for kind, parts in by_type.items()}
+    pooled = {key: np.concatenate([v[key] for v in by_type.values()])
+              for key in next(iter(by_type.values()))}
+    metrics = {}
+    for name, unit in (("energy", "meV/atom"), ("forces", "meV/Å"), ("stress", "meV/Å³")):
+        error = 1e3 * (pooled[f"{name}_pred"] - pooled[f"{name}_ref"])
+        if len(error):
+            metrics[name] = {"mae": float(np.abs(error).mean()),
+                             "rmse": float(np.sqrt((error ** 2).mean())), "unit": unit}
+    plot_parity(pooled, metrics, path, title, groups=by_type)
 
 
 def _claim(out: Path, plan: dict, resume: bool) -> None:
@@ -286,9 +316,10 @@ def cv_status(config_path: str | Path, output: str | Path | None = None, jobs: i
 
 
 def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str],
-                  graphs: Sequence) -> dict:
+                  graphs: Sequence) -> tuple[dict, dict[str, dict]]:
     """One fold's errors on its validation frames, overall and per config type, and the
-    epochs and minutes it trained; ``graphs``: the training file's frames with labels."""
+    epochs and minutes it trained; and, per config type, its predicted and reference values
+    (for the parity plot). ``graphs``: the training file's frames with labels."""
     from ..core.model_file import load
     from .evaluate import evaluate
 
@@ -296,19 +327,25 @@ def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str],
     potential = load(fold_dir / "best.pt").eval()
     batch = config.training.batch_size
 
-    def errors(indices: list[int]) -> dict:
-        metrics, _ = evaluate(potential, [graphs[i] for i in indices], batch)
+    values_by_type = {}
+
+    def errors(indices: list[int], kind: str | None = None) -> dict:
+        metrics, values = evaluate(potential, [graphs[i] for i in indices], batch,
+                                   keep_values=kind is not None)
+        if kind is not None:
+            values_by_type[kind] = values
         summary = metrics.summary()
         return {f"{q}_{s}": summary[q][s] for q, s in QUANTITIES if q in summary}
 
     by_type = {}
     for kind in dict.fromkeys(types[i] for i in frames):
-        by_type[kind or "(none)"] = {"frames": sum(types[i] == kind for i in frames),
-                                     **errors([i for i in frames if types[i] == kind])}
+        name = kind or "(none)"
+        by_type[name] = {"frames": sum(types[i] == kind for i in frames),
+                         **errors([i for i in frames if types[i] == kind], name)}
     training = potential.provenance.get("training", {})
     return {"fold": fold_dir.name, "frames": len(frames), **errors(frames),
             "epochs": training.get("epochs"), "time_min": training.get("time_min"),
-            "by_config_type": by_type}
+            "by_config_type": by_type}, values_by_type
 
 
 def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:

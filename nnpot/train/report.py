@@ -93,7 +93,12 @@ def plot_learning_curves(history: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_parity(values: dict, metrics: dict, path: Path, title: str) -> None:
+def plot_parity(values: dict, metrics: dict, path: Path, title: str,
+                groups: dict[str, dict] | None = None) -> None:
+    """Predicted against reference energy per atom, force components and (where labelled)
+    stress; ``values`` as ``evaluate(..., keep_values=True)`` returns them (eV, Å), ``metrics``
+    the errors in the panel titles. ``groups`` (name → values of that part, e.g. per config
+    type; together ``values``) draws each part in its own colour with a legend."""
     panels = [("energy", "energy (eV/atom)", 1.0), ("forces", "force component (eV/Å)", 1.0)]
     if values.get("stress_ref") is not None and len(values["stress_ref"]):
         panels.append(("stress", "stress (GPa)", 160.21766208))
@@ -105,7 +110,13 @@ def plot_parity(values: dict, metrics: dict, path: Path, title: str) -> None:
             continue
         lo, hi = min(ref.min(), pred.min()), max(ref.max(), pred.max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
-        ax.scatter(ref, pred, s=4, alpha=0.5, rasterized=True)
+        for part, part_values in (groups or {None: values}).items():
+            if len(part_values.get(f"{name}_ref", ())):
+                ax.scatter(part_values[f"{name}_ref"] * factor,
+                           part_values[f"{name}_pred"] * factor, s=4, alpha=0.5,
+                           rasterized=True, label=part)
+        if groups:
+            ax.legend(fontsize=7, markerscale=2)
         m = metrics.get(name, {})
         ax.set_title(f"{name}: MAE {m.get('mae', float('nan')):.2f}, RMSE "
                      f"{m.get('rmse', float('nan')):.2f} {m.get('unit', '')}", fontsize=9)
