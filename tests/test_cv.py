@@ -81,9 +81,17 @@ def cv_config(tmp_path: Path, data: Path, **training) -> Path:
     return path
 
 
-def test_cv_trains_every_fold_and_reports_their_mean(tmp_path):
+@pytest.fixture(scope="module")
+def finished_cv(tmp_path_factory):
+    """A finished 2-fold CV of 2 epochs: (its folder, the data, the config, its report)."""
+    tmp_path = tmp_path_factory.mktemp("cv")
     data = cv_data(tmp_path)
-    report = cross_validate(cv_config(tmp_path, data, max_epochs=2), folds=2, jobs=2)
+    config = cv_config(tmp_path, data, max_epochs=2)
+    return tmp_path, data, config, cross_validate(config, folds=2, jobs=2)
+
+
+def test_cv_trains_every_fold_and_reports_their_mean(finished_cv):
+    tmp_path, data, _, report = finished_cv
     out = tmp_path / "run"
     assert report == out / "cv_report.md" and report.is_file()
     result = json.loads((out / "cv_report.json").read_text())
@@ -243,3 +251,50 @@ def test_cv_compare_pairs_folds_only_when_they_are_the_same(tmp_path):
     assert rows[1]["paired"]["forces_mae"][1] == pytest.approx(
         np.std([0.0, -60.0], ddof=1) / np.sqrt(2))
     assert rows[0]["paired"] is None and rows[2]["paired"] is None
+
+
+def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tmp_path):
+    """benchmarks/cv_committee.py: fold k's committee is the mean of the runs' fold-k models,
+    so its MAE on fold k's frames is at most the mean of its members' (|mean e| ≤ mean |e|);
+    runs with other folds are refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import shutil
+
+    from cv_committee import committee_cv
+
+    from nnpot.core.model_file import load
+    from nnpot.train import load_config
+    from nnpot.train.cv import evaluate_fold, frame_labels_for_folds
+    from nnpot.train.evaluate import labelled_graphs
+
+    base, _, config_path, _ = finished_cv
+    run_a, run_b = base / "run", tmp_path / "other_seed"
+    shutil.copytree(run_a, run_b)
+    torch.manual_seed(0)
+    for k in range(2):   # a second member: the fold's model with other weights
+        member = load(run_b / f"fold_{k}" / "best.pt")
+        with torch.no_grad():
+            for parameter in member.parameters():
+                parameter.mul_(1 + 0.2 * torch.randn_like(parameter))
+        member.save(run_b / f"fold_{k}" / "best.pt")
+    committee_cv(tmp_path / "committee", [run_a, run_b])
+    committee = json.loads((tmp_path / "committee" / "cv_report.json").read_text())
+    assert (tmp_path / "committee" / "cv_parity.png").is_file()
+    config = load_config(config_path)
+    types, _ = frame_labels_for_folds(config.data.train, config.data.keys.group,
+                                      config.data.group_key)
+    graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys)
+    for k in range(2):
+        members = [evaluate_fold(run / f"fold_{k}", config, types, graphs)[0]
+                   for run in (run_a, run_b)]
+        assert members[0]["forces_mae"] != members[1]["forces_mae"]
+        for key in ("energy_mae", "forces_mae"):
+            # equal where every frame's two errors share a sign; float32 rounding aside
+            assert committee["folds"][k][key] <= (members[0][key] + members[1][key]) / 2 * (
+                1 + 1e-6)
+    plan = json.loads((run_b / "cv_plan.json").read_text())
+    plan["validation_frames"].reverse()
+    (run_b / "cv_plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match="other folds"):
+        committee_cv(tmp_path / "committee2", [run_a, run_b])
+

@@ -59,8 +59,9 @@ class DataConfig:
     train: str = ""                           # extxyz file (required)
     validation: str | None = None          # separate validation file, or
     validation_fraction: float = 0.1          # a seeded random share of the training file
-    split_seed: int | None = None          # seed of that share (default: the run's seed):
-                                              # runs with different seeds, one validation set
+    split_seed: int | None = None          # seed of that share and of `nnpot cv`'s folds
+                                              # (default: the run's seed): runs with different
+                                              # seeds, one validation set (one set of folds)
     stratify: bool = False                    # take that share from every group (keys.group)
     validation_frames: list | None = None  # or these frames of the training file (0-based
                                               # indices; `nnpot cv` sets them per fold)

@@ -117,9 +117,11 @@ def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
     out = Path(output).resolve() if output else Path(config.output)
     types, groups = frame_labels_for_folds(config.data.train, config.data.keys.group,
                                            config.data.group_key)
-    validation = assign_folds(types, groups, folds, config.seed)
+    # data.split_seed deals the folds when set: runs of other seeds can share their folds
+    fold_seed = config.seed if config.data.split_seed is None else config.data.split_seed
+    validation = assign_folds(types, groups, folds, fold_seed)
     plan = {"config": str(Path(config_path).resolve()), "train": config.data.train,
-            "folds": folds, "seed": config.seed, "type_key": config.data.keys.group,
+            "folds": folds, "seed": fold_seed, "type_key": config.data.keys.group,
             "group_key": config.data.group_key,
             "validation_frames": [v.tolist() for v in validation]}
     _claim(out, plan, resume)
@@ -135,14 +137,20 @@ def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
     graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys,
                              config.data.neighbor_backend)
     evaluated = [evaluate_fold(fold_dir, config, types, graphs) for fold_dir in fold_dirs]
-    results = [result for result, _ in evaluated]
-    report = summarise(results)
-    report["config"] = plan["config"]
-    report["train"] = config.data.train
+    return write_report(out, evaluated, plan["config"], config.data.train,
+                        f"{Path(config_path).name}: {folds}-fold CV")
+
+
+def write_report(out: Path, evaluated: Sequence[tuple[dict, dict]], config: str, train: str,
+                 title: str) -> Path:
+    """``cv_report.json``, ``cv_report.md`` and ``cv_parity.png`` in ``out`` from the folds'
+    ``evaluate_fold`` results; returns the path of ``cv_report.md``."""
+    report = summarise([result for result, _ in evaluated])
+    report["config"] = config
+    report["train"] = train
     atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
     plot_out_of_fold_parity([values for _, values in evaluated], out / "cv_parity.png",
-                            f"{Path(config_path).name}: {folds}-fold CV, every frame predicted "
-                            f"by the fold that did not train on it")
+                            f"{title}, every frame predicted by the fold that did not train on it")
     path = out / "cv_report.md"
     atomic_write_text(path, report_markdown(report))
     return path
@@ -316,15 +324,16 @@ def cv_status(config_path: str | Path, output: str | Path | None = None, jobs: i
 
 
 def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str],
-                  graphs: Sequence) -> tuple[dict, dict[str, dict]]:
+                  graphs: Sequence, potential=None) -> tuple[dict, dict[str, dict]]:
     """One fold's errors on its validation frames, overall and per config type, and the
     epochs and minutes it trained; and, per config type, its predicted and reference values
-    (for the parity plot). ``graphs``: the training file's frames with labels."""
+    (for the parity plot). ``graphs``: the training file's frames with labels; ``potential``:
+    the model to evaluate (default: the fold's ``best.pt``)."""
     from ..core.model_file import load
     from .evaluate import evaluate
 
     frames = json.loads((fold_dir / "validation_frames.json").read_text())
-    potential = load(fold_dir / "best.pt").eval()
+    potential = (load(fold_dir / "best.pt") if potential is None else potential).eval()
     batch = config.training.batch_size
 
     values_by_type = {}
