@@ -39,7 +39,7 @@ def test_cu_potential_on_an_independent_emt_test_set():
 
 
 @pytest.mark.parametrize("name, headline", [
-    ("mlearn-si-hdnnp", "mae"), ("mlearn-si-nequip", "mae"), ("mlearn-ge-hdnnp", "mae"),
+    ("mlearn-si-hdnnp", "mae"), ("mlearn-si-nequip", "mae"),
     ("mlearn-mo-nequip", "mae"), ("mlearn-li-hdnnp", "mae"), ("deepmd-water-nequip", "rmse")])
 def test_shipped_dft_potential_is_complete(name, headline):
     """DFT potentials: model, the config that trained it, a card with the validation errors
@@ -57,7 +57,8 @@ def test_shipped_dft_potential_is_complete(name, headline):
     assert f"**{validation['forces'][headline]:.1f}**" in card   # the card shows the model's numbers
 
 
-@pytest.mark.parametrize("name", ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace"])
+@pytest.mark.parametrize("name", ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace",
+                                  "mlearn-ge-hdnnp"])
 def test_cross_validated_potential_is_complete(name):
     """Potentials fitted on every training frame: the config says so, the card shows the
     5-fold cross-validation means ± standard errors of the folder's cv_report.json, and the
@@ -79,6 +80,8 @@ def test_cross_validated_potential_is_complete(name):
     provenance = nnpot.load(folder / "model.pt").provenance
     assert provenance["train_sha256"]
     assert all(row["stable"] for row in json.loads((folder / "stability.json").read_text()))
+    if (folder / "cv_parity.png").is_file():
+        assert "`cv_parity.png`" in card
     # the card says where the epochs ran: each stretch when the run moved (GPU, then CPU)
     segments = provenance["training"].get("segments", [])
     if len(segments) > 1:
