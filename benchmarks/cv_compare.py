@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -26,12 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "potentials"))
 from build_mlearn import PUBLISHED  # noqa: E402  (GAP's and MTP's published test errors)
 
-
-def mean_se(values) -> tuple[float, float]:
-    """Mean and standard error (sample standard deviation / √n)."""
-    values = np.asarray(values, dtype=np.float64)
-    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-    return float(values.mean()), se
+from nnpot.train.cv import mean_and_stderr as mean_se  # noqa: E402
 
 
 def load(path: Path) -> tuple[str, dict, list | None]:
