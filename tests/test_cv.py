@@ -139,7 +139,8 @@ def test_progress_says_where_each_fold_stands_and_how_long_is_left(tmp_path):
     """Speed is the median over the last logged epochs (a resume's pause is one long step);
     the time left is the folds' remaining epochs at their speed, shared among the jobs."""
     columns = "epoch,time_s,val_energy_mae,val_forces_mae"
-    times = {"fold_0": [0, 10, 20, 30, 40, 900, 910, 920], "fold_1": [], "fold_2": [0, 5, 10]}
+    times = {"fold_0": [0, 10, 20, 30, 40, 900, 910, 920], "fold_1": [], "fold_2": [0, 5, 10],
+             "fold_3": [0, 5]}
     for name, fold_times in times.items():
         fold = tmp_path / name
         fold.mkdir()
@@ -147,16 +148,19 @@ def test_progress_says_where_each_fold_stands_and_how_long_is_left(tmp_path):
         if fold_times:
             rows = [f"{e + 1},{t},{3.0 + e},{50.0 + e}" for e, t in enumerate(fold_times)]
             (fold / "log.csv").write_text("\n".join([columns, *rows]) + "\n")
-            (fold / "checkpoint.pt").write_bytes(b"")
+            if name != "fold_3":  # fold_3: logging, no checkpoint yet
+                (fold / "checkpoint.pt").write_bytes(b"")
     (tmp_path / "fold_2" / "metrics.json").write_text("{}")
     lines = progress_text([tmp_path / n for n in times], jobs=2).splitlines()
     assert lines[0] == ("cv: fold_0 started, epoch 8/100, 10.0 s/epoch; validation E 10.00 "
                         "meV/atom, F 57.0 meV/Å")
     assert lines[1] == "cv: fold_1 new, epoch 0/100"
     assert lines[2].startswith("cv: fold_2 done, epoch 3/100; validation E 5.00")
-    # fold_0: 92 epochs × 10 s; fold_1: 100 epochs at the median speed (5 and 10 → 7.5 s)
-    assert lines[3] == f"cv: about {(92 * 10 + 100 * 7.5) / 2 / 60:.0f} min of training left " \
-                       "at 2 folds at a time"
+    assert lines[3].startswith("cv: fold_3 started, epoch 2/100, 5.0 s/epoch")
+    # fold_0: 92 epochs × 10 s; fold_1: 100 epochs at the median speed (5, 10, 5 → 5 s);
+    # fold_3: 98 epochs × 5 s
+    assert lines[4] == f"cv: about {(92 * 10 + 100 * 5 + 98 * 5) / 2 / 60:.0f} min of training " \
+                       "left at 2 folds at a time"
 
 
 def test_a_killed_fold_resumes(tmp_path):

@@ -274,7 +274,10 @@ def fold_progress(fold_dir: Path) -> dict:
 
     def number(key):
         return float(last[key]) if last.get(key) not in (None, "") else None
-    return {"fold": fold_dir.name, "state": _fold_state(fold_dir),
+    state = _fold_state(fold_dir)
+    if state == "new" and rows:
+        state = "started"  # training, before its first checkpoint
+    return {"fold": fold_dir.name, "state": state,
             "epoch": int(last["epoch"]) if last else 0, "max_epochs": max_epochs,
             "s_per_epoch": s_per_epoch, "energy_mae": number("val_energy_mae"),
             "forces_mae": number("val_forces_mae")}
