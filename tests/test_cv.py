@@ -225,7 +225,12 @@ def test_a_full_data_fit_keeps_its_last_epoch(tmp_path):
     values["data"]["validation_fraction"] = 0
     best = load(fit(values))
     assert best.provenance["training"]["epochs"] == 2
-    assert "validation" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics) == {"train"} and metrics["train"]["frames"] == 16
+    assert best.provenance["metrics"]["train"] == metrics["train"]["metrics"]
+    assert (tmp_path / "run" / "parity_train.png").is_file()
+    card = (tmp_path / "run" / "model_card.md").read_text()
+    assert "not on new ones" in card and "`parity_validation.png`" not in card
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert len(log) == 3  # a header and the two epochs
 

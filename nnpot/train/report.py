@@ -181,8 +181,13 @@ def write_model_card(path: Path, *, config: dict, data: dict, statistics: dict, 
     for role, entry in data.items():
         lines.append(f"| {role} | `{entry['file']}` | `{entry['sha256'][:16]}…` | "
                      f"{entry['frames']} | {entry['atoms']} |")
-    lines += ["", "## Errors of the saved model", "", metrics_table(results), "",
-              "Plots: `learning_curves.png`, `parity_validation.png`"
-              + (", `parity_test.png`" if "test" in results else "") + ".", "",
+    lines += ["", "## Errors of the saved model", "", metrics_table(results), ""]
+    if set(results) == {"train"}:
+        lines += ["No validation frames (`data.validation_fraction: 0`): these are the errors "
+                  "on the frames the model was fitted to, not on new ones; `nnpot cv` measures "
+                  "those.", ""]
+    lines += ["Plots: " + ", ".join(f"`{name}`" for name in
+                                    ["learning_curves.png"] + [f"parity_{set_}.png"
+                                                               for set_ in results]) + ".", "",
               "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
     atomic_write_text(path, "\n".join(lines))

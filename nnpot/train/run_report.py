@@ -70,7 +70,12 @@ class Reporting:
             self._save_joined_committee()
         best = load(self.best_path, device=self.device)
         results = {}
-        for name, dataset in (("validation", self.val_set), ("test", self.test_set)):
+        sets = [("validation", self.val_set), ("test", self.test_set)]
+        if self.val_set is None and self.test_set is None:
+            # a fit on every frame: its error on them is all there is to show here (the
+            # card says it measures the fit, not generalisation; that is `nnpot cv`'s job)
+            sets = [("train", self.train_set)]
+        for name, dataset in sets:
             if dataset is None:
                 continue
             metrics, values = evaluate(best, dataset, self.config.training.batch_size, self.device,

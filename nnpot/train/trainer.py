@@ -3,8 +3,8 @@
 A run directory holds: ``config.yaml`` (as resolved), ``checkpoint.pt`` (everything needed to
 resume, written atomically every ``checkpoint_every`` epochs and at the end), ``best.pt`` (the
 EMA weights of the best validation epoch: a model file ``NNPCalculator`` loads), ``log.csv``,
-``learning_curves.png``, ``parity_validation.png`` (and ``parity_test.png``), ``metrics.json``
-and ``model_card.md``.
+``learning_curves.png``, ``parity_validation.png`` (and ``parity_test.png``; ``parity_train.png``
+for a fit without validation or test frames), ``metrics.json`` and ``model_card.md``.
 
 Resuming restores model, optimiser, scheduler, EMA, RNG state, epoch and the best model so far
 (its weights travel in the checkpoint, so ``best.pt`` is rewritten from them and always belongs
