@@ -289,6 +289,7 @@ def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tm
     committee_cv(tmp_path / "committee", [run_a, run_b])
     committee = json.loads((tmp_path / "committee" / "cv_report.json").read_text())
     assert (tmp_path / "committee" / "cv_parity.png").is_file()
+    assert "| None |" not in (tmp_path / "committee" / "cv_report.md").read_text()
     config = load_config(config_path)
     types, _ = frame_labels_for_folds(config.data.train, config.data.keys.group,
                                       config.data.group_key)
