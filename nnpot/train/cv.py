@@ -407,8 +407,7 @@ def report_markdown(report: dict) -> str:
              "over folds.", "", "## Folds", "", header.rstrip("\n")]
     for r in report["folds"]:
         lines.append(f"| {r['fold']} | {r['frames']} | " + " | ".join(
-            cell(r.get(f"{q}_{s}")) for q, s in QUANTITIES)
-            + f" | {r['epochs'] if r.get('epochs') is not None else '–'} |")
+            cell(r.get(f"{q}_{s}")) for q, s in QUANTITIES) + f" | {r.get('epochs') or '–'} |")
     mean = report["mean"]
     lines.append(f"| **mean** | {sum(r['frames'] for r in report['folds'])} | " + " | ".join(
         cell(mean.get(f"{q}_{s}")) for q, s in QUANTITIES) + f" | {cell(mean.get('epochs'))} |")
