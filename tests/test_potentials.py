@@ -39,7 +39,7 @@ def test_cu_potential_on_an_independent_emt_test_set():
 
 
 @pytest.mark.parametrize("name, headline", [
-    ("mlearn-si-hdnnp", "mae"), ("mlearn-si-nequip", "mae"),
+    ("mlearn-si-nequip", "mae"),
     ("mlearn-mo-nequip", "mae"), ("mlearn-li-hdnnp", "mae"), ("deepmd-water-nequip", "rmse")])
 def test_shipped_dft_potential_is_complete(name, headline):
     """DFT potentials: model, the config that trained it, a card with the validation errors
@@ -58,7 +58,7 @@ def test_shipped_dft_potential_is_complete(name, headline):
 
 
 @pytest.mark.parametrize("name", ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace",
-                                  "mlearn-ge-hdnnp"])
+                                  "mlearn-ge-hdnnp", "mlearn-si-hdnnp"])
 def test_cross_validated_potential_is_complete(name):
     """Potentials fitted on every training frame: the config says so, the card shows the
     5-fold cross-validation means ± standard errors of the folder's cv_report.json, and the
