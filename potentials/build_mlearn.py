@@ -265,22 +265,27 @@ def ship_run(folder: Path) -> tuple[TrainConfig, dict, dict[str, str]]:
     return config, metrics, dict(zip(log[0].split(","), log[-1].split(",")))
 
 
-def cv_errors_section(report: dict, element: str, config_path: str,
+def cv_errors_section(report: dict, element: str, config_paths: list[str],
                       parity: bool = False) -> list[str]:
     """The card's errors from ``nnpot cv`` (cv_report.json): mean ± standard error over folds,
-    overall and by config type, beside GAP's and MTP's published test errors; ``parity``: the
-    folder holds the run's out-of-fold parity plot (``cv_parity.png``)."""
+    overall and by config type, beside GAP's and MTP's published test errors. ``config_paths``:
+    the CV config, or the configs of a committee's members (``benchmarks/cv_committee.py``);
+    ``parity``: the folder holds the run's out-of-fold parity plot (``cv_parity.png``)."""
     def cell(entry: dict | None) -> str:
         return "" if entry is None else f"{entry['mean']:.2f} ± {entry['stderr']:.2f}"
 
     mean, folds = report["mean"], report["folds"]
+    names = " and ".join(f"`{path}`" for path in config_paths)
+    recipe = (f"the recipe of {names}" if len(config_paths) == 1 else
+              f"the recipes of {names}, one network each, and the fold's committee averaged them,")
     lines = [
         f"## Errors: {len(folds)}-fold cross-validation (meV/atom, meV/Å; force per component)",
         "",
-        f"Each fold trained the recipe of `{config_path}` on the other folds' frames (frames of "
+        f"Each fold trained {recipe} on the other folds' frames (frames of "
         f"one `mlearn_description` in one fold, every config type in every fold) and was "
         f"evaluated on its own; mean ± standard error over the folds. The model itself is "
-        f"fitted on every frame with the same recipe and budget.",
+        f"fitted on every frame with the same recipe{'s' if len(config_paths) > 1 else ''} and "
+        f"budget.",
         "",
         "| | energy MAE | force MAE | energy RMSE | force RMSE | set |",
         "|---|---|---|---|---|---|",
@@ -344,11 +349,12 @@ def card(folder: Path, element: str, steps: int) -> None:
     if cv_report.is_file():
         report = json.loads(cv_report.read_text())
         held_out = "every frame used for the fit; errors from cross-validation."
-        config_path = Path(report["config"])
-        if config_path.is_relative_to(REPOSITORY):
-            config_path = config_path.relative_to(REPOSITORY)
-        errors = cv_errors_section(report, element, config_path.as_posix(),
-                                   parity=(folder / "cv_parity.png").is_file())
+        # one config, or a committee's: "A + B" (benchmarks/cv_committee.py)
+        config_paths = [Path(name) for name in report["config"].split(" + ")]
+        errors = cv_errors_section(
+            report, element, [(path.relative_to(REPOSITORY) if path.is_relative_to(REPOSITORY)
+                               else path).as_posix() for path in config_paths],
+            parity=(folder / "cv_parity.png").is_file())
     else:
         held_out = (f"{config.data.validation_fraction:.0%} of every config_type held out for "
                     f"validation.")
