@@ -351,10 +351,10 @@ def card(folder: Path, element: str, steps: int) -> None:
         held_out = "every frame used for the fit; errors from cross-validation."
         # one config, or a committee's: "A + B" (benchmarks/cv_committee.py)
         config_paths = [Path(name) for name in report["config"].split(" + ")]
-        errors = cv_errors_section(
-            report, element, [(path.relative_to(REPOSITORY) if path.is_relative_to(REPOSITORY)
-                               else path).as_posix() for path in config_paths],
-            parity=(folder / "cv_parity.png").is_file())
+        shown = [(path.relative_to(REPOSITORY) if path.is_relative_to(REPOSITORY) else path)
+                 .as_posix() for path in config_paths]
+        errors = cv_errors_section(report, element, shown,
+                                   parity=(folder / "cv_parity.png").is_file())
     else:
         held_out = (f"{config.data.validation_fraction:.0%} of every config_type held out for "
                     f"validation.")
