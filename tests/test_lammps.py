@@ -34,6 +34,17 @@ def plugin() -> Path:
     return build_plugin(log=lambda line: None)
 
 
+def test_the_plugin_cache_is_per_install():
+    """A plugin links libtorch by absolute path: a build from a venv that was since removed
+    cannot load, so the cache key changes with the folders the plugin links against."""
+    from nnpot.lammps.build import build_key, lammps_paths
+
+    paths = lammps_paths()
+    assert build_key(paths) == build_key(dict(paths))
+    moved = {**paths, "mpi_library": Path("/elsewhere/venv") / paths["mpi_library"].name}
+    assert build_key(moved) != build_key(paths)
+
+
 @pytest.fixture(scope="module")
 def cu64(tmp_path_factory) -> Path:
     """The shipped SchNet with its message steps: several ranks use halo exchange."""

