@@ -10,7 +10,7 @@ import yaml
 from conftest import shared_file
 
 import nnpot
-from nnpot.train.config import KeysConfig
+from nnpot.train.config import KeysConfig, load_config
 from nnpot.train.evaluate import evaluate, labelled_graphs
 
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
@@ -87,3 +87,25 @@ def test_cross_validated_potential_is_complete(name):
     if len(segments) > 1:
         for segment in segments:
             assert f"{segment['epochs'][1] - segment['epochs'][0] + 1} epochs on " in card
+
+
+# keys that say where and how a run ran, not what it fits: they may differ between the run
+# that trained a shipped model and the config beside it (paths are absolute where it ran)
+RUN_TIME_KEYS = {"model": {"committee_with", "init_from"},
+                 "training": {"threads", "progress", "checkpoint_every"}}
+
+
+@pytest.mark.parametrize("name", ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace",
+                                  "mlearn-ge-hdnnp", "mlearn-si-hdnnp"])
+def test_shipped_model_was_trained_by_its_config(name):
+    """The folder's config.yaml is the recipe of its model.pt (model, loss, schedule, budget,
+    seed and training file), so rerunning it refits that model and the card's recipe is true."""
+    folder = POTENTIALS / name
+    config = load_config(folder / "config.yaml").to_dict()
+    trained = nnpot.load(folder / "model.pt").provenance["config"]
+    for section in ("model", "training"):
+        for key, value in config[section].items():
+            if key not in RUN_TIME_KEYS[section]:
+                assert trained[section][key] == value, f"{name}: {section}.{key}"
+    assert trained["seed"] == config["seed"]
+    assert Path(trained["data"]["train"]).name == Path(config["data"]["train"]).name
