@@ -135,7 +135,8 @@ class DimeNetPP(AtomisticModel):
         basis_emb_size: width of the basis embeddings.
         out_emb_size: width of the output blocks.
         envelope_exponent: p of the polynomial envelope that takes the bases to 0 at the cutoff.
-        n_before_skip, n_after_skip: residual layers before and after each block's skip.
+        n_before_skip: residual layers before each block's skip connection.
+        n_after_skip: residual layers after it.
         n_output_layers: dense layers of each output block.
     """
 
