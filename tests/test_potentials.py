@@ -57,8 +57,12 @@ def test_shipped_dft_potential_is_complete(name, headline):
     assert f"**{validation['forces'][headline]:.1f}**" in card   # the card shows the model's numbers
 
 
-@pytest.mark.parametrize("name", ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace",
-                                  "mlearn-ge-hdnnp", "mlearn-si-hdnnp"])
+# potentials fitted on every training frame, whose errors come from nnpot cv
+CROSS_VALIDATED = ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace", "mlearn-ge-hdnnp",
+                   "mlearn-si-hdnnp"]
+
+
+@pytest.mark.parametrize("name", CROSS_VALIDATED)
 def test_cross_validated_potential_is_complete(name):
     """Potentials fitted on every training frame: the config says so, the card shows the
     5-fold cross-validation means ± standard errors of the folder's cv_report.json, and the
@@ -106,8 +110,7 @@ def _assert_subset(written: dict, trained: dict, where: str) -> None:
             assert trained[key] == value, f"{where}.{key}: {trained[key]!r} != {value!r}"
 
 
-@pytest.mark.parametrize("name", ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace",
-                                  "mlearn-ge-hdnnp", "mlearn-si-hdnnp"])
+@pytest.mark.parametrize("name", CROSS_VALIDATED)
 def test_shipped_model_was_trained_by_its_config(name):
     """The folder's config.yaml is the recipe of its model.pt (model, loss, schedule, budget,
     seed and training file), so rerunning it refits that model and the card's recipe is true.
