@@ -41,7 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from .train.cv import FoldFailed, cross_validate, cv_status
+    from .train.cv import cross_validate, cv_status
+    from .train.cv_folds import FoldFailed
 
     if args.status:
         print(cv_status(args.config, output=args.output, jobs=args.jobs))

@@ -186,6 +186,37 @@ def test_a_killed_fold_resumes(tmp_path):
     assert [f["epochs"] for f in result["folds"]] == [20, 20]
 
 
+def test_killing_cv_stops_its_folds(tmp_path):
+    """`kill` (SIGTERM) of `nnpot cv` stops the fold it is training too: a fold left running
+    would keep writing its folder beside a later --resume's run of the same fold."""
+    data = cv_data(tmp_path)
+    config = cv_config(tmp_path, data, max_epochs=100000)
+    process = subprocess.Popen([sys.executable, "-m", "nnpot.cli", "cv", str(config),
+                                "--folds", "2"], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "run" / "fold_0" / "log.csv").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "run" / "fold_0" / "log.csv").is_file(), "fold 0 never started"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.time() + 30
+        while time.time() < deadline:  # the fold's process, in the same group, is gone
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the fold kept training after `nnpot cv` was killed")
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_cv_errors_name_the_problem(tmp_path):
     data = cv_data(tmp_path)
     config = cv_config(tmp_path, data)
