@@ -33,6 +33,7 @@ def _stop_on_sigterm(signum, frame):
 
 
 def fold_state(fold_dir: Path) -> str:
+    """'done' (its metrics are written), 'started' (a checkpoint to resume from) or 'new'."""
     if (fold_dir / "metrics.json").is_file():
         return "done"
     return "started" if (fold_dir / "checkpoint.pt").is_file() else "new"
