@@ -72,11 +72,12 @@ def main() -> int:
                    None)
     if crystal is None:
         raise SystemExit(f"thermal_path: {path} has no 'Ground state crystal' frame")
-    label = f"AIMD NVT simulation for normal structure at {args.temperature} K"
-    label_bcc = f"of AIMD NVT simulation at {args.temperature} K"
-    thermal = [a for a in frames if len(a) == len(crystal) and "Vacancy" not in
-               a.info.get("mlearn_description", "") and
-               (label in a.info["mlearn_description"] or label_bcc in a.info["mlearn_description"])]
+    # "… AIMD NVT simulation for normal structure at 300 K" (diamond), "… of AIMD NVT
+    # simulation at 300 K" (bcc); the vacancy runs have one atom fewer than the crystal
+    labels = (f"AIMD NVT simulation for normal structure at {args.temperature} K",
+              f"of AIMD NVT simulation at {args.temperature} K")
+    thermal = [a for a in frames if len(a) == len(crystal) and
+               any(label in a.info.get("mlearn_description", "") for label in labels)]
     if not thermal:
         raise SystemExit(f"thermal_path: no {args.temperature} K AIMD frames of "
                          f"{len(crystal)} atoms in {path}")
