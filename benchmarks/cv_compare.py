@@ -5,12 +5,13 @@ reports share their folds, the per-fold (paired) differences against the first.
     python benchmarks/cv_compare.py Ge runs/cv/ge_mace32_6.25A_60ep runs/cv/ge_hdnnp_6.25A_600ep
 
 Each argument after the element is a ``nnpot cv`` output folder (``cv_report.json`` and
-``cv_plan.json``) or a report file. The score of a fold is max(E / E_MTP, F / F_MTP): how far
-it is from MTP's test errors in the worse of the two (below 1: below MTP in both). Folds are
-paired when both runs dealt the same frames into the same folds (same training file, k, seed
-and group key); paired differences cancel what the folds share (which frames are hard), so they
-separate two recipes better than the two means' standard errors suggest. ``--json`` writes the
-table as JSON.
+``cv_plan.json``) or a report file; one kept without its run folder (``benchmarks/results/cv/``)
+is paired through the folds its config deals again. The score of a fold is
+max(E / E_MTP, F / F_MTP): how far it is from MTP's test errors in the worse of the two (below
+1: below MTP in both). Folds are paired when both runs dealt the same frames into the same
+folds (same training file, k, seed and group key); paired differences cancel what the folds
+share (which frames are hard), so they separate two recipes better than the two means'
+standard errors suggest. ``--json`` writes the table as JSON.
 """
 
 from __future__ import annotations
@@ -25,17 +26,46 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "potentials"))
 from build_mlearn import PUBLISHED  # noqa: E402  (GAP's and MTP's published test errors)
 
+from nnpot.train import load_config  # noqa: E402
+from nnpot.train.cv import fold_plan  # noqa: E402
 from nnpot.train.cv import mean_and_stderr as mean_se  # noqa: E402
 
 
+def rebuilt_folds(report: dict) -> list | None:
+    """The validation frames of each fold of a report kept without its run folder (e.g.
+    ``benchmarks/results/cv/``): dealt again from the config the report names (a committee's
+    "A + B": its first run's), which must deal as many folds of the same sizes as the report
+    has. None when the config or its training file is not here."""
+    names = str(report.get("config", "")).split(" + ")[0]
+    if not names:
+        return None
+    config_path = Path(names)
+    if not config_path.is_file():  # a report written in another checkout: this one's config
+        config_path = Path(__file__).resolve().parent / "cv" / config_path.name
+    if not config_path.is_file():
+        return None
+    config = load_config(config_path)
+    if not Path(config.data.train).is_file():
+        return None
+    frames = fold_plan(config, config_path, len(report["folds"]))["validation_frames"]
+    if [len(f) for f in frames] != [fold.get("frames", len(f))
+                                    for f, fold in zip(frames, report["folds"])]:
+        return None
+    return frames
+
+
 def load(path: Path) -> tuple[str, dict, list | None]:
-    """(name, report, validation frames of each fold or None) of a cv folder or report."""
+    """(name, report, validation frames of each fold or None) of a cv folder or report: the
+    run's ``cv_plan.json``, or else the folds dealt again from the report's config."""
     report_file = path / "cv_report.json" if path.is_dir() else path
     report = json.loads(report_file.read_text())
     plan_file = report_file.parent / "cv_plan.json"
-    plan = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+    if plan_file.is_file():
+        frames = json.loads(plan_file.read_text())["validation_frames"]
+    else:
+        frames = rebuilt_folds(report)
     name = report_file.parent.name if report_file.name == "cv_report.json" else report_file.stem
-    return name, report, plan["validation_frames"] if plan else None
+    return name, report, frames
 
 
 def fold_scores(report: dict, mtp: tuple[float, float]) -> np.ndarray:

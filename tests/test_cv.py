@@ -293,6 +293,30 @@ def test_cv_compare_pairs_folds_only_when_they_are_the_same(tmp_path):
     assert rows[0]["paired"] is None and rows[2]["paired"] is None
 
 
+def test_cv_compare_pairs_a_kept_report_through_the_folds_its_config_deals(finished_cv,
+                                                                           tmp_path):
+    """A report kept without its run folder (benchmarks/results/cv/) pairs with the run it
+    came from: its config deals the same folds again. A report whose fold sizes differ from
+    what its config deals, or whose config is gone, pairs with nothing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cv_compare import compare
+
+    base = finished_cv[0] / "run"
+    report = json.loads((base / "cv_report.json").read_text())
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps(report))
+    resized = json.loads(json.dumps(report))
+    resized["folds"][0]["frames"] += 2
+    resized["folds"][1]["frames"] -= 2
+    (tmp_path / "resized.json").write_text(json.dumps(resized))
+    orphan = dict(report, config=str(tmp_path / "gone.yaml"))
+    (tmp_path / "orphan.json").write_text(json.dumps(orphan))
+    rows = compare("Si", [base, kept, tmp_path / "resized.json", tmp_path / "orphan.json"])
+    assert rows[1]["paired"] is not None
+    assert rows[1]["paired"]["energy_mae"] == pytest.approx((0.0, 0.0))
+    assert rows[2]["paired"] is None and rows[3]["paired"] is None
+
+
 def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tmp_path):
     """benchmarks/cv_committee.py: fold k's committee is the mean of the runs' fold-k models,
     so its MAE on fold k's frames is at most the mean of its members' (|mean e| ≤ mean |e|);

@@ -98,6 +98,28 @@ def fold_config(config: TrainConfig, fold_dir: Path, validation: np.ndarray) -> 
     return values
 
 
+def fold_plan(config: TrainConfig, config_path: str | Path, folds: int) -> dict:
+    """The run's plan (``cv_plan.json``): which frames each of ``folds`` folds validates on,
+    and what dealt them (training file, seed, type and group keys). A function of these alone,
+    so a plan can be rebuilt from the config without the run folder."""
+    return _plan_and_types(config, config_path, folds)[0]
+
+
+def _plan_and_types(config: TrainConfig, config_path: str | Path, folds: int
+                    ) -> tuple[dict, list[str]]:
+    """``fold_plan`` and each frame's config type (the training file is read once)."""
+    types, groups = frame_labels_for_folds(config.data.train, config.data.keys.group,
+                                           config.data.group_key)
+    # data.split_seed deals the folds when set: runs of other seeds can share their folds
+    fold_seed = config.seed if config.data.split_seed is None else config.data.split_seed
+    validation = assign_folds(types, groups, folds, fold_seed)
+    plan = {"config": str(Path(config_path).resolve()), "train": config.data.train,
+            "folds": folds, "seed": fold_seed, "type_key": config.data.keys.group,
+            "group_key": config.data.group_key,
+            "validation_frames": [v.tolist() for v in validation]}
+    return plan, types
+
+
 def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
                    output: str | Path | None = None, resume: bool = False) -> Path:
     """Train and evaluate every fold; returns the path of ``cv_report.md``."""
@@ -108,15 +130,8 @@ def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
     if jobs < 1:
         raise ConfigError(f"--jobs must be ≥ 1, got {jobs}")
     out = Path(output).resolve() if output else Path(config.output)
-    types, groups = frame_labels_for_folds(config.data.train, config.data.keys.group,
-                                           config.data.group_key)
-    # data.split_seed deals the folds when set: runs of other seeds can share their folds
-    fold_seed = config.seed if config.data.split_seed is None else config.data.split_seed
-    validation = assign_folds(types, groups, folds, fold_seed)
-    plan = {"config": str(Path(config_path).resolve()), "train": config.data.train,
-            "folds": folds, "seed": fold_seed, "type_key": config.data.keys.group,
-            "group_key": config.data.group_key,
-            "validation_frames": [v.tolist() for v in validation]}
+    plan, types = _plan_and_types(config, config_path, folds)
+    validation = [np.asarray(v, dtype=np.int64) for v in plan["validation_frames"]]
     _claim(out, plan, resume)
     fold_dirs = [out / f"fold_{k}" for k in range(folds)]
     for fold_dir, frames in zip(fold_dirs, validation):
