@@ -36,10 +36,10 @@ def rebuilt_folds(report: dict) -> list | None:
     ``benchmarks/results/cv/``): dealt again from the config the report names (a committee's
     "A + B": its first run's), which must deal as many folds of the same sizes as the report
     has. None when the config or its training file is not here."""
-    names = str(report.get("config", "")).split(" + ")[0]
-    if not names:
+    first_config = str(report.get("config", "")).split(" + ")[0]
+    if not first_config:
         return None
-    config_path = Path(names)
+    config_path = Path(first_config)
     if not config_path.is_file():  # a report written in another checkout: this one's config
         config_path = Path(__file__).resolve().parent / "cv" / config_path.name
     if not config_path.is_file():
