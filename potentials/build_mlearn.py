@@ -224,8 +224,9 @@ def where_trained(folder: Path, config: TrainConfig) -> str:
         {"device": training.get("device", "cpu"), "threads": config.training.threads}]
 
     def where(segment: dict) -> str:
+        isa = f" ({segment['cpu']})" if segment.get("cpu") else ""   # recorded since 2026-12-06
         return ("a CUDA GPU" if str(segment["device"]).startswith("cuda") else
-                f"{segment['threads']} CPU thread(s) of the 2-core development machine")
+                f"{segment['threads']} CPU thread(s){isa} of the 2-core development machine")
 
     if len(segments) == 1:
         return f" on {where(segments[0])}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from tqdm import tqdm
 
 from ..core.committee import members_of
@@ -42,16 +43,20 @@ class Reporting:
                 "device": str(self.device), "segments": self._segments()}
 
     def _segments(self) -> list[dict]:
-        """Where the epochs ran, oldest first: ``{"device", "processes", "threads",
-        "epochs": [first, last]}`` per stretch of one setting. A run resumed on another device
+        """Where the epochs ran, oldest first: ``{"device", "processes", "threads", "cpu",
+        "epochs": [first, last]}`` per stretch of one setting (``cpu``: the vector instructions
+        torch's CPU kernels use, e.g. "AVX2" or "AVX512"; float32 rounds differently on each,
+        so a run is bitwise repeatable only where they match). A run resumed on another device
         (a GPU run finished on CPU) keeps both; resumes on the same setting join into one."""
         segments = [dict(s, epochs=list(s["epochs"])) for s in self.segments_before]
         first, last = self.segment_first_epoch, self.epoch
         if last >= first:
             here = {"device": str(self.device), "processes": self.dist.world,
-                    "threads": self.config.training.threads, "epochs": [first, last]}
+                    "threads": self.config.training.threads,
+                    "cpu": torch.backends.cpu.get_cpu_capability(), "epochs": [first, last]}
             before = segments[-1] if segments else None
-            if before and all(before[k] == here[k] for k in ("device", "processes", "threads")) \
+            if before and all(before.get(k) == here[k]
+                              for k in ("device", "processes", "threads", "cpu")) \
                     and before["epochs"][1] == first - 1:
                 before["epochs"][1] = last
             else:
