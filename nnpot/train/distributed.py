@@ -3,6 +3,7 @@ every rank when rank 0 fails."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -78,6 +79,11 @@ class Distributed:
         return float(tensor.item()) / self.world
 
 
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def _setup_distributed(device: str) -> tuple[Distributed, torch.device]:
     resolve_device(device)  # a missing GPU: one clear line, before any process group
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -87,6 +93,9 @@ def _setup_distributed(device: str) -> tuple[Distributed, torch.device]:
     use_cuda = device.startswith("cuda")
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # a group left to the interpreter's teardown can abort the process after the run
+        # finished ("terminate called without an active exception", exit -6 under torchrun)
+        atexit.register(_destroy_process_group)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
