@@ -55,9 +55,8 @@ class Reporting:
                     "threads": self.config.training.threads,
                     "cpu": torch.backends.cpu.get_cpu_capability(), "epochs": [first, last]}
             before = segments[-1] if segments else None
-            if before and all(before.get(k) == here[k]
-                              for k in ("device", "processes", "threads", "cpu")) \
-                    and before["epochs"][1] == first - 1:
+            if before and all(before.get(k) == value for k, value in here.items()
+                              if k != "epochs") and before["epochs"][1] == first - 1:
                 before["epochs"][1] = last
             else:
                 segments.append(here)
