@@ -17,13 +17,10 @@ as ``nnpot md`` uses it) and with ASE's EMT.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,12 +28,11 @@ from ase import units
 from ase.calculators.emt import EMT
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
-from peers.peer_timing import copper, interleaved_rounds, peer_python, run_peer, time_sizes
+from peers.peer_timing import bench_parser, copper, interleaved_rounds, peer_python, run_peer, time_sizes
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import HDNNP
 
-ROOT = Path(__file__).resolve().parents[1]
 RADIAL_CUTOFF, ANGULAR_CUTOFF = 5.1, 3.5
 MATCHED = (
     [{"type": "G2", "eta": 19.7, "rs": 0.8 + k * (RADIAL_CUTOFF - 0.8) / 16, "cutoff": RADIAL_CUTOFF}
@@ -71,12 +67,7 @@ def md_step_ms(calc, steps: int = 20) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", type=Path,
-                        default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2, help="alternate the packages this often")
-    parser.add_argument("--json", type=Path)
+    parser = bench_parser(__doc__.splitlines()[0], repeats=10, rounds=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
     python = peer_python(args.peers, "torchani")

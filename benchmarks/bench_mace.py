@@ -14,19 +14,15 @@ atoms.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
-from peers.peer_timing import interleaved_rounds, peak_rss_mb, run_peer, time_sizes
+from peers.peer_timing import bench_parser, interleaved_rounds, peak_rss_mb, run_peer, time_sizes
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import MACE
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def mace_potential() -> Potential:
@@ -55,12 +51,7 @@ def _repeats(n_atoms: int) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", type=Path,
-                        default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--json", type=Path)
+    parser = bench_parser(__doc__.splitlines()[0], repeats=5, rounds=1)
     parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)

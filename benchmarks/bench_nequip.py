@@ -12,19 +12,16 @@ environments (``../shared/peers/setup.sh DIR nequip mace``), when present. Also:
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
-from peers.peer_timing import interleaved_rounds, peak_rss_mb, run_peer, time_sizes
+from peers.peer_timing import bench_parser, interleaved_rounds, peak_rss_mb, run_peer, time_sizes
 
 from nnpot import NNPCalculator, Potential
 from nnpot.models import NequIP
 
-ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = 5.0
 
 
@@ -46,12 +43,7 @@ def peak_memory_mb(l_max: int, cells: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", type=Path,
-                        default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--json", type=Path)
+    parser = bench_parser(__doc__.splitlines()[0], repeats=5, rounds=1)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()

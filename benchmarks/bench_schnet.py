@@ -15,23 +15,27 @@ that the ratio shows what the model code does and not only the allocator.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from ase.neighborlist import neighbor_list as ase_neighbor_list
-from peers.peer_timing import SIZES, copper, interleaved_rounds, peer_python, run_peer, time_sizes
+from peers.peer_timing import (
+    SIZES,
+    bench_parser,
+    copper,
+    interleaved_rounds,
+    peer_python,
+    run_peer,
+    time_sizes,
+)
 
 from nnpot import NNPCalculator, Potential
 from nnpot.core.neighbors import neighbor_list
 from nnpot.models import SchNet
 
-ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = 5.0
 SAME_HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30),
              "THP_MEM_ALLOC_ENABLE": "1"}
@@ -63,12 +67,7 @@ def time_neighbor_lists(repeats: int) -> dict[str, dict[int, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", type=Path,
-                        default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2, help="alternate the packages this often")
-    parser.add_argument("--json", type=Path)
+    parser = bench_parser(__doc__.splitlines()[0], repeats=10, rounds=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
     python = peer_python(args.peers, "schnetpack")

@@ -36,6 +36,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import yaml
+from peers.peer_timing import PEERS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mlearn_Si_train.extxyz"
@@ -179,8 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--peers", type=Path,
-                        default=Path(os.environ.get("NNPOT_PEERS", ROOT.parent / "peers")))
+    parser.add_argument("--peers", type=Path, default=PEERS)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "train_vs_mace")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--mace-epochs", type=int,

@@ -19,6 +19,8 @@ from ase.build import bulk
 
 SIZES = [3, 5, 8]  # conventional fcc cells per side: 108, 500, 2048 atoms
 HERE = Path(__file__).resolve().parent
+# Where the peers' virtual environments live: $NNPOT_PEERS, else ``peers`` beside the checkout.
+PEERS = Path(os.environ.get("NNPOT_PEERS", HERE.parents[2] / "peers"))
 
 
 def copper(n: int):
@@ -101,6 +103,19 @@ def interleaved_rounds(rounds: int, jobs: dict[str, Callable[[], dict[int, list[
                 columns[name].setdefault(n_atoms, []).extend(values)
     medians = {k: {n: statistics.median(v) for n, v in col.items()} for k, col in columns.items()}
     return columns, medians
+
+
+def bench_parser(description: str, repeats: int, rounds: int) -> argparse.ArgumentParser:
+    """The command line of nnpot's same-run benchmarks against a peer (``make bench``): where
+    the peers live, calls per size, rounds alternating the packages, and a JSON file to write;
+    a benchmark adds its own options before parsing."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--peers", type=Path, default=PEERS)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help="alternate the packages this often")
+    parser.add_argument("--json", type=Path)
+    return parser
 
 
 def peer_parser(repeats: int = 10) -> argparse.ArgumentParser:
