@@ -320,11 +320,12 @@ def test_cv_compare_pairs_a_kept_report_through_the_folds_its_config_deals(finis
 def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tmp_path):
     """benchmarks/cv_committee.py: fold k's committee is the mean of the runs' fold-k models,
     so its MAE on fold k's frames is at most the mean of its members' (|mean e| ≤ mean |e|);
-    runs with other folds are refused."""
+    the early look at finished folds agrees with the report; runs with other folds, and folds
+    not trained, are refused."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import shutil
 
-    from cv_committee import committee_cv
+    from cv_committee import committee_cv, committee_folds
 
     from nnpot.core.model_file import load
     from nnpot.train import load_config
@@ -357,6 +358,19 @@ def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tm
             # equal where every frame's two errors share a sign; float32 rounding aside
             assert committee["folds"][k][key] <= (members[0][key] + members[1][key]) / 2 * (
                 1 + 1e-6)
+    # the early look (--folds) gives the report's figures for the folds it is asked about
+    [row] = committee_folds([run_a, run_b], [1])
+    assert row["committee"] == pytest.approx((committee["folds"][1]["energy_mae"],
+                                              committee["folds"][1]["forces_mae"]))
+    for run, member in zip((run_a, run_b), row["members"]):
+        errors = json.loads((run / "fold_1" / "metrics.json").read_text())["validation"]["metrics"]
+        assert member == (errors["energy"]["mae"], errors["forces"]["mae"])
+    with pytest.raises(SystemExit, match="no fold 2"):
+        committee_folds([run_a, run_b], [2])
+    (run_b / "fold_0" / "metrics.json").unlink()
+    with pytest.raises(SystemExit, match="fold_0 not trained yet"):
+        committee_folds([run_a, run_b], [0, 1])
+    assert committee_folds([run_a, run_b], [1])[0]["fold"] == 1
     plan = json.loads((run_b / "cv_plan.json").read_text())
     plan["validation_frames"].reverse()
     (run_b / "cv_plan.json").write_text(json.dumps(plan))
