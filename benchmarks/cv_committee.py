@@ -8,7 +8,8 @@ members trained on. Writes a report like ``nnpot cv``'s (``cv_report.json``, ``c
 
 The runs must share their folds (the same training file, k and fold seed: equal
 ``validation_frames`` in their ``cv_plan.json``; give runs of other seeds the same
-``data.split_seed``) and their members must fit one committee (species, cutoff). Compare the
+``data.split_seed``) and their members must fit one committee (species; cutoffs may differ: a
+MACE beside HDNNPs). Compare the
 result with a single member's run by ``benchmarks/cv_compare.py`` (paired: same folds).
 While the runs still train, ``--folds 0 1`` prints the committee's and the members' errors on
 the folds every run has finished (a screen can stop early on them); it writes no report.
@@ -53,7 +54,9 @@ def _evaluate(runs: list[Path], plans: list[dict], folds: list[int]):
     config = load_config(plans[0]["config"])
     types, _ = frame_labels_for_folds(config.data.train, config.data.keys.group,
                                       config.data.group_key)
-    graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys,
+    # Members may differ in cutoff: the pairs out to the longest, each member takes its own.
+    cutoff = max(load_config(plan["config"]).model.cutoff for plan in plans)
+    graphs = labelled_graphs(config.data.train, cutoff, config.data.keys,
                              config.data.neighbor_backend)
     evaluated = []
     for i in folds:

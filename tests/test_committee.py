@@ -12,6 +12,8 @@ from conftest import ethanol_like, make_hdnnp, make_potential, rattled_cell, tri
 
 import nnpot
 from nnpot import AtomicGraph, Committee, NNPCalculator, Potential, batch_graphs
+from nnpot.core.committee import member_pairs
+from nnpot.core.geometry import PairGeometry
 from nnpot.core.model_file import load
 
 
@@ -82,6 +84,44 @@ def test_hdnnp_members_share_their_symmetry_functions(monkeypatch):
         np.testing.assert_allclose(mine.grad.numpy(), theirs.numpy(), rtol=1e-9, atol=1e-12)
 
 
+def test_members_of_other_cutoffs_give_what_they_give_alone(tmp_path):
+    """A committee of members with cutoffs 4, 5 and 4.5 Å builds its pairs at 5 Å; each
+    member's energies, forces, stress and per-atom stresses equal its own at its own cutoff, in
+    float64, through the model file and the calculator too. HDNNPs of the same symmetry
+    functions share them only at the same cutoff (on the same pairs)."""
+    pots = [make_hdnnp(seed=2, cutoff=4.0), make_potential(seed=0, cutoff=5.0),
+            make_hdnnp(seed=3, cutoff=4.5), make_hdnnp(seed=4, cutoff=4.0)]
+    committee = Committee(pots)
+    keys = committee._shared_keys
+    assert committee.cutoff == 5.0
+    assert keys[0] == keys[3] is not None and keys[1] is None and keys[2] is None
+    structures = [rattled_cell(), triclinic_pair()]
+    graph = batch_graphs([AtomicGraph.from_atoms(s, 5.0) for s in structures])
+    # each member is handed exactly the pairs, in the same order, of a list at its cutoff
+    views = member_pairs(committee.members, PairGeometry(*pots[1].model_inputs(graph)))
+    for pot, view in zip(pots, views):
+        own = batch_graphs([AtomicGraph.from_atoms(s, pot.cutoff) for s in structures])
+        _, pair_index, pair_vec = pot.model_inputs(own)
+        assert torch.equal(view.pair_index, pair_index) and torch.equal(view.pair_vec, pair_vec)
+    out = committee(graph, forces=True, stress=True, members=True, stresses=True)
+    mean = {"energies": 0.0, "stresses": 0.0}
+    for m, pot in enumerate(pots):
+        alone = pot(batch_graphs([AtomicGraph.from_atoms(s, pot.cutoff) for s in structures]),
+                    forces=True, stress=True, stresses=True)
+        for key in ("energy", "forces", "stress"):
+            np.testing.assert_allclose(out[f"member_{key}"][m].numpy(),
+                                       alone[key].detach().numpy(), rtol=0, atol=1e-10)
+        mean = {key: value + alone[key].detach() / len(pots) for key, value in mean.items()}
+    for key, value in mean.items():
+        np.testing.assert_allclose(out[key].detach().numpy(), value.numpy(), rtol=0, atol=1e-10)
+    path = committee.save(tmp_path / "mixed.pt")
+    atoms = rattled_cell()
+    atoms.calc = NNPCalculator(path, dtype="float64", skin=0.5)
+    reference = committee(AtomicGraph.from_atoms(atoms, 5.0), forces=True, stress=True)
+    np.testing.assert_allclose(atoms.get_forces(), reference["forces"].numpy(), atol=1e-10)
+    np.testing.assert_allclose(atoms.get_stress(), reference["stress"][0].numpy(), atol=1e-10)
+
+
 def test_identical_members_have_zero_spread():
     pot = make_potential()
     committee = Committee([pot, copy.deepcopy(pot), copy.deepcopy(pot)])
@@ -130,8 +170,6 @@ def test_bad_committees_are_clear_errors(tmp_path):
         Committee([make_potential(), "model.pt"])
     with pytest.raises(ValueError, match="member 1 has species"):
         Committee([make_potential(), make_potential(species=("Cu",))])
-    with pytest.raises(ValueError, match="member 1 has cutoff 5.0"):
-        Committee([make_potential(), make_potential(cutoff=5.0)])
     with pytest.raises(ValueError, match="member 1 has dtype"):
         Committee([make_potential(), make_potential(dtype=torch.float32)])
     path = Committee(members()).save(tmp_path / "c.pt")

@@ -358,6 +358,21 @@ def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tm
             # equal where every frame's two errors share a sign; float32 rounding aside
             assert committee["folds"][k][key] <= (members[0][key] + members[1][key]) / 2 * (
                 1 + 1e-6)
+    # runs of other cutoffs: the pairs are built out to the longest config's cutoff (this one
+    # claims 1 Å less than its models have: its own cutoff would drop their outer pairs)
+    shorter = yaml.safe_load(Path(config_path).read_text())
+    shorter["model"]["cutoff"] -= 1.0
+    shorter_path = Path(config_path).with_name("shorter.yaml")
+    shorter_path.write_text(yaml.safe_dump(shorter))
+    run_c = tmp_path / "shorter_cutoff"
+    shutil.copytree(run_a, run_c)
+    plan = json.loads((run_c / "cv_plan.json").read_text())
+    (run_c / "cv_plan.json").write_text(json.dumps({**plan, "config": str(shorter_path)}))
+    committee_cv(tmp_path / "mixed", [run_c, run_b])
+    mixed = json.loads((tmp_path / "mixed" / "cv_report.json").read_text())
+    for k in range(2):
+        for key in ("energy_mae", "forces_mae"):
+            assert mixed["folds"][k][key] == pytest.approx(committee["folds"][k][key], rel=1e-9)
     # the early look (--folds) gives the report's figures for the folds it is asked about
     [row] = committee_folds([run_a, run_b], [1])
     assert row["committee"] == pytest.approx((committee["folds"][1]["energy_mae"],

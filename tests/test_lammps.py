@@ -248,13 +248,15 @@ def test_equivariant_models_in_steps_match_the_calculator_with_halo_exchange(plu
 
 @pytest.fixture(scope="module")
 def small_committee(tmp_path_factory) -> tuple[Path, Path]:
-    """A committee of two one-interaction Cu SchNets and its float64 export."""
+    """A committee of two one-interaction Cu SchNets of cutoffs 4 and 3.5 Å (the second sees
+    the pairs inside its own) and its float64 export."""
     from conftest import make_potential
 
     from nnpot.lammps import export_for_lammps
 
     folder = tmp_path_factory.mktemp("committee")
-    members = [make_potential(species=("Cu",), n_interactions=1, seed=k) for k in range(2)]
+    members = [make_potential(species=("Cu",), n_interactions=1, seed=k, cutoff=cutoff)
+               for k, cutoff in enumerate((4.0, 3.5))]
     model = nnpot.Committee(members).save(folder / "committee.pt")
     return model, export_for_lammps(model, folder / "committee.pt2", log=lambda line: None,
                                     halo_exchange=False)

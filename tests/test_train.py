@@ -20,6 +20,7 @@ import yaml
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+from conftest import make_potential
 from torch_geometric.data import Batch
 
 import nnpot
@@ -527,13 +528,25 @@ def test_committee_with_joins_runs_trained_separately(tmp_path, emt_file):
     third["model"]["committee_with"] = [str(b)]
     assert len(nnpot.load(fit(config_from_dict(third)))) == 3
 
+    # members of another cutoff: a shorter one joins (it sees the pairs inside its own), a
+    # longer one is refused (this run's graphs lack its outer pairs), as are other species
+    longer = small_config(tmp_path, emt_file, max_epochs=1)
+    longer.update(output=str(tmp_path / "longer"), seed=6)
+    longer["model"].update(cutoff=4.5, committee_with=[str(a)])
+    mixed = nnpot.load(fit(config_from_dict(longer)))
+    assert [m.cutoff for m in mixed.members] == [4.0, 4.5] and mixed.cutoff == 4.5
     other = small_config(tmp_path, emt_file, max_epochs=1)
     other["output"] = str(tmp_path / "other")
     other["model"].update(cutoff=3.5, committee_with=[str(a)])
-    with pytest.raises(ConfigError, match=r"committee_with: .*seed3/best.pt has species \['Cu'\] "
-                                          r"and cutoff 4 Å, this run \['Cu'\] and 3.5 Å"):
+    with pytest.raises(ConfigError, match=r"committee_with: .*seed3/best.pt has cutoff 4 Å, "
+                                          r"longer than this run's 3.5 Å"):
         fit(config_from_dict(other))
     assert not (tmp_path / "other" / "checkpoint.pt").exists()  # refused before training
+    copper_oxygen = make_potential().save(tmp_path / "cu_o.pt")
+    other["model"].update(cutoff=4.0, committee_with=[str(copper_oxygen)])
+    with pytest.raises(ConfigError, match=r"cu_o.pt has species \['Cu', 'O'\], this run "
+                                          r"\['Cu'\]"):
+        fit(config_from_dict(other))
     with pytest.raises(ConfigError, match="model.committee_with: file nowhere.pt not found"):
         other["model"]["committee_with"] = ["nowhere.pt"]
         config_from_dict(other)

@@ -14,6 +14,10 @@ vectors and one strain, and members of a model kind with a weight-free first par
 (``AtomisticModel.shared_key``: HDNNPs with the same symmetry functions compute them once);
 each member's forward pass is followed at once by its backward pass, so outside training
 memory holds one member's graph (and the shared part) at a time.
+
+Members may differ in cutoff (a MACE at 5 Å beside HDNNPs at 6 Å): the committee's cutoff is
+the largest, its neighbour list is built at that, and a member with a shorter cutoff sees only
+the pairs inside its own (``PairGeometry.within``), so each gives exactly what it gives alone.
 """
 
 from __future__ import annotations
@@ -29,14 +33,15 @@ from torch_geometric.data import Data
 
 from ..version import __version__
 from .files import FORMAT, atomic_torch_save
-from .geometry import Geometry
+from .geometry import Geometry, PairGeometry
 from .potential import Potential
 
 COMMITTEE_FORMAT_VERSION = 2
 
 
 class Committee(nn.Module):
-    """Potentials with the same species (in the same order), cutoff, dtype and device.
+    """Potentials with the same species (in the same order), dtype and device; their cutoffs
+    may differ (the committee's is the largest).
 
     ``Committee([pot1, pot2, ...])``; ``save(path)`` writes one model file that ``nnpot.load``
     reads back as a Committee; ``NNPCalculator`` takes either.
@@ -54,7 +59,6 @@ class Committee(nn.Module):
         first = members[0]
         for k, member in enumerate(members[1:], start=1):
             for what, mine, theirs in (("species", member.species, first.species),
-                                       ("cutoff", member.cutoff, first.cutoff),
                                        ("dtype", member.dtype, first.dtype),
                                        ("device", member.device, first.device)):
                 if mine != theirs:
@@ -63,8 +67,10 @@ class Committee(nn.Module):
         self.members = nn.ModuleList(members)
         self.provenance: dict[str, Any] = {}
         # Members of one model kind share its weight-free first part (HDNNP: the symmetry
-        # functions), computed once per call; a key held by one member only is not shared.
-        keys = [member.model.shared_key() for member in members]
+        # functions), computed once per call on the same pairs (so the cutoff is part of the
+        # key); a key held by one member only is not shared.
+        keys = [None if (key := member.model.shared_key()) is None else (key, member.cutoff)
+                for member in members]
         self._shared_keys = [key if key is not None and keys.count(key) > 1 else None
                              for key in keys]
 
@@ -75,7 +81,8 @@ class Committee(nn.Module):
 
     @property
     def cutoff(self) -> float:
-        return self.members[0].cutoff
+        """The largest member cutoff (Å): the neighbour list the committee needs."""
+        return max(member.cutoff for member in self.members)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -104,12 +111,14 @@ class Committee(nn.Module):
                             stresses)
         last = len(self.members) - 1
         each, shared = [], {}
+        views = member_pairs(self.members, PairGeometry(geometry.species, geometry.pair_index,
+                                                        geometry.pair_vec))
         for k, member in enumerate(self.members):
-            key = self._shared_keys[k]
+            key, pairs = self._shared_keys[k], views[k]
             if key is not None and key not in shared:
-                shared[key] = member.model.shared_part(geometry.species, geometry.pair_index,
-                                                       geometry.pair_vec)
-            energies = member.atom_energies(geometry, shared.get(key))
+                shared[key] = member.model.shared_part(pairs.species, pairs.pair_index,
+                                                       pairs.pair_vec)
+            energies = member.atom_energies(pairs, shared.get(key))
             results = geometry.results(energies, create_graph,
                                        retain_graph=True if k < last else None)
             if geometry.wrt and not create_graph:  # done with this member's graph: let it go
@@ -150,6 +159,18 @@ class Committee(nn.Module):
                    "members": members,
                    "provenance": dict(self.provenance)}
         return atomic_torch_save(payload, path)
+
+
+def member_pairs(members: Sequence[Potential], pairs: PairGeometry) -> list[PairGeometry]:
+    """Each member's pairs: all of ``pairs`` (built at the largest cutoff) for a member with
+    that cutoff, those inside its own for one with a shorter cutoff (one selection per
+    distinct cutoff)."""
+    largest = max(member.cutoff for member in members)
+    views = {largest: pairs}
+    for member in members:
+        if member.cutoff not in views:
+            views[member.cutoff] = pairs.within(member.cutoff)
+    return [views[member.cutoff] for member in members]
 
 
 def members_of(potential: Potential | Committee) -> list[Potential]:

@@ -13,6 +13,8 @@ the virial of the pair forces ±g_p, the same that ``pair_style nnpot`` gives LA
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch_geometric.data import Data
 
@@ -22,6 +24,23 @@ from .graph import pair_vectors
 def voigt(tensor: torch.Tensor) -> torch.Tensor:
     """[B, 3, 3] symmetric → [B, 6] in ASE's Voigt order xx, yy, zz, yz, xz, xy."""
     return tensor[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+
+
+@dataclass
+class PairGeometry:
+    """What ``Potential.atom_energies`` and ``energies_from_model`` read of a geometry: the
+    species index [N] and the pairs (``pair_index`` [2, P], ``pair_vec`` [P, 3] Å), no cell."""
+
+    species: torch.Tensor
+    pair_index: torch.Tensor
+    pair_vec: torch.Tensor
+
+    def within(self, cutoff: float) -> PairGeometry:
+        """The same atoms with only the pairs shorter than ``cutoff`` (Å), in list order: what
+        a neighbour list built at ``cutoff`` gives a committee member with a shorter cutoff
+        than the committee's. The kept vectors stay differentiable views of these."""
+        inside = (self.pair_vec.detach() ** 2).sum(dim=1) < cutoff * cutoff
+        return PairGeometry(self.species, self.pair_index[:, inside], self.pair_vec[inside])
 
 
 class Geometry:

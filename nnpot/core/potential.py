@@ -23,7 +23,7 @@ from ..models import AtomisticModel
 from ..models.zbl import PAIR_REPULSIONS, ZBLRepulsion
 from ..version import __version__
 from .files import FORMAT, atomic_torch_save
-from .geometry import Geometry
+from .geometry import Geometry, PairGeometry
 from .graph import pair_vectors
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -141,7 +141,7 @@ class Potential(nn.Module):
                             stresses)
         return geometry.results(self.atom_energies(geometry), create_graph)
 
-    def atom_energies(self, geometry: Geometry, shared: torch.Tensor | None = None
+    def atom_energies(self, geometry: Geometry | PairGeometry, shared: torch.Tensor | None = None
                       ) -> torch.Tensor:
         """Per-atom energies [N] eV: scale·model + shift + E0 of the element (+ repulsion).
         ``shared``: the model's ``shared_part`` of this geometry, computed once for a committee."""
@@ -151,7 +151,8 @@ class Potential(nn.Module):
             per_atom = self.model.forward_from_shared(shared, geometry.species)
         return self.energies_from_model(per_atom, geometry)
 
-    def energies_from_model(self, per_atom: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    def energies_from_model(self, per_atom: torch.Tensor, geometry: Geometry | PairGeometry
+                            ) -> torch.Tensor:
         """The model's per-atom energies [N] → eV: scale·model + shift + E0 (+ repulsion)."""
         energies = self.scale * per_atom + self.shift + self.e0[geometry.species]
         if self.repulsion is not None:

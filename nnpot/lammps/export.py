@@ -37,13 +37,13 @@ import torch
 from torch import nn
 from torch._inductor.package import load_package, package_aoti
 
-from ..core.committee import Committee, members_of
+from ..core.committee import Committee, member_pairs, members_of
 from ..core.devices import resolve_device
+from ..core.geometry import PairGeometry
 from ..core.model_file import load
 from ..core.potential import Potential, resolve_dtype
 from ..version import __version__
 from .halo import (
-    PairGeometry,
     export_stages,
     functional_form,
     run_stages,
@@ -70,8 +70,8 @@ def energy_function(potential: Potential | Committee) -> Callable[..., tuple[tor
                             pair_index: torch.Tensor, owned: torch.Tensor
                             ) -> tuple[torch.Tensor, ...]:
         pair_vec = pair_vec.detach().requires_grad_(True)
-        pairs = PairGeometry(species, pair_index, pair_vec)
-        each = [member.atom_energies(pairs) for member in members]
+        views = member_pairs(members, PairGeometry(species, pair_index, pair_vec))
+        each = [member.atom_energies(pairs) for member, pairs in zip(members, views)]
         energies = sum(each) / len(members)
         if not isinstance(potential, Committee):
             (gradient,) = torch.autograd.grad((energies * owned).sum(), pair_vec)

@@ -32,12 +32,12 @@ by the owners' values; the pair style never reads them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..core.committee import Committee
+from ..core.geometry import PairGeometry
 from ..core.potential import Potential
 from ..models.base import StagedMessagePassing
 
@@ -82,16 +82,6 @@ class _Step(nn.Module):
     def forward(self, x: torch.Tensor, pair_index: torch.Tensor, *edges: torch.Tensor
                 ) -> torch.Tensor:
         return self.model.message_step(self.step, x, tuple(edges), pair_index)
-
-
-@dataclass
-class PairGeometry:
-    """What ``Potential.atom_energies`` and ``energies_from_model`` read of a geometry:
-    species and pairs, no cell."""
-
-    species: torch.Tensor
-    pair_index: torch.Tensor
-    pair_vec: torch.Tensor
 
 
 class _Readout(nn.Module):

@@ -1,5 +1,5 @@
 """Committees assembled by a training run: members of other runs' model files and the snapshot
-of the run's starting model, checked against the run's species and cutoff."""
+of the run's starting model, checked against the run's species."""
 
 from __future__ import annotations
 
@@ -30,11 +30,17 @@ class CommitteeJoining:
                 raise ConfigError(f"model.committee_with: {error}") from None
             self.joined_provenance.append({"file": path, "provenance": dict(model.provenance)})
             for member in members_of(model):
-                if (member.species, member.cutoff) != (self.species, m.cutoff):
+                if member.species != self.species:
                     raise ConfigError(
-                        f"model.committee_with: {path} has species {member.species} and cutoff "
-                        f"{member.cutoff:g} Å, this run {self.species} and {m.cutoff:g} Å; "
-                        f"committee members must agree")
+                        f"model.committee_with: {path} has species {member.species}, this run "
+                        f"{self.species}; committee members must agree")
+                # A shorter cutoff is fine (the member sees the pairs inside its own); a longer
+                # one would be evaluated on this run's graphs, which lack its outer pairs.
+                if member.cutoff > m.cutoff:
+                    raise ConfigError(
+                        f"model.committee_with: {path} has cutoff {member.cutoff:g} Å, longer "
+                        f"than this run's {m.cutoff:g} Å; train the member with the longest "
+                        f"cutoff last and join the others to it")
                 members.append(member)
         if m.snapshot_committee:
             members.append(load(m.init_from, device=self.device))
