@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -344,8 +345,12 @@ def card(folder: Path, element: str, steps: int) -> None:
                         steps, limit)
     model = nnpot.load(folder / "model.pt")
     members = members_of(model)
-    kind = type(members[0].model).__name__ + (f" committee of {len(members)}"
-                                              if len(members) > 1 else "")
+    kinds = Counter(type(member.model).__name__ for member in members)
+    if len(kinds) == 1:
+        kind = next(iter(kinds)) + (f" committee of {len(members)}" if len(members) > 1 else "")
+    else:   # members of different models: "committee of 3 (2 HDNNP, 1 MACE)"
+        kind = (f"committee of {len(members)} ("
+                + ", ".join(f"{count} {name}" for name, count in kinds.items()) + ")")
     cv_report = folder / "cv_report.json"
     if cv_report.is_file():
         report = json.loads(cv_report.read_text())
