@@ -51,11 +51,12 @@ def _checked_runs(runs: list[Path], folds: list[int] | None = None) -> tuple[lis
 def _evaluate(runs: list[Path], plans: list[dict], folds: list[int]):
     """Each fold's committee (the mean of the runs' fold models) on the fold's own frames:
     ``evaluate_fold``'s (result, values) per fold, and the config."""
-    config = load_config(plans[0]["config"])
+    configs = [load_config(plan["config"]) for plan in plans]
+    config = configs[0]
     types, _ = frame_labels_for_folds(config.data.train, config.data.keys.group,
                                       config.data.group_key)
     # Members may differ in cutoff: the pairs out to the longest, each member takes its own.
-    cutoff = max(load_config(plan["config"]).model.cutoff for plan in plans)
+    cutoff = max(c.model.cutoff for c in configs)
     graphs = labelled_graphs(config.data.train, cutoff, config.data.keys,
                              config.data.neighbor_backend)
     evaluated = []
