@@ -85,6 +85,39 @@ def test_model_file_keeps_the_repulsion_and_refuses_older_readers(tmp_path, monk
         nnpot.load(path)
 
 
+def test_one_switch_radius_for_every_pair(tmp_path):
+    """pair_repulsion_radius replaces the covalent-radius sums (Cu–O 1.98 Å) by one distance,
+    and the file keeps it: as an entry, and as the buffer an older format-3 reader loads."""
+    plain = make_hdnnp()
+    potential = Potential(plain.model, e0=plain.e0_dict(), scale=float(plain.scale),
+                          shift=float(plain.shift), pair_repulsion="zbl",
+                          pair_repulsion_radius=1.5).to(torch.float64)
+    for r in (0.4, 0.9, 1.4, 1.6, 1.9):
+        added = dimer_energy(potential, "CuO", r) - dimer_energy(plain, "CuO", r)
+        assert added == pytest.approx(zbl_by_hand(29, 8, r, 1.5), rel=1e-9, abs=1e-12), r
+    assert dimer_energy(potential, "CuO", 1.6) == dimer_energy(plain, "CuO", 1.6)
+    path = potential.save(tmp_path / "zbl15.pt")
+    assert torch.load(path, weights_only=True)["pair_repulsion_radius"] == 1.5
+    loaded = nnpot.load(path)
+    assert loaded.pair_repulsion_radius == 1.5
+    assert dimer_energy(loaded, "CuO", 0.9) == dimer_energy(potential, "CuO", 0.9)
+    # a reader that ignores the entry builds the covalent radii, then loads the stored ones
+    default = Potential(make_hdnnp().model, e0=plain.e0_dict(), pair_repulsion="zbl",
+                        scale=float(plain.scale), shift=float(plain.shift)).to(torch.float64)
+    default.load_state_dict(potential.state_dict())
+    assert dimer_energy(default, "CuO", 1.7) == dimer_energy(plain, "CuO", 1.7)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"pair_repulsion_radius": 2.0}, "needs pair_repulsion"),
+    ({"pair_repulsion": "zbl", "pair_repulsion_radius": -1.0}, "distance > 0"),
+    ({"pair_repulsion": "zbl", "pair_repulsion_radius": "2"}, "distance > 0"),
+])
+def test_bad_switch_radius_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Potential(make_hdnnp().model, **kwargs)
+
+
 def test_unknown_repulsion_is_refused():
     plain = make_hdnnp()
     with pytest.raises(ValueError, match="pair_repulsion must be None or one of"):
@@ -97,3 +130,20 @@ def test_trainer_fits_the_network_on_top_of_the_repulsion(tmp_path, emt_file):  
     best = nnpot.load(fit(config_from_dict(config)))
     assert best.pair_repulsion == "zbl"
     assert dimer_energy(best, "Cu2", 0.5) - dimer_energy(best, "Cu2", 1.0) > 50.0  # eV
+
+
+def test_trainer_takes_the_switch_radius_and_checks_it(tmp_path, emt_file):  # noqa: F811
+    config = small_config(tmp_path, emt_file, model="HDNNP", max_epochs=1)
+    config["model"].update(pair_repulsion="zbl", pair_repulsion_radius=2.0)
+    best_path = fit(config_from_dict(config))
+    best = nnpot.load(best_path)
+    assert best.pair_repulsion_radius == 2.0
+    assert float(best.repulsion.switch_radius.max()) == 2.0
+    # starting from it with another radius would silently keep the file's: refused by name
+    config["model"].update(init_from=str(best_path), pair_repulsion_radius=1.8)
+    config["output"] = str(tmp_path / "again")
+    with pytest.raises(Exception, match="pair_repulsion_radius 2.0"):
+        fit(config_from_dict(config))
+    config["model"].update(init_from=None, pair_repulsion=None)
+    with pytest.raises(Exception, match="needs model.pair_repulsion"):
+        config_from_dict(config)

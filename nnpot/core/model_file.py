@@ -98,7 +98,8 @@ def _potential_from(path: Path, data: Any, device: torch.device, where: str = ""
     try:
         model = MODELS[data["model_class"]](**data["hparams"])
         potential = Potential(model, e0=data["e0"], scale=data["scale"], shift=data["shift"],
-                              pair_repulsion=data.get("pair_repulsion"))
+                              pair_repulsion=data.get("pair_repulsion"),
+                              pair_repulsion_radius=data.get("pair_repulsion_radius"))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}{where}: the stored hyper-parameters do not build a "
                          f"{data['model_class']}: {error}") from None

@@ -52,10 +52,13 @@ class Potential(nn.Module):
         pair_repulsion: ``None`` or ``"zbl"``: the ZBL screened nuclear repulsion between atoms
             closer than their covalent-radius sum, added to the model's energy (the network
             learns the rest), so that hot MD cannot collapse two atoms into one.
+        pair_repulsion_radius: with ``pair_repulsion``, one distance (Å) where it is switched
+            off for every pair instead of the covalent-radius sums (see ``models/zbl.py``).
     """
 
     def __init__(self, model: AtomisticModel, e0: Mapping[str, float] | None = None,
-                 scale: float = 1.0, shift: float = 0.0, pair_repulsion: str | None = None):
+                 scale: float = 1.0, shift: float = 0.0, pair_repulsion: str | None = None,
+                 pair_repulsion_radius: float | None = None):
         super().__init__()
         if not isinstance(model, AtomisticModel):
             raise TypeError(f"model must be an nnpot AtomisticModel, got {type(model).__name__}")
@@ -75,8 +78,20 @@ class Potential(nn.Module):
         if pair_repulsion is not None and pair_repulsion not in PAIR_REPULSIONS:
             raise ValueError(f"pair_repulsion must be None or one of {PAIR_REPULSIONS}, got "
                              f"{pair_repulsion!r}")
+        if pair_repulsion_radius is not None:
+            if pair_repulsion is None:
+                raise ValueError("pair_repulsion_radius is the switch-off distance of a pair "
+                                 "repulsion: it needs pair_repulsion")
+            if not (isinstance(pair_repulsion_radius, (int, float))
+                    and not isinstance(pair_repulsion_radius, bool)
+                    and 0 < pair_repulsion_radius < float("inf")):
+                raise ValueError(f"pair_repulsion_radius must be a distance > 0 in Å, got "
+                                 f"{pair_repulsion_radius!r}")
+            pair_repulsion_radius = float(pair_repulsion_radius)
         self.pair_repulsion = pair_repulsion
-        self.repulsion = ZBLRepulsion(model.species, model.cutoff) if pair_repulsion else None
+        self.pair_repulsion_radius = pair_repulsion_radius
+        self.repulsion = (ZBLRepulsion(model.species, model.cutoff, pair_repulsion_radius)
+                          if pair_repulsion else None)
         self.provenance: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------------------
@@ -179,6 +194,10 @@ class Potential(nn.Module):
         }
         if self.pair_repulsion is not None:
             payload.update(format_version=3, pair_repulsion=self.pair_repulsion)
+        if self.pair_repulsion_radius is not None:
+            # Informative: the radii are also buffers in the state dict, so a format-3 reader
+            # that does not know this entry still loads them.
+            payload["pair_repulsion_radius"] = self.pair_repulsion_radius
         return payload
 
     # ---------------------------------------------------------------------------------------

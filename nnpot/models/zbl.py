@@ -14,6 +14,12 @@ grows without bound as r → 0. As in MACE's and NequIP's ZBL options it is swit
 smoothly (a polynomial f(r/r_c) with f, f′ and f″ zero at r_c) at r_c = the sum of the two
 elements' covalent radii (ASE's), or the model's cutoff where that is shorter, so it acts only
 at distances shorter than bonds; the network learns the rest of the energy on top of it.
+
+Covalent radii are for covalent bonds, and in a metal the bonds are longer than their sum is
+short: Mo's is 3.08 Å, past bcc Mo's first neighbours at 2.73 Å, so there the switched-off tail
+adds forces as large as DFT's to every training frame for the network to cancel. ``radius``
+sets one switch-off distance for every pair instead (below the shortest distance in the
+training data, the repulsion is a prior only where there is no data).
 """
 
 from __future__ import annotations
@@ -43,18 +49,23 @@ class ZBLRepulsion(nn.Module):
         species: the potential's elements (index order of ``species`` below).
         cutoff: the model's cutoff, Å; no switch radius exceeds it (pairs beyond it are not in
             the neighbour list, so the energy must be zero there).
+        radius: ``None`` (each pair switched off at its covalent-radius sum) or one switch-off
+            distance for every pair, Å, > 0.
     """
 
-    def __init__(self, species: Sequence[str], cutoff: float):
+    def __init__(self, species: Sequence[str], cutoff: float, radius: float | None = None):
         super().__init__()
         numbers = [atomic_numbers[s] for s in species]
         # Built in float64 (1.32 Å is not a float32 number), so a potential made and used in
         # float64 has the exact radii; cast to the pair vectors' dtype where used.
         radii = torch.tensor([float(covalent_radii[z]) for z in numbers], dtype=torch.float64)
+        switch = radii[:, None] + radii[None, :]
+        if radius is not None:
+            switch = torch.full_like(switch, float(radius))
         self.register_buffer("charge", torch.tensor([float(z) for z in numbers],
                                                     dtype=torch.float64))
-        self.register_buffer("switch_radius", torch.clamp(radii[:, None] + radii[None, :],
-                                                          max=float(cutoff)))
+        # A buffer, so the radii travel in the state dict with the weights.
+        self.register_buffer("switch_radius", torch.clamp(switch, max=float(cutoff)))
 
     def forward(self, species: torch.Tensor, pair_index: torch.Tensor,
                 pair_vec: torch.Tensor) -> torch.Tensor:

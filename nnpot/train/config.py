@@ -33,6 +33,9 @@ class ModelConfig:
                                               # replacement, seed + k) of the training frames
     pair_repulsion: str | None = None      # zbl: ZBL repulsion under the network, for
                                               # pairs closer than their covalent-radius sum
+    pair_repulsion_radius: float | None = None  # Å: switch the repulsion off at this distance
+                                              # for every pair instead (for metals, whose
+                                              # bonds are longer than the radii's sum)
     init_from: str | None = None           # a model file to start from (fine-tuning, or a
                                               # longer run): its weights, E0, scale, statistics
     snapshot_committee: bool = False          # with init_from: save a committee of the model
@@ -258,6 +261,14 @@ def _check_model(m: ModelConfig) -> None:
     require(m.pair_repulsion is None or m.pair_repulsion in PAIR_REPULSIONS,
             f"model.pair_repulsion must be null or one of {list(PAIR_REPULSIONS)}, got "
             f"{m.pair_repulsion!r}")
+    require(m.pair_repulsion_radius is None or (
+        isinstance(m.pair_repulsion_radius, (int, float))
+        and not isinstance(m.pair_repulsion_radius, bool) and 0 < m.pair_repulsion_radius
+        < float("inf")), f"model.pair_repulsion_radius must be a distance > 0 in Å, got "
+                         f"{m.pair_repulsion_radius!r}")
+    require(m.pair_repulsion_radius is None or m.pair_repulsion is not None,
+            "model.pair_repulsion_radius is where the pair repulsion is switched off: it needs "
+            "model.pair_repulsion")
     require(isinstance(m.snapshot_committee, bool), f"model.snapshot_committee must be true or "
                                                     f"false, got {m.snapshot_committee!r}")
     require(not m.snapshot_committee or m.init_from is not None,

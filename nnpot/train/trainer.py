@@ -106,7 +106,8 @@ class Trainer(DataPreparation, Checkpointing, CommitteeJoining, Reporting):
             except TypeError as error:
                 raise ConfigError(f"model.params do not fit {cfg.model.type}: {error}") from None
             member = Potential(model, e0=self.e0, scale=self.scale, shift=self.shift,
-                               pair_repulsion=cfg.model.pair_repulsion)
+                               pair_repulsion=cfg.model.pair_repulsion,
+                               pair_repulsion_radius=cfg.model.pair_repulsion_radius)
             if start is not None:  # its weights and data statistics, not those of this data
                 self._check_same_model(model, start)
                 member.load_state_dict(start.state_dict())
@@ -157,7 +158,9 @@ class Trainer(DataPreparation, Checkpointing, CommitteeJoining, Reporting):
         for key, in_file, in_config in (
                 ("type", type(start.model).__name__, m.type),
                 ("cutoff", start.cutoff, m.cutoff),
-                ("pair_repulsion", start.pair_repulsion, m.pair_repulsion)):
+                ("pair_repulsion", start.pair_repulsion, m.pair_repulsion),
+                ("pair_repulsion_radius", start.pair_repulsion_radius,
+                 m.pair_repulsion_radius)):
             if in_file != in_config:
                 raise ConfigError(f"model.init_from: {path} has {key} {in_file!r}, the config "
                                   f"model.{key} {in_config!r}; they must be the same")
