@@ -34,8 +34,8 @@ class ModelConfig:
     pair_repulsion: str | None = None      # zbl: ZBL repulsion under the network, for
                                               # pairs closer than their covalent-radius sum
     pair_repulsion_radius: float | None = None  # Å: switch the repulsion off at this distance
-                                              # for every pair instead (for metals, whose
-                                              # bonds are longer than the radii's sum)
+                                              # for every pair instead of at the covalent-
+                                              # radius sums
     init_from: str | None = None           # a model file to start from (fine-tuning, or a
                                               # longer run): its weights, E0, scale, statistics
     snapshot_committee: bool = False          # with init_from: save a committee of the model
