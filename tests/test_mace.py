@@ -9,12 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_mace, rattled_cell, statistics_inputs
+from conftest import make_mace, rattled_cell
 from scipy.spatial.transform import Rotation
-from test_nequip import assert_layers_transform_with_wigner_d, inputs, require_kernel
+from test_nequip import (
+    assert_layers_transform_with_wigner_d,
+    assert_neighbour_count_fitted_and_saved,
+    inputs,
+    require_kernel,
+)
 
-from nnpot import AtomicGraph, Potential
-from nnpot.core.model_file import load
+from nnpot import AtomicGraph
 from nnpot.models import MACE, MODELS, HyperParameterError
 from nnpot.models.mace.symmetric_contraction import SymmetricContraction, coupling_basis
 
@@ -108,13 +112,7 @@ def test_defaults_are_the_contract():
 
 def test_the_neighbour_count_comes_from_data_and_is_saved(tmp_path):
     model = MACE(["Cu", "O"], cutoff=4.0, n_features=2, l_max=1, n_layers=1)
-    data = statistics_inputs(model, 4.0)
-    model.fit_statistics(data)
-    atoms = sum(s.numel() for s, _, _ in data)
-    edges = sum(2 * int((v.norm(dim=1) < 4.0).sum()) for _, _, v in data)
-    assert float(model.avg_num_neighbors) == pytest.approx(edges / atoms)
-    path = Potential(model).save(tmp_path / "mace.pt")
-    assert float(load(path).model.avg_num_neighbors) == pytest.approx(edges / atoms)
+    assert_neighbour_count_fitted_and_saved(model, tmp_path / "mace.pt")
 
 
 @pytest.mark.parametrize("params, message", [
