@@ -79,6 +79,28 @@ def test_contraction_basis_sizes_match_invariant_theory():
     assert [len(coupling_basis(basis, order, (0, 1))[0]) for order in (1, 2, 3)] == [1, 4, 8]
 
 
+def test_contraction_of_several_irreps_is_each_irreps_own():
+    """Several output irreps of both parities at once: each irrep's rows are what a contraction
+    to that irrep alone gives with its share of the weights (float64, 1e-12)."""
+    targets = [(0, 1), (1, -1), (2, 1)]
+    together = SymmetricContraction(BASIS, targets, 3, channels=2, n_species=1).double()
+    a = torch.randn(6, 2, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    species = torch.zeros(6, dtype=torch.int64)
+    got = together(a, species)
+    row = 0
+    for t, (L, p) in enumerate(targets):
+        alone = SymmetricContraction(BASIS, [(L, p)], 3, channels=2, n_species=1).double()
+        with torch.no_grad():
+            for order in range(3):
+                start = sum(len(q) for q in together.paths[order + 1][:t])
+                count = len(together.paths[order + 1][t])
+                alone.weights[order].copy_(together.weights[order][:, start:start + count])
+        expected = alone(a, species)
+        assert torch.allclose(got[..., row:row + 2 * L + 1], expected, atol=1e-12, rtol=0)
+        row += 2 * L + 1
+    assert row == got.shape[-1]
+
+
 def test_contraction_weights_are_per_element():
     contraction = SymmetricContraction(BASIS, [(0, 1), (1, -1)], 3, channels=2,
                                        n_species=2).double()

@@ -17,14 +17,19 @@ U differ only by a permutation of indices give the same polynomial; ``coupling_b
 linearly independent set (tested on the symmetrised tensors), each element still one literal
 path, so a test can check any one of them against the explicit sum over products above.
 
-Evaluation: the products are symmetric, so only the monomials P_m = A_{i1} … A_{iν} with
-i1 ≤ … ≤ iν are formed (for d = 16 and ν ≤ 3: 16 + 136 + 816 instead of 16 + 256 + 4096
-products), each order from the one below (P^{(ν)} = P^{(ν−1)} · A_i, gathered). The coupling
-tensors are rewritten on them — each monomial's coefficient is the sum of U over the distinct
-orderings of its indices — and every output irrep keeps only the monomials it couples to
-(parity alone halves them). Per element the weights are folded into these coefficients once per
-forward, W_t = Σ_η C_{t,η} w_η [c, monomials, 2L+1], and B_t = P_t @ W_t is one batched matrix
-product per channel.
+Evaluation: the products are symmetric, so the coupling tensors are rewritten on the monomials
+P_m = A_{i1} … A_{iν} with i1 ≤ … ≤ iν (each monomial's coefficient is the sum of U over the
+distinct orderings of its indices). Each monomial is its largest index i times a monomial of
+one order less, so B is evaluated as
+
+    B_{c,r} = Σ_i A_{c,i} · Q_{c,r,i},    Q_{c,r,i} = Σ_x W_{c,r,i,x} X_{c,x}
+
+with X = [1, P^{(1)}, …, P^{(correlation−1)}]: only the monomials below the highest order are
+formed (for d = 16 and correlation 3: 1 + 16 + 136 numbers per channel, not the 816 cubic ones,
+whose storage and second derivatives dominated a training step), each order from the one below
+(P^{(ν)} = P^{(ν−1)} · A_i, gathered). Per element the weights are folded into the coefficients
+once per forward, W = Σ_η C_η w_η [c, rows × d, X], and Q = W @ X is one batched matrix product
+per channel.
 """
 
 from __future__ import annotations
@@ -127,27 +132,25 @@ class SymmetricContraction(Float64Constants):
         self.basis, self.targets = [tuple(b) for b in basis], [tuple(t) for t in targets]
         self.correlation, self.channels, self.n_species = correlation, channels, n_species
         self.d = d = sum(2 * l + 1 for l, _ in self.basis)
-        parity_of = [p for l, p in self.basis for _ in range(2 * l + 1)]  # of each component
-        parity = lambda m: math.prod(parity_of[i] for i in m)  # noqa: E731
-        # The monomials i1 ≤ … ≤ iν of every order, even ones first, and how each order is
-        # built from the one below: P^{(ν)}[m] = P^{(ν−1)}[lower[m]] · A[last[m]].
-        by_parity = lambda ms: sorted(ms, key=lambda m: -parity(m))  # noqa: E731
-        monomials = [by_parity([(i,) for i in range(d)])]
-        self.register_buffer("first", torch.tensor([m[0] for m in monomials[0]]),
-                             persistent=False)
+        self.rows = sum(2 * L + 1 for L, _ in self.targets)
+        # The monomials i1 ≤ … ≤ iν of every order; order ν is built from the one below:
+        # P^{(ν)}[m] = P^{(ν−1)}[lower[m]] · A[last[m]]. Only orders < correlation are formed.
+        monomials = [[(i,) for i in range(d)]]
         for order in range(2, correlation + 1):
             lower = {m: k for k, m in enumerate(monomials[-1])}
-            grown = by_parity([m + (i,) for m in monomials[-1] for i in range(m[-1], d)])
-            monomials.append(grown)
-            self.register_buffer(f"lower_{order}", torch.tensor([lower[m[:-1]] for m in grown]),
-                                 persistent=False)
-            self.register_buffer(f"last_{order}", torch.tensor([m[-1] for m in grown]),
-                                 persistent=False)
-        # Each order splits into its even and odd monomials; an output irrep of parity p reads
-        # the monomials of parity p of every order, concatenated: one group per parity.
-        self._splits = [[sum(parity(m) == p for m in ms) for p in (1, -1)] for ms in monomials]
-        group = {p: [m for ms in monomials for m in ms if parity(m) == p] for p in (1, -1)}
-        column_of = {p: {m: k for k, m in enumerate(group[p])} for p in (1, -1)}
+            monomials.append([m + (i,) for m in monomials[-1] for i in range(m[-1], d)])
+            if order < correlation:
+                self.register_buffer(f"lower_{order}", torch.tensor(
+                    [lower[m[:-1]] for m in monomials[-1]]), persistent=False)
+                self.register_buffer(f"last_{order}", torch.tensor(
+                    [m[-1] for m in monomials[-1]]), persistent=False)
+        # The factor x(m) of a monomial m = (rest, i) is its column in
+        # X = [1, P^{(1)}, …, P^{(correlation−1)}] (rest's order, then rest's index).
+        offsets = [0, 1]
+        for ms in monomials[:-1]:
+            offsets.append(offsets[-1] + len(ms))
+        self.n_factors = offsets[-1]
+        index = [{(): 0}] + [{m: k for k, m in enumerate(ms)} for ms in monomials]
         self.paths: dict[int, list[list[tuple]]] = {o: [] for o in range(1, correlation + 1)}
         us = {}
         for order in range(1, correlation + 1):
@@ -155,82 +158,50 @@ class SymmetricContraction(Float64Constants):
                 paths, us[order, t] = coupling_basis(self.basis, order, target)
                 self.paths[order].append(paths)
         n_paths = [sum(len(p) for p in self.paths[o]) for o in range(1, correlation + 1)]
-        rows_of = []  # the output rows (M of each target) in the order the groups give them
-        for p in (1, -1):
-            targets = [t for t, (_, q) in enumerate(self.targets) if q == p]
-            if not targets:
-                continue
-            # [monomials of the group, Σ (2L+1) of its targets, all paths (orders in turn,
-            # targets in turn within an order: the concatenated weights' order)]
-            coefficients = torch.zeros(len(group[p]), sum(2 * self.targets[t][0] + 1
-                                                          for t in targets), sum(n_paths),
-                                       dtype=torch.float64)
-            row = 0
-            for t in targets:
-                size = 2 * self.targets[t][0] + 1
-                for order in range(1, correlation + 1):
-                    start = sum(n_paths[:order - 1]) + sum(len(q) for q in self.paths[order][:t])
-                    block = _on_monomials(us[order, t], monomials[order - 1], column_of[p])
-                    coefficients[:, row:row + size, start:start + block.shape[2]] = block
-                offset = sum(2 * L + 1 for L, _ in self.targets[:t])
-                rows_of.extend(range(offset, offset + size))
-                row += size
-            self.float64_constant(f"group_{p}", coefficients)
-        # rows_of[k]: the output row the k-th assembled row is; invert it
-        self.reorder = rows_of != sorted(rows_of)
-        self.register_buffer("output_order", torch.tensor(
-            [rows_of.index(k) for k in range(len(rows_of))]), persistent=False)
+        # [paths (orders in turn, targets in turn within an order: the concatenated weights'
+        # order), output rows, i, x]
+        coupling = torch.zeros(sum(n_paths), self.rows, d, self.n_factors, dtype=torch.float64)
+        for t, (L, _) in enumerate(self.targets):
+            row = sum(2 * L + 1 for L, _ in self.targets[:t])
+            for order in range(1, correlation + 1):
+                start = sum(n_paths[:order - 1]) + sum(len(q) for q in self.paths[order][:t])
+                u = us[order, t]
+                for m in monomials[order - 1]:
+                    total = sum(u[(slice(None), slice(None)) + ordering] for ordering in
+                                set(itertools.permutations(m)))
+                    x = offsets[order - 1] + index[order - 1][m[:-1]]
+                    coupling[start:start + u.shape[0], row:row + 2 * L + 1, m[-1], x] = total
+        self.float64_constant("coupling", coupling.reshape(sum(n_paths), -1))
         self.weights = nn.ParameterList()
         for count in n_paths:  # normal weights, scaled by 1/√(paths of the order)
             self.weights.append(nn.Parameter(torch.randn(n_species, count, channels)
                                              / math.sqrt(max(count, 1))))
 
-    def monomials(self, a: torch.Tensor) -> dict[int, torch.Tensor]:
-        """[c, d, N] → the monomials of every order, by parity, for the parities some output
-        irrep has: {±1: [c, monomials, N]}. (Atoms last: every gather and its backward's
-        scatter move contiguous rows of N numbers.)"""
-        orders = [a.index_select(1, self.first)]
-        for order in range(2, self.correlation + 1):
+    def factors(self, a: torch.Tensor) -> torch.Tensor:
+        """a [c, d, N] → X [c, n_factors, N]: 1 and the monomials of orders 1 … correlation − 1.
+        (Atoms last: every gather and its backward's scatter move contiguous rows of N
+        numbers.)"""
+        orders = [a.new_ones(a.shape[0], 1, a.shape[2]), a]
+        for order in range(2, self.correlation):
             orders.append(orders[-1].index_select(1, getattr(self, f"lower_{order}"))
                           * a.index_select(1, getattr(self, f"last_{order}")))
-        parts = [torch.split(p, split, dim=1) for p, split in zip(orders, self._splits)]
-        return {p: torch.cat([part[k] for part in parts], dim=1)
-                for k, p in enumerate((1, -1)) if hasattr(self, f"group_{p}")}
+        return torch.cat(orders[:self.correlation], dim=1)
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """a [N, c, d], species [N] (element index) → [N, c, Σ(2L+1)]."""
-        monomials = self.monomials(a.permute(1, 2, 0))
-        weights = torch.cat(list(self.weights), dim=1)                   # [S, paths, c]
-        groups = [p for p in (1, -1) if hasattr(self, f"group_{p}")]
-        out = None
+        n, c, d = a.shape
+        a = a.permute(1, 2, 0)                                             # [c, d, N]
+        x = self.factors(a)                                                # [c, X, N]
+        weights = torch.cat(list(self.weights), dim=1)                     # [S, paths, c]
+        coupling = self.constant("coupling", weights)                      # [paths, R·d·X]
+        q = None
         for element in range(self.n_species):
-            blocks = []
-            for p in groups:
-                coefficients = self.constant(f"group_{p}", weights)        # [m, rows, paths]
-                folded = torch.einsum("mrp,pc->crm", coefficients, weights[element])
-                blocks.append(torch.bmm(folded, monomials[p]))             # [c, rows, N]
-            b = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
-            if self.reorder:
-                b = b.index_select(1, self.output_order)
-            b = b.permute(2, 0, 1)                                         # [N, c, Σ(2L+1)]
+            folded = (weights[element].T @ coupling).view(c, self.rows * d, self.n_factors)
+            q_element = torch.bmm(folded, x)                               # [c, R·d, N]
             if self.n_species == 1:
-                return b
-            mask = (species == element).to(b.dtype)[:, None, None]
-            out = b * mask if out is None else out + b * mask
-        return out
-
-
-def _on_monomials(u: torch.Tensor, monomials: list[tuple], column_of: dict) -> torch.Tensor:
-    """U [η, M, d, …, d] → its coefficients on the monomials of one parity group
-    [len(column_of), M, η]: for each monomial, the sum of U over the distinct orderings of its
-    indices (the products are symmetric), in the monomial's column; monomials of the other
-    parity have no coefficient (U couples to this group's parity only)."""
-    out = torch.zeros(len(column_of), u.shape[1], u.shape[0], dtype=torch.float64)
-    for m in monomials:
-        total = sum(u[(slice(None), slice(None)) + ordering] for ordering in
-                    set(itertools.permutations(m)))
-        if m in column_of:
-            out[column_of[m]] = total.T
-        else:
-            assert not torch.any(total), "a coupling to a monomial of the other parity"
-    return out
+                q = q_element
+                break
+            mask = (species == element).to(q_element.dtype)
+            q = q_element * mask if q is None else q + q_element * mask
+        b = (q.view(c, self.rows, d, n) * a[:, None]).sum(dim=2)           # Σ_i Q_{r,i} A_i
+        return b.permute(2, 0, 1)                                          # [N, c, Σ(2L+1)]
