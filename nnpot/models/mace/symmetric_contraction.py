@@ -162,7 +162,7 @@ class SymmetricContraction(Float64Constants):
         # order), output rows, i, x]
         coupling = torch.zeros(sum(n_paths), self.rows, d, self.n_factors, dtype=torch.float64)
         for t, (L, _) in enumerate(self.targets):
-            row = sum(2 * L + 1 for L, _ in self.targets[:t])
+            row = sum(2 * other + 1 for other, _ in self.targets[:t])  # rows of earlier targets
             for order in range(1, correlation + 1):
                 start = sum(n_paths[:order - 1]) + sum(len(q) for q in self.paths[order][:t])
                 u = us[order, t]
