@@ -167,7 +167,7 @@ def test_a_killed_fold_resumes(tmp_path):
     """Kill `nnpot cv` while fold 0 trains (after its first checkpoint); `--resume` finishes
     it from the checkpoint (its log says so) and trains fold 1."""
     data = cv_data(tmp_path)
-    config = cv_config(tmp_path, data, max_epochs=20)
+    config = cv_config(tmp_path, data, max_epochs=10)
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "nnpot.cli", "cv", str(config),
                                 "--folds", "2"], start_new_session=True,
@@ -183,7 +183,7 @@ def test_a_killed_fold_resumes(tmp_path):
     log = (out / "fold_0" / "train.log").read_text()
     assert "resum" in log.lower()
     result = json.loads((out / "cv_report.json").read_text())
-    assert [f["epochs"] for f in result["folds"]] == [20, 20]
+    assert [f["epochs"] for f in result["folds"]] == [10, 10]
 
 
 def test_killing_cv_stops_its_folds(tmp_path):

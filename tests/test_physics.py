@@ -196,7 +196,7 @@ def test_skin_gives_identical_trajectories(potential64):
 
 
 def test_nve_conserves_energy(potential64):
-    """Velocity Verlet over 100 fs: the total energy wanders by a tiny amount that falls as dt²
+    """Velocity Verlet over 50 fs: the total energy wanders by a tiny amount that falls as dt²
     when the step is halved — the mark of exact forces and a symplectic integrator.
 
     The random test models pull atoms together with forces of several eV/Å; scaled by 0.05
@@ -210,7 +210,7 @@ def test_nve_conserves_energy(potential64):
         atoms.calc = NNPCalculator(potential64, skin=0.5)
         dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
         totals = []
-        steps = int(round(100 / timestep_fs))
+        steps = int(round(50 / timestep_fs))
         dyn.attach(lambda: totals.append(atoms.get_total_energy()), interval=steps // 20)
         dyn.run(steps)
         assert atoms.get_temperature() > 100 and atoms.calc.min_distance > 1.0
@@ -220,7 +220,7 @@ def test_nve_conserves_energy(potential64):
     # A ZBL repulsion is not scaled with the network: it pushes the compressed Cu–Cu pairs of
     # the rattled cell apart, the atoms heat to ~800 K and the wander is ~4× larger.
     limit = 5e-5 if potential64.repulsion is not None else 1e-5
-    assert coarse / len(rattled_cell()) < limit  # eV/atom over 100 fs
+    assert coarse / len(rattled_cell()) < limit  # eV/atom over 50 fs
     assert 3.0 < coarse / fine < 5.5, (coarse, fine)
 
 
