@@ -392,3 +392,44 @@ def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tm
     with pytest.raises(SystemExit, match="other folds"):
         committee_cv(tmp_path / "committee2", [run_a, run_b])
 
+
+
+def test_cv_partial_reports_merge_into_the_whole_report(finished_cv, tmp_path):
+    """benchmarks/cv_partial.py: fold 0 and fold 1 reported apart (as if trained in two
+    sessions) and merged give the report `nnpot cv` wrote; a fold twice, another config's
+    report, a fold not finished and a fold size the config does not deal are refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cv_partial import merge_reports, report_folds
+
+    run = finished_cv[0] / "run"
+    whole = json.loads((run / "cv_report.json").read_text())
+    parts = [report_folds(run, tmp_path / f"part{k}", [k]) for k in range(2)]
+    assert parts[1]["partial"] == {"folds": [1], "of": 2}
+    for key in ("energy_mae", "forces_mae", "frames", "epochs"):
+        assert parts[1]["folds"][0][key] == pytest.approx(whole["folds"][1][key], rel=1e-9)
+    assert "folds 1 of 2" in (tmp_path / "part1" / "cv_report.md").read_text().splitlines()[0]
+    # the parts in either order: the merged report is the whole one, no longer partial
+    merged = merge_reports([tmp_path / "part1" / "cv_report.json",
+                            tmp_path / "part0" / "cv_report.json"], tmp_path / "merged")
+    assert "partial" not in merged
+    for key in ("energy_mae", "forces_rmse"):
+        assert merged["mean"][key] == pytest.approx(whole["mean"][key], rel=1e-12)
+        assert merged["by_config_type"]["strained"][key] == \
+            pytest.approx(whole["by_config_type"]["strained"][key], rel=1e-12)
+    assert (tmp_path / "merged" / "cv_report.md").read_text().startswith(
+        "# Cross-validation: 2 folds")
+    with pytest.raises(SystemExit, match="fold_0 is in more than one report"):
+        merge_reports([tmp_path / "part0" / "cv_report.json", run / "cv_report.json"],
+                      tmp_path / "bad")
+    other = dict(parts[0], config=str(tmp_path / "other.yaml"))
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other.yaml"):
+        merge_reports([tmp_path / "part1" / "cv_report.json", tmp_path / "other.json"],
+                      tmp_path / "bad")
+    resized = json.loads(json.dumps(parts[0]))
+    resized["folds"][0]["frames"] += 1
+    (tmp_path / "resized.json").write_text(json.dumps(resized))
+    with pytest.raises(SystemExit, match="fold_0 has"):
+        merge_reports([tmp_path / "resized.json"], tmp_path / "bad")
+    with pytest.raises(SystemExit, match="no fold 2"):
+        report_folds(run, tmp_path / "bad", [2])

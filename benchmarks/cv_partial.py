@@ -1,0 +1,163 @@
+"""A cross-validation spread over sessions or machines: the report of some finished folds of
+a ``nnpot cv`` run, and the whole report merged from such partial ones.
+
+    python benchmarks/cv_partial.py report runs/cv/si_mace32_stress100_240ep OUT --folds 0 1
+    python benchmarks/cv_partial.py merge OUT part_a/cv_report.json part_b/cv_report.json
+
+``report`` evaluates the named folds (each must have finished: ``metrics.json`` in its
+folder) on their own validation frames, as ``nnpot cv`` does at its end, and writes
+``cv_report.json``, ``cv_report.md`` and ``cv_parity.png`` into OUT; the JSON says which
+folds of how many it holds (``"partial": {"folds": [...], "of": k}``). Folds trained on
+another machine or in another session can be reported there and kept (e.g. in
+``benchmarks/results/cv/``), since a fold's error depends on its config and its frames only.
+
+``merge`` joins partial reports of one config (same config file name, training file and k; no
+fold twice) into one report, written to OUT (``cv_report.json`` and ``cv_report.md``; no
+parity plot: the reports keep errors, not predictions). With every fold it is the report
+``nnpot cv`` would have written (the same means and standard errors); with fewer it stays
+partial. Each fold's frame count is checked against the folds its config deals, where the
+config and its training file are here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nnpot.core.files import atomic_write_text
+from nnpot.train import load_config
+from nnpot.train.cv import (
+    PLAN,
+    evaluate_fold,
+    fold_plan,
+    frame_labels_for_folds,
+    report_markdown,
+    summarise,
+    write_report,
+)
+from nnpot.train.evaluate import labelled_graphs
+
+
+def _fold_index(name: str) -> int:
+    return int(name.rsplit("_", 1)[1])
+
+
+def _title(report: dict) -> str:
+    partial = report.get("partial")
+    if not partial:
+        return f"# Cross-validation: {len(report['folds'])} folds"
+    names = ", ".join(str(k) for k in partial["folds"])
+    return f"# Cross-validation: folds {names} of {partial['of']} (a partial report)"
+
+
+def _write_markdown(out: Path, report: dict) -> None:
+    lines = report_markdown(report).splitlines()
+    lines[0] = _title(report)
+    atomic_write_text(out / "cv_report.md", "\n".join(lines) + "\n")
+
+
+def report_folds(run: Path, out: Path, folds: list[int]) -> dict:
+    """Evaluate the finished ``folds`` of the ``nnpot cv`` run in ``run``; write the partial
+    report into ``out`` and return it."""
+    plan = json.loads((run / PLAN).read_text())
+    k = plan["folds"]
+    if bad := [i for i in folds if not 0 <= i < k]:
+        raise SystemExit(f"cv_partial: no fold {bad[0]} in the {k}-fold run {run}")
+    if missing := [f"fold_{i}" for i in folds
+                   if not (run / f"fold_{i}" / "metrics.json").is_file()]:
+        raise SystemExit(f"cv_partial: {run}: {', '.join(missing)} not finished")
+    config = load_config(plan["config"])
+    types, _ = frame_labels_for_folds(config.data.train, config.data.keys.group,
+                                      config.data.group_key)
+    graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys,
+                             config.data.neighbor_backend)
+    evaluated = [evaluate_fold(run / f"fold_{i}", config, types, graphs) for i in sorted(folds)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(out, evaluated, plan["config"], config.data.train,
+                 f"{Path(plan['config']).name}: folds {', '.join(map(str, sorted(folds)))} of {k}")
+    report = json.loads((out / "cv_report.json").read_text())
+    if len(folds) < k:
+        report["partial"] = {"folds": sorted(folds), "of": k}
+    atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    _write_markdown(out, report)
+    return report
+
+
+def _dealt_sizes(config_name: str, k: int) -> list[int] | None:
+    """The frame count of each of the k folds that the config deals, if it and its training
+    file are here (this checkout's ``benchmarks/cv/`` when the recorded path is not)."""
+    path = Path(config_name)
+    if not path.is_file():
+        path = Path(__file__).resolve().parent / "cv" / path.name
+    if not path.is_file():
+        return None
+    config = load_config(path)
+    if not Path(config.data.train).is_file():
+        return None
+    return [len(f) for f in fold_plan(config, path, k)["validation_frames"]]
+
+
+def merge_reports(paths: list[Path], out: Path) -> dict:
+    """Join partial reports of one config into ``out``; returns the merged report."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    first = reports[0]
+    k = (first.get("partial") or {}).get("of", len(first["folds"]))
+    folds: dict[int, dict] = {}
+    for path, report in zip(paths, reports):
+        same = (Path(report["config"]).name == Path(first["config"]).name
+                and Path(report["train"]).name == Path(first["train"]).name)
+        if not same:
+            raise SystemExit(f"cv_partial: {path} is a report of {report['config']} on "
+                             f"{report['train']}, not of {first['config']} on {first['train']}")
+        report_k = (report.get("partial") or {}).get("of", len(report["folds"]))
+        if report_k != k:
+            raise SystemExit(f"cv_partial: {path} is of a {report_k}-fold CV, {paths[0]} of {k}")
+        for fold in report["folds"]:
+            index = _fold_index(fold["fold"])
+            if index in folds:
+                raise SystemExit(f"cv_partial: {fold['fold']} is in more than one report "
+                                 f"({path} and an earlier one)")
+            folds[index] = fold
+    sizes = _dealt_sizes(first["config"], k)
+    if sizes is not None:
+        for index, fold in folds.items():
+            if fold["frames"] != sizes[index]:
+                raise SystemExit(f"cv_partial: fold_{index} has {fold['frames']} frames; "
+                                 f"{Path(first['config']).name} deals it {sizes[index]}")
+    merged = summarise([folds[i] for i in sorted(folds)])
+    merged["config"], merged["train"] = first["config"], first["train"]
+    if len(folds) < k:
+        merged["partial"] = {"folds": sorted(folds), "of": k}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "cv_report.json", json.dumps(merged, indent=1, ensure_ascii=False))
+    _write_markdown(out, merged)
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser("report", help="report finished folds of a nnpot cv run")
+    report.add_argument("run", type=Path, help="the nnpot cv output folder")
+    report.add_argument("out", type=Path, help="folder for the partial report")
+    report.add_argument("--folds", type=int, nargs="+", required=True)
+    merge = commands.add_parser("merge", help="join partial reports of one config")
+    merge.add_argument("out", type=Path, help="folder for the merged report")
+    merge.add_argument("reports", type=Path, nargs="+", help="partial cv_report.json files")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        result = report_folds(args.run, args.out, args.folds)
+    else:
+        result = merge_reports(args.reports, args.out)
+    print(_title(result)[2:])
+    mean = result["mean"]
+    print(f"E MAE {mean['energy_mae']['mean']:.2f} ± {mean['energy_mae']['stderr']:.2f} meV/atom, "
+          f"F MAE {mean['forces_mae']['mean']:.1f} ± {mean['forces_mae']['stderr']:.1f} meV/Å "
+          f"({args.out / 'cv_report.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
