@@ -37,21 +37,26 @@ def rebuilt_folds(report: dict) -> list | None:
     "A + B": its first run's), which must deal as many folds of the same sizes as the report
     has. None when the config or its training file is not here."""
     first_config = str(report.get("config", "")).split(" + ")[0]
-    if not first_config:
+    frames = dealt_folds(first_config, len(report["folds"])) if first_config else None
+    if frames is None or [len(f) for f in frames] != [
+            fold.get("frames", len(f)) for f, fold in zip(frames, report["folds"])]:
         return None
-    config_path = Path(first_config)
-    if not config_path.is_file():  # a report written in another checkout: this one's config
+    return frames
+
+
+def dealt_folds(config_name: str, k: int) -> list | None:
+    """The validation frames of each of the k folds that the config deals, or None when it or
+    its training file is not here (a report written in another checkout: this checkout's
+    ``benchmarks/cv/`` config of the same name)."""
+    config_path = Path(config_name)
+    if not config_path.is_file():
         config_path = Path(__file__).resolve().parent / "cv" / config_path.name
     if not config_path.is_file():
         return None
     config = load_config(config_path)
     if not Path(config.data.train).is_file():
         return None
-    frames = fold_plan(config, config_path, len(report["folds"]))["validation_frames"]
-    if [len(f) for f in frames] != [fold.get("frames", len(f))
-                                    for f, fold in zip(frames, report["folds"])]:
-        return None
-    return frames
+    return fold_plan(config, config_path, k)["validation_frames"]
 
 
 def load(path: Path) -> tuple[str, dict, list | None]:

@@ -26,12 +26,13 @@ import json
 import sys
 from pathlib import Path
 
+from cv_compare import dealt_folds
+
 from nnpot.core.files import atomic_write_text
 from nnpot.train import load_config
 from nnpot.train.cv import (
     PLAN,
     evaluate_fold,
-    fold_plan,
     frame_labels_for_folds,
     report_markdown,
     summarise,
@@ -85,20 +86,6 @@ def report_folds(run: Path, out: Path, folds: list[int]) -> dict:
     return report
 
 
-def _dealt_sizes(config_name: str, k: int) -> list[int] | None:
-    """The frame count of each of the k folds that the config deals, if it and its training
-    file are here (this checkout's ``benchmarks/cv/`` when the recorded path is not)."""
-    path = Path(config_name)
-    if not path.is_file():
-        path = Path(__file__).resolve().parent / "cv" / path.name
-    if not path.is_file():
-        return None
-    config = load_config(path)
-    if not Path(config.data.train).is_file():
-        return None
-    return [len(f) for f in fold_plan(config, path, k)["validation_frames"]]
-
-
 def merge_reports(paths: list[Path], out: Path) -> dict:
     """Join partial reports of one config into ``out``; returns the merged report."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
@@ -120,12 +107,12 @@ def merge_reports(paths: list[Path], out: Path) -> dict:
                 raise SystemExit(f"cv_partial: {fold['fold']} is in more than one report "
                                  f"({path} and an earlier one)")
             folds[index] = fold
-    sizes = _dealt_sizes(first["config"], k)
-    if sizes is not None:
+    dealt = dealt_folds(first["config"], k)  # None: the config or its data is not here
+    if dealt is not None:
         for index, fold in folds.items():
-            if fold["frames"] != sizes[index]:
+            if fold["frames"] != len(dealt[index]):
                 raise SystemExit(f"cv_partial: fold_{index} has {fold['frames']} frames; "
-                                 f"{Path(first['config']).name} deals it {sizes[index]}")
+                                 f"{Path(first['config']).name} deals it {len(dealt[index])}")
     merged = summarise([folds[i] for i in sorted(folds)])
     merged["config"], merged["train"] = first["config"], first["train"]
     if len(folds) < k:
