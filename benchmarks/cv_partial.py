@@ -45,6 +45,11 @@ def _fold_index(name: str) -> int:
     return int(name.rsplit("_", 1)[1])
 
 
+def _folds_of(report: dict) -> int:
+    """k of the CV a report belongs to (a whole report holds all k folds)."""
+    return (report.get("partial") or {}).get("of", len(report["folds"]))
+
+
 def _title(report: dict) -> str:
     partial = report.get("partial")
     if not partial:
@@ -90,7 +95,7 @@ def merge_reports(paths: list[Path], out: Path) -> dict:
     """Join partial reports of one config into ``out``; returns the merged report."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
     first = reports[0]
-    k = (first.get("partial") or {}).get("of", len(first["folds"]))
+    k = _folds_of(first)
     folds: dict[int, dict] = {}
     for path, report in zip(paths, reports):
         same = (Path(report["config"]).name == Path(first["config"]).name
@@ -98,9 +103,9 @@ def merge_reports(paths: list[Path], out: Path) -> dict:
         if not same:
             raise SystemExit(f"cv_partial: {path} is a report of {report['config']} on "
                              f"{report['train']}, not of {first['config']} on {first['train']}")
-        report_k = (report.get("partial") or {}).get("of", len(report["folds"]))
-        if report_k != k:
-            raise SystemExit(f"cv_partial: {path} is of a {report_k}-fold CV, {paths[0]} of {k}")
+        if _folds_of(report) != k:
+            raise SystemExit(f"cv_partial: {path} is of a {_folds_of(report)}-fold CV, "
+                             f"{paths[0]} of {k}")
         for fold in report["folds"]:
             index = _fold_index(fold["fold"])
             if index in folds:
