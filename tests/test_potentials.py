@@ -13,7 +13,8 @@ import nnpot
 from nnpot.train.config import KeysConfig
 from nnpot.train.evaluate import evaluate, labelled_graphs
 
-POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
+REPOSITORY = Path(__file__).resolve().parents[1]
+POTENTIALS = REPOSITORY / "potentials"
 
 
 @pytest.mark.parametrize("name", ["cu"])
@@ -122,3 +123,33 @@ def test_shipped_model_was_trained_by_its_config(name):
         _assert_subset(written[section], trained[section], f"{name}: {section}")
     assert trained["seed"] == written["seed"]
     assert Path(trained["data"]["train"]).name == Path(written["data"]["train"]).name
+
+
+# keys of a shipped config that the CV folds set otherwise by design: the folds keep their last
+# epoch (nnpot cv sets keep_epoch: last), and output, threads and checkpoints say where it ran
+CV_RUN_KEYS = RUN_TIME_KEYS | {"keep_epoch"}
+
+
+def _recipe(config: dict) -> dict:
+    """What a config fits: its model and training sections without run-time keys, its seed and
+    its training file's name."""
+    def strip(section: dict) -> dict:
+        return {key: value for key, value in section.items() if key not in CV_RUN_KEYS}
+
+    return {"model": strip(config["model"]), "training": strip(config["training"]),
+            "seed": config.get("seed", 0), "train": Path(config["data"]["train"]).name}
+
+
+@pytest.mark.parametrize("name", CROSS_VALIDATED)
+def test_card_cross_validates_the_shipped_recipe(name):
+    """The CV errors on a card are of the recipe the folder fits: each config*.yaml that trains
+    a network of its model.pt is one of the recipes its cv_report.json cross-validated
+    (benchmarks/cv/), with the same model, loss, schedule, budget, seed and training file. A
+    refit with a changed recipe whose CV was not rerun fails here."""
+    folder = POTENTIALS / name
+    cv_configs = json.loads((folder / "cv_report.json").read_text())["config"].split(" + ")
+    cross_validated = [_recipe(yaml.safe_load((REPOSITORY / "benchmarks" / "cv" / Path(path).name)
+                                              .read_text())) for path in cv_configs]
+    for path in sorted(folder.glob("config*.yaml")):
+        assert _recipe(yaml.safe_load(path.read_text())) in cross_validated, \
+            f"{path.relative_to(POTENTIALS)} is not a recipe of its cv_report.json ({cv_configs})"
