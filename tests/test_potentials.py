@@ -125,8 +125,8 @@ def test_shipped_model_was_trained_by_its_config(name):
     assert Path(trained["data"]["train"]).name == Path(written["data"]["train"]).name
 
 
-# keys of a shipped config that the CV folds set otherwise by design: the folds keep their last
-# epoch (nnpot cv sets keep_epoch: last), and output, threads and checkpoints say where it ran
+# keys a shipped config may set otherwise than its CV config: keep_epoch (nnpot cv keeps each
+# fold's last epoch by design) and the run-time keys (threads, checkpoints, members joined)
 CV_RUN_KEYS = RUN_TIME_KEYS | {"keep_epoch"}
 
 
