@@ -34,9 +34,9 @@ from nnpot.train.cv import (
     PLAN,
     evaluate_fold,
     frame_labels_for_folds,
+    plot_out_of_fold_parity,
     report_markdown,
     summarise,
-    write_report,
 )
 from nnpot.train.evaluate import labelled_graphs
 
@@ -58,7 +58,21 @@ def _title(report: dict) -> str:
     return f"# Cross-validation: folds {names} of {partial['of']} (a partial report)"
 
 
-def _write_markdown(out: Path, report: dict) -> None:
+def _summary(fold_results: list[dict], config: str, train: str, folds: list[int],
+             k: int) -> dict:
+    """The report of ``fold_results`` (folds ``folds`` of ``k``, in that order): means and
+    standard errors as ``nnpot cv`` gives them, marked partial when folds are missing."""
+    report = summarise(fold_results)
+    report["config"], report["train"] = config, train
+    if len(folds) < k:
+        report["partial"] = {"folds": folds, "of": k}
+    return report
+
+
+def _write(out: Path, report: dict) -> None:
+    """``cv_report.json`` and ``cv_report.md`` (titled with the folds it holds) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
     lines = report_markdown(report).splitlines()
     lines[0] = _title(report)
     atomic_write_text(out / "cv_report.md", "\n".join(lines) + "\n")
@@ -67,6 +81,8 @@ def _write_markdown(out: Path, report: dict) -> None:
 def report_folds(run: Path, out: Path, folds: list[int]) -> dict:
     """Evaluate the finished ``folds`` of the ``nnpot cv`` run in ``run``; write the partial
     report into ``out`` and return it."""
+    if not (run / PLAN).is_file():
+        raise SystemExit(f"cv_partial: {run} is not a nnpot cv run (no {PLAN})")
     plan = json.loads((run / PLAN).read_text())
     k = plan["folds"]
     if bad := [i for i in folds if not 0 <= i < k]:
@@ -79,21 +95,32 @@ def report_folds(run: Path, out: Path, folds: list[int]) -> dict:
                                       config.data.group_key)
     graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys,
                              config.data.neighbor_backend)
-    evaluated = [evaluate_fold(run / f"fold_{i}", config, types, graphs) for i in sorted(folds)]
-    out.mkdir(parents=True, exist_ok=True)
-    write_report(out, evaluated, plan["config"], config.data.train,
-                 f"{Path(plan['config']).name}: folds {', '.join(map(str, sorted(folds)))} of {k}")
-    report = json.loads((out / "cv_report.json").read_text())
-    if len(folds) < k:
-        report["partial"] = {"folds": sorted(folds), "of": k}
-    atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
-    _write_markdown(out, report)
+    folds = sorted(folds)
+    evaluated = [evaluate_fold(run / f"fold_{i}", config, types, graphs) for i in folds]
+    report = _summary([result for result, _ in evaluated], plan["config"], config.data.train,
+                      folds, k)
+    _write(out, report)
+    plot_out_of_fold_parity([values for _, values in evaluated], out / "cv_parity.png",
+                            f"{Path(plan['config']).name}: folds {', '.join(map(str, folds))} "
+                            f"of {k}, every frame predicted by the fold that did not train on it")
+    return report
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"cv_partial: no report {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SystemExit(f"cv_partial: {path} is not a cv_report.json ({error})") from None
+    if not isinstance(report, dict) or not {"folds", "config", "train"} <= report.keys():
+        raise SystemExit(f"cv_partial: {path} is not a cv_report.json (no folds, config, train)")
     return report
 
 
 def merge_reports(paths: list[Path], out: Path) -> dict:
     """Join partial reports of one config into ``out``; returns the merged report."""
-    reports = [json.loads(Path(p).read_text()) for p in paths]
+    reports = [_read_report(Path(path)) for path in paths]
     first = reports[0]
     k = _folds_of(first)
     folds: dict[int, dict] = {}
@@ -118,13 +145,9 @@ def merge_reports(paths: list[Path], out: Path) -> dict:
             if fold["frames"] != len(dealt[index]):
                 raise SystemExit(f"cv_partial: fold_{index} has {fold['frames']} frames; "
                                  f"{Path(first['config']).name} deals it {len(dealt[index])}")
-    merged = summarise([folds[i] for i in sorted(folds)])
-    merged["config"], merged["train"] = first["config"], first["train"]
-    if len(folds) < k:
-        merged["partial"] = {"folds": sorted(folds), "of": k}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "cv_report.json", json.dumps(merged, indent=1, ensure_ascii=False))
-    _write_markdown(out, merged)
+    merged = _summary([folds[i] for i in sorted(folds)], first["config"], first["train"],
+                      sorted(folds), k)
+    _write(out, merged)
     return merged
 
 

@@ -393,7 +393,6 @@ def test_cv_committee_is_no_worse_than_its_members_on_every_fold(finished_cv, tm
         committee_cv(tmp_path / "committee2", [run_a, run_b])
 
 
-
 def test_cv_partial_reports_merge_into_the_whole_report(finished_cv, tmp_path):
     """benchmarks/cv_partial.py: fold 0 and fold 1 reported apart (as if trained in two
     sessions) and merged give the report `nnpot cv` wrote; a fold twice, another config's
@@ -433,3 +432,11 @@ def test_cv_partial_reports_merge_into_the_whole_report(finished_cv, tmp_path):
         merge_reports([tmp_path / "resized.json"], tmp_path / "bad")
     with pytest.raises(SystemExit, match="no fold 2"):
         report_folds(run, tmp_path / "bad", [2])
+    with pytest.raises(SystemExit, match="is not a nnpot cv run"):
+        report_folds(tmp_path, tmp_path / "bad", [0])
+    with pytest.raises(SystemExit, match="no report .*missing.json"):
+        merge_reports([tmp_path / "missing.json"], tmp_path / "bad")
+    (tmp_path / "notes.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="notes.json is not a cv_report.json"):
+        merge_reports([tmp_path / "part0" / "cv_report.json", tmp_path / "notes.json"],
+                      tmp_path / "bad")
