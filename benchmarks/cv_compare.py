@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "potentials"))
 from build_mlearn import PUBLISHED  # noqa: E402  (GAP's and MTP's published test errors)
 
 from nnpot.train import load_config  # noqa: E402
-from nnpot.train.cv import fold_plan  # noqa: E402
+from nnpot.train.cv import fold_plan, mean_stderr_text  # noqa: E402
 from nnpot.train.cv import mean_and_stderr as mean_se  # noqa: E402
 
 
@@ -106,7 +106,7 @@ def markdown(element: str, rows: list[dict]) -> str:
     mtp = PUBLISHED[element]["MTP"]
 
     def cell(pair, digits=2):
-        return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+        return mean_stderr_text(*pair, digits)
     lines = [f"{element}: CV MAE mean ± standard error over folds (meV/atom, meV/Å); score = "
              f"max(E / {mtp[0]}, F / {mtp[1]}) (MTP's test errors)", "",
              "| run | folds | E MAE | F MAE | score | paired Δ E | paired Δ F | paired Δ score |",

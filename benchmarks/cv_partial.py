@@ -34,7 +34,9 @@ from nnpot.train.cv import (
     PLAN,
     evaluate_fold,
     frame_labels_for_folds,
+    mean_stderr_text,
     plot_out_of_fold_parity,
+    report_json,
     report_markdown,
     summarise,
 )
@@ -72,7 +74,7 @@ def _summary(fold_results: list[dict], config: str, train: str, folds: list[int]
 def _write(out: Path, report: dict) -> None:
     """``cv_report.json`` and ``cv_report.md`` (titled with the folds it holds) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    atomic_write_text(out / "cv_report.json", report_json(report))
     lines = report_markdown(report).splitlines()
     lines[0] = _title(report)
     atomic_write_text(out / "cv_report.md", "\n".join(lines) + "\n")
@@ -168,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         result = merge_reports(args.reports, args.out)
     print(_title(result)[2:])
     mean = result["mean"]
-    print(f"E MAE {mean['energy_mae']['mean']:.2f} ± {mean['energy_mae']['stderr']:.2f} meV/atom, "
-          f"F MAE {mean['forces_mae']['mean']:.1f} ± {mean['forces_mae']['stderr']:.1f} meV/Å "
+    energy, forces = mean["energy_mae"], mean["forces_mae"]
+    print(f"E MAE {mean_stderr_text(energy['mean'], energy['stderr'])} meV/atom, "
+          f"F MAE {mean_stderr_text(forces['mean'], forces['stderr'], 1)} meV/Å "
           f"({args.out / 'cv_report.md'})")
     return 0
 

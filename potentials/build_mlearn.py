@@ -37,6 +37,7 @@ import nnpot
 from nnpot.core.committee import members_of
 from nnpot.md import MDInstabilityError, md
 from nnpot.train import TrainConfig, fit, load_config
+from nnpot.train.cv import mean_stderr_text
 from nnpot.train.data import file_sha256, split_indices
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -274,7 +275,7 @@ def cv_errors_section(report: dict, element: str, config_paths: list[str],
     the CV config, or the configs of a committee's members (``benchmarks/cv_committee.py``);
     ``parity``: the folder holds the run's out-of-fold parity plot (``cv_parity.png``)."""
     def cell(entry: dict | None) -> str:
-        return "" if entry is None else f"{entry['mean']:.2f} ± {entry['stderr']:.2f}"
+        return "" if entry is None else mean_stderr_text(entry["mean"], entry["stderr"])
 
     mean, folds = report["mean"], report["folds"]
     names = " and ".join(f"`{path}`" for path in config_paths)

@@ -21,7 +21,16 @@ from hypothesis import strategies as st
 from test_train import emt_frames, small_config
 
 from nnpot.train.config import ConfigError
-from nnpot.train.cv import assign_folds, cross_validate, cv_status, mean_and_stderr, progress_text
+from nnpot.train.cv import (
+    assign_folds,
+    cross_validate,
+    cv_status,
+    mean_and_stderr,
+    progress_text,
+    report_json,
+    report_markdown,
+    summarise,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -60,6 +69,22 @@ def test_standard_error_is_the_sample_deviation_over_root_n():
     mean, stderr = mean_and_stderr([1.0, 2.0, 4.0])
     assert mean == pytest.approx(7 / 3)
     assert stderr == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1) / np.sqrt(3))
+
+
+def test_one_fold_report_is_strict_json_with_the_mean_alone():
+    """One fold (a partial report, or a config type one fold validated on) has no standard
+    error: null in cv_report.json, which must stay strict JSON, and the mean alone in the table."""
+    errors = {"energy_mae": 2.5, "energy_rmse": 3.0, "forces_mae": 40.0, "forces_rmse": 60.0}
+    fold = {"fold": "fold_0", "frames": 4, **errors, "epochs": 10, "time_min": 1.0,
+            "by_config_type": {"Surface": {"frames": 1, **errors}}}
+    report = summarise([fold]) | {"config": "c.yaml", "train": "t.extxyz"}
+    assert report["mean"]["energy_mae"] == {"mean": 2.5, "stderr": None}
+    assert json.loads(report_json(report)) == report
+    table = report_markdown(report)
+    assert "| **mean** | 4 | 2.50 | 3.00 | 40.00 | 60.00 | 10.00 |" in table
+    assert " ± " not in table.split("## Folds")[1] and "nan" not in table
+    with pytest.raises(ValueError):  # a NaN that slipped in is refused, not written
+        report_json({"mean": float("nan")})
 
 
 def cv_data(tmp_path: Path) -> Path:

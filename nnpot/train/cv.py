@@ -156,7 +156,7 @@ def write_report(out: Path, evaluated: Sequence[tuple[dict, dict]], config: str,
     report = summarise([result for result, _ in evaluated])
     report["config"] = config
     report["train"] = train
-    atomic_write_text(out / "cv_report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    atomic_write_text(out / "cv_report.json", report_json(report))
     plot_out_of_fold_parity([values for _, values in evaluated], out / "cv_parity.png",
                             f"{title}, every frame predicted by the fold that did not train on it")
     path = out / "cv_report.md"
@@ -257,12 +257,18 @@ def evaluate_fold(fold_dir: Path, config: TrainConfig, types: Sequence[str],
             "by_config_type": by_type}, values_by_type
 
 
-def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample standard deviation / √n; NaN for one value)."""
+def mean_and_stderr(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error (sample standard deviation / √n; None for one value, which has
+    no spread to estimate: a report of one fold, or a config type only one fold validated on)."""
     array = np.asarray(values, dtype=np.float64)
     if len(array) < 2:
-        return float(array.mean()), float("nan")
+        return float(array.mean()), None
     return float(array.mean()), float(array.std(ddof=1) / math.sqrt(len(array)))
+
+
+def mean_stderr_text(mean: float, stderr: float | None, digits: int = 2) -> str:
+    """``mean ± stderr`` to ``digits`` decimals; the mean alone where there is no stderr."""
+    return f"{mean:.{digits}f}" if stderr is None else f"{mean:.{digits}f} ± {stderr:.{digits}f}"
 
 
 def summarise(results: list[dict]) -> dict:
@@ -285,15 +291,18 @@ def summarise(results: list[dict]) -> dict:
     return {"folds": results, "mean": overall, "by_config_type": by_type}
 
 
+def report_json(report: dict) -> str:
+    """cv_report.json's text: strict JSON (no NaN, which other readers refuse)."""
+    return json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False)
+
+
 def report_markdown(report: dict) -> str:
     """cv_report.md: a table per fold and the means ± standard errors."""
     def cell(entry) -> str:
         if entry is None:
             return "–"
         if isinstance(entry, dict):
-            stderr = entry["stderr"]
-            return f"{entry['mean']:.2f} ± {stderr:.2f}" if stderr == stderr else \
-                f"{entry['mean']:.2f}"
+            return mean_stderr_text(entry["mean"], entry["stderr"])
         return f"{entry:.2f}"
 
     header = ("| | frames | E MAE | E RMSE | F MAE | F RMSE | epochs |\n"
