@@ -75,7 +75,8 @@ def committee_cv(out: Path, runs: list[Path]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / PLAN).write_text(json.dumps({**plans[0], "members": [str(r) for r in runs]}))
     return write_report(out, evaluated, " + ".join(plan["config"] for plan in plans),
-                        config.data.train, f"committee of {len(runs)}: {len(folds)}-fold CV")
+                        config.data.train, f"committee of {len(runs)}: {len(folds)}-fold CV",
+                        folds, len(folds))
 
 
 def committee_folds(runs: list[Path], folds: list[int]) -> list[dict]:

@@ -33,12 +33,13 @@ from nnpot.train import load_config
 from nnpot.train.cv import (
     PLAN,
     evaluate_fold,
+    fold_names,
     frame_labels_for_folds,
     mean_stderr_text,
     plot_out_of_fold_parity,
     report_json,
     report_markdown,
-    summarise,
+    report_of,
 )
 from nnpot.train.evaluate import labelled_graphs
 
@@ -53,31 +54,15 @@ def _folds_of(report: dict) -> int:
 
 
 def _title(report: dict) -> str:
-    partial = report.get("partial")
-    if not partial:
-        return f"# Cross-validation: {len(report['folds'])} folds"
-    names = ", ".join(str(k) for k in partial["folds"])
-    return f"# Cross-validation: folds {names} of {partial['of']} (a partial report)"
-
-
-def _summary(fold_results: list[dict], config: str, train: str, folds: list[int],
-             k: int) -> dict:
-    """The report of ``fold_results`` (folds ``folds`` of ``k``, in that order): means and
-    standard errors as ``nnpot cv`` gives them, marked partial when folds are missing."""
-    report = summarise(fold_results)
-    report["config"], report["train"] = config, train
-    if len(folds) < k:
-        report["partial"] = {"folds": folds, "of": k}
-    return report
+    """The report's title: which folds of how many it holds."""
+    return report_markdown(report).splitlines()[0]
 
 
 def _write(out: Path, report: dict) -> None:
     """``cv_report.json`` and ``cv_report.md`` (titled with the folds it holds) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "cv_report.json", report_json(report))
-    lines = report_markdown(report).splitlines()
-    lines[0] = _title(report)
-    atomic_write_text(out / "cv_report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "cv_report.md", report_markdown(report))
 
 
 def report_folds(run: Path, out: Path, folds: list[int]) -> dict:
@@ -99,12 +84,12 @@ def report_folds(run: Path, out: Path, folds: list[int]) -> dict:
                              config.data.neighbor_backend)
     folds = sorted(folds)
     evaluated = [evaluate_fold(run / f"fold_{i}", config, types, graphs) for i in folds]
-    report = _summary([result for result, _ in evaluated], plan["config"], config.data.train,
-                      folds, k)
+    report = report_of([result for result, _ in evaluated], plan["config"], config.data.train,
+                       folds, k)
     _write(out, report)
     plot_out_of_fold_parity([values for _, values in evaluated], out / "cv_parity.png",
-                            f"{Path(plan['config']).name}: folds {', '.join(map(str, folds))} "
-                            f"of {k}, every frame predicted by the fold that did not train on it")
+                            f"{Path(plan['config']).name}: {fold_names(folds, k)}, every "
+                            f"frame predicted by the fold that did not train on it")
     return report
 
 
@@ -147,8 +132,8 @@ def merge_reports(paths: list[Path], out: Path) -> dict:
             if fold["frames"] != len(dealt[index]):
                 raise SystemExit(f"cv_partial: fold_{index} has {fold['frames']} frames; "
                                  f"{Path(first['config']).name} deals it {len(dealt[index])}")
-    merged = _summary([folds[i] for i in sorted(folds)], first["config"], first["train"],
-                      sorted(folds), k)
+    merged = report_of([folds[i] for i in sorted(folds)], first["config"], first["train"],
+                       sorted(folds), k)
     _write(out, merged)
     return merged
 

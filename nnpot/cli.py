@@ -50,7 +50,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     def run(config, resume):
         return cross_validate(config, folds=args.folds, jobs=args.jobs, output=args.output,
-                              resume=resume)
+                              resume=resume, only=args.only)
     try:
         return _resumable("cv", args, run, "cross-validation report")
     except FoldFailed as error:  # the fold's own message is in the lines quoted
@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "config's output)")
     p.add_argument("--resume", action="store_true",
                    help="continue: finished folds are kept, started ones resume")
+    p.add_argument("--only", type=NON_NEGATIVE_INT, nargs="+",
+                   metavar="K", help="train only these folds (0-based), e.g. some on each of "
+                   "two machines or sessions; the report holds the finished folds and says "
+                   "which, until all are")
     p.add_argument("--status", action="store_true",
                    help="print where each fold stands and about how long is left (trains "
                         "nothing; --jobs for the estimate)")

@@ -188,6 +188,30 @@ def test_progress_says_where_each_fold_stands_and_how_long_is_left(tmp_path):
                        "left at 2 folds at a time"
 
 
+def test_cv_only_trains_the_folds_named_and_reports_them_as_partial(finished_cv, tmp_path):
+    """`nnpot cv --only`: fold 1 alone (a partial report that says so, fold 0 untouched),
+    then fold 0 with --resume: the whole report, equal to the one a single run wrote."""
+    _, _, config, report = finished_cv
+    whole = json.loads((report.parent / "cv_report.json").read_text())
+    out = tmp_path / "split"
+    first = cross_validate(config, folds=2, output=out, only=[1])
+    part = json.loads((out / "cv_report.json").read_text())
+    assert part["partial"] == {"folds": [1], "of": 2}
+    assert [f["fold"] for f in part["folds"]] == ["fold_1"]
+    assert first.read_text().startswith("# Cross-validation: folds 1 of 2 (a partial report)")
+    assert not (out / "fold_0" / "log.csv").exists()  # planned, not trained
+    cross_validate(config, folds=2, output=out, resume=True, only=[0])
+    joined = json.loads((out / "cv_report.json").read_text())
+    assert "partial" not in joined
+    assert (out / "cv_report.md").read_text().startswith("# Cross-validation: 2 folds")
+    for key in ("energy_mae", "forces_rmse"):
+        assert joined["mean"][key] == pytest.approx(whole["mean"][key], rel=1e-9)
+    with pytest.raises(ConfigError, match="--only: no fold 2 in a 2-fold CV"):
+        cross_validate(config, folds=2, output=out, resume=True, only=[2])
+    with pytest.raises(ConfigError, match="--only names a fold twice"):
+        cross_validate(config, folds=2, output=out, resume=True, only=[0, 0])
+
+
 def test_a_killed_fold_resumes(tmp_path):
     """Kill `nnpot cv` while fold 0 trains (after its first checkpoint); `--resume` finishes
     it from the checkpoint (its log says so) and trains fold 1."""

@@ -31,7 +31,7 @@ import yaml
 
 from ..core.files import atomic_write_text
 from .config import ConfigError, TrainConfig, load_config
-from .cv_folds import progress_text, train_folds
+from .cv_folds import fold_state, progress_text, train_folds
 from .frames import iter_frames
 
 PLAN = "cv_plan.json"
@@ -121,14 +121,23 @@ def _plan_and_types(config: TrainConfig, config_path: str | Path, folds: int
 
 
 def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
-                   output: str | Path | None = None, resume: bool = False) -> Path:
-    """Train and evaluate every fold; returns the path of ``cv_report.md``."""
+                   output: str | Path | None = None, resume: bool = False,
+                   only: Sequence[int] | None = None) -> Path:
+    """Train every fold (or the folds ``only`` names: a CV spread over sessions or machines)
+    and report every finished one; returns the path of ``cv_report.md``, a partial report
+    (it says which folds of how many it holds) until all have finished."""
     config = load_config(config_path)
     if config.data.validation:
         raise ConfigError(f"{config_path}: data.validation names a separate validation file; "
                           f"cross-validation validates on the training file's own frames")
     if jobs < 1:
         raise ConfigError(f"--jobs must be ≥ 1, got {jobs}")
+    if only is not None:
+        if bad := [k for k in only if not 0 <= k < folds]:
+            raise ConfigError(f"--only: no fold {bad[0]} in a {folds}-fold CV (folds 0 to "
+                              f"{folds - 1})")
+        if len(set(only)) < len(only):
+            raise ConfigError(f"--only names a fold twice: {' '.join(map(str, only))}")
     out = Path(output).resolve() if output else Path(config.output)
     plan, types = _plan_and_types(config, config_path, folds)
     validation = [np.asarray(v, dtype=np.int64) for v in plan["validation_frames"]]
@@ -139,23 +148,41 @@ def cross_validate(config_path: str | Path, folds: int = 5, jobs: int = 1,
         atomic_write_text(fold_dir / "validation_frames.json", json.dumps(frames.tolist()))
         atomic_write_text(fold_dir / "cv_fold.yaml", yaml.safe_dump(
             fold_config(config, fold_dir, frames), sort_keys=False))
-    train_folds(fold_dirs, jobs)
+    train_folds(fold_dirs if only is None else [fold_dirs[k] for k in sorted(only)], jobs)
     from .evaluate import labelled_graphs  # once for every fold: the file's frames as graphs
 
     graphs = labelled_graphs(config.data.train, config.model.cutoff, config.data.keys,
                              config.data.neighbor_backend)
-    evaluated = [evaluate_fold(fold_dir, config, types, graphs) for fold_dir in fold_dirs]
+    done = [k for k, fold_dir in enumerate(fold_dirs) if fold_state(fold_dir) == "done"]
+    evaluated = [evaluate_fold(fold_dirs[k], config, types, graphs) for k in done]
     return write_report(out, evaluated, plan["config"], config.data.train,
-                        f"{Path(config_path).name}: {folds}-fold CV")
+                        f"{Path(config_path).name}: {fold_names(done, folds)}", done, folds)
+
+
+def fold_names(folds: Sequence[int], k: int) -> str:
+    """``5-fold CV`` when ``folds`` are all k of them, else ``folds 2, 3 of 5``."""
+    if len(folds) == k:
+        return f"{k}-fold CV"
+    return f"folds {', '.join(map(str, folds))} of {k}"
+
+
+def report_of(results: list[dict], config: str, train: str, folds: Sequence[int],
+              k: int) -> dict:
+    """The report of ``results``, the ``evaluate_fold`` results of ``folds`` (in that order)
+    of a ``k``-fold CV: means and standard errors, marked partial when folds are missing."""
+    report = summarise(results)
+    report["config"], report["train"] = config, train
+    if len(folds) < k:
+        report["partial"] = {"folds": list(folds), "of": k}
+    return report
 
 
 def write_report(out: Path, evaluated: Sequence[tuple[dict, dict]], config: str, train: str,
-                 title: str) -> Path:
-    """``cv_report.json``, ``cv_report.md`` and ``cv_parity.png`` in ``out`` from the folds'
-    ``evaluate_fold`` results; returns the path of ``cv_report.md``."""
-    report = summarise([result for result, _ in evaluated])
-    report["config"] = config
-    report["train"] = train
+                 title: str, folds: Sequence[int], k: int) -> Path:
+    """``cv_report.json``, ``cv_report.md`` and ``cv_parity.png`` in ``out`` from the
+    ``evaluate_fold`` results of ``folds`` of a ``k``-fold CV; returns the path of
+    ``cv_report.md``."""
+    report = report_of([result for result, _ in evaluated], config, train, folds, k)
     atomic_write_text(out / "cv_report.json", report_json(report))
     plot_out_of_fold_parity([values for _, values in evaluated], out / "cv_parity.png",
                             f"{title}, every frame predicted by the fold that did not train on it")
@@ -307,7 +334,10 @@ def report_markdown(report: dict) -> str:
 
     header = ("| | frames | E MAE | E RMSE | F MAE | F RMSE | epochs |\n"
               "|---|---|---|---|---|---|---|\n")
-    lines = [f"# Cross-validation: {len(report['folds'])} folds",
+    partial = report.get("partial")
+    title = (f"{len(report['folds'])} folds" if not partial else
+             f"{fold_names(partial['folds'], partial['of'])} (a partial report)")
+    lines = [f"# Cross-validation: {title}",
              "", f"Config: `{report['config']}`  ", f"Data: `{report['train']}`", "",
              "Energies in meV/atom, forces in meV/Å (per component); mean ± standard error "
              "over folds.", "", "## Folds", "", header.rstrip("\n")]
