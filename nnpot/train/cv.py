@@ -12,6 +12,8 @@ fold continues from its checkpoint when the command is run again with ``--resume
 ``--jobs`` folds run at once, each a process of its own. Every few minutes the command prints
 where each fold stands (epoch, seconds per epoch, its last validation errors) and about how
 long is left; ``nnpot cv config.yaml --status`` prints the same at any time, from the folders.
+``--only 2 3`` trains those folds alone (a CV spread over sessions or machines); the report then
+holds the finished folds and says which of how many, until all have finished.
 
 The report, ``cv_report.json`` and ``cv_report.md`` in OUTPUT, gives per fold and as mean ±
 standard error (the sample standard deviation over folds / √k): energy MAE and RMSE (meV/atom)
