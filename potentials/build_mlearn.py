@@ -25,9 +25,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import torch
 from ase.build import bulk
 from ase.io import read
 from ase.neighborlist import neighbor_list
@@ -91,11 +94,12 @@ def errors_by_config_type(model: Path, config: TrainConfig) -> dict[str, dict[st
 
 
 def stability(model: Path, atoms0, temperatures: list[float], steps: int, limit: float,
-              timestep: float = 2.0) -> list[dict]:
+              timestep: float = 2.0, jobs: int = 1) -> list[dict]:
     """NVT runs (Bussi, ``timestep`` fs) from ``atoms0``; the shortest distance seen (every 10
     steps) and whether it stays above ``limit`` Å. The rows of ``stability.json`` beside the
     model are reused when they were run on this very model file (its SHA-256), at these
-    temperatures, steps and limit: a card rebuilt for new errors does not rerun the MD."""
+    temperatures, steps and limit: a card rebuilt for new errors does not rerun the MD.
+    ``jobs`` > 1 runs that many temperatures at once, each a process on one thread."""
     digest = file_sha256(model)
     wanted = {"model_sha256": digest, "steps": steps, "timestep_fs": timestep,
               "limit_A": round(limit, 6)}
@@ -106,30 +110,40 @@ def stability(model: Path, atoms0, temperatures: list[float], steps: int, limit:
                 and all({key: row.get(key) for key in wanted} == wanted for row in rows)):
             print(f"MD check: reusing {previous} (run on this model file)")
             return rows
-    rows = []
-    for temperature in temperatures:
-        atoms = atoms0.copy()
-        with tempfile.TemporaryDirectory() as tmp:
-            trajectory = Path(tmp) / "md.extxyz"
-            start = time.perf_counter()
-            try:
-                result = md(atoms, nnpot.NNPCalculator(model, skin=0.5), ensemble="bussi",
-                            temperature=temperature, timestep=timestep, steps=steps, interval=10,
-                            seed=0, progress=False, output=trajectory)
-                mean_t, finished = result.mean_temperature, True
-            except MDInstabilityError as error:
-                print(f"{temperature} K: {error}")
-                mean_t, finished = float("nan"), False
-            elapsed = time.perf_counter() - start
-            frames = read(trajectory, ":")
-        shortest = min(float(neighbor_list("d", frame, 3.0).min()) for frame in frames)
-        reached_ps = (len(frames) - 1) * 10 * timestep * 1e-3   # a frame every 10 steps
-        rows.append({"temperature_K": temperature, "atoms": len(atoms),
-                     "time_ps": reached_ps, "mean_T_K": mean_t, "shortest_A": shortest,
-                     "stable": finished and shortest > limit,
-                     "ms_per_atom_step": 1e3 * elapsed / steps / len(atoms), **wanted})
-        print(rows[-1], flush=True)
-    return rows
+    runs = [(model, atoms0, temperature, steps, limit, timestep, wanted)
+            for temperature in temperatures]
+    if jobs == 1:
+        return [_stability_row(*run) for run in runs]
+    # spawn, not fork: a forked child of a process that has run torch's thread pool can hang
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(_stability_row, *zip(*runs)))
+
+
+def _stability_row(model: Path, atoms0, temperature: float, steps: int, limit: float,
+                   timestep: float, wanted: dict) -> dict:
+    """One temperature's NVT run of ``stability``: its row of ``stability.json``."""
+    atoms = atoms0.copy()
+    with tempfile.TemporaryDirectory() as tmp:
+        trajectory = Path(tmp) / "md.extxyz"
+        start = time.perf_counter()
+        try:
+            result = md(atoms, nnpot.NNPCalculator(model, skin=0.5), ensemble="bussi",
+                        temperature=temperature, timestep=timestep, steps=steps, interval=10,
+                        seed=0, progress=False, output=trajectory)
+            mean_t, finished = result.mean_temperature, True
+        except MDInstabilityError as error:
+            print(f"{temperature} K: {error}")
+            mean_t, finished = float("nan"), False
+        elapsed = time.perf_counter() - start
+        frames = read(trajectory, ":")
+    shortest = min(float(neighbor_list("d", frame, 3.0).min()) for frame in frames)
+    reached_ps = (len(frames) - 1) * 10 * timestep * 1e-3   # a frame every 10 steps
+    row = {"temperature_K": temperature, "atoms": len(atoms), "time_ps": reached_ps,
+           "mean_T_K": mean_t, "shortest_A": shortest, "stable": finished and shortest > limit,
+           "ms_per_atom_step": 1e3 * elapsed / steps / len(atoms), **wanted}
+    print(row, flush=True)
+    return row
 
 
 def stability_section(rows: list[dict], steps: int, limit: float, timestep: float = 2.0
@@ -337,13 +351,13 @@ def validation_errors_section(folder: Path, config: TrainConfig, metrics: dict,
     ]
 
 
-def card(folder: Path, element: str, steps: int) -> None:
+def card(folder: Path, element: str, steps: int, jobs: int = 1) -> None:
     """The model card: errors (cross-validation when ``folder/cv_report.json`` exists, else
     the validation split), properties against the DFT data, training time, MD stability."""
     config, metrics, last = ship_run(folder)
     limit = 0.7 * shortest_training_distance(Path(config.data.train))
     md_rows = stability(folder / "model.pt", mlearn_cell(element), [300.0, *LIQUID_K[element]],
-                        steps, limit)
+                        steps, limit, jobs=jobs)
     model = nnpot.load(folder / "model.pt")
     members = members_of(model)
     kinds = Counter(type(member.model).__name__ for member in members)
@@ -389,11 +403,14 @@ def main() -> int:
     parser.add_argument("--train", action="store_true", help="run nnpot train first (resumes)")
     parser.add_argument("--steps", type=int, default=5000,
                         help="MD steps of 2 fs per temperature (default: 10 ps)")
+    parser.add_argument("--jobs", type=int, default=1, choices=range(1, 4), metavar="1-3",
+                        help="temperatures of the MD check run at once, one thread each "
+                             "(default 1: one after another, on every thread)")
     args = parser.parse_args()
     element = args.folder.name.split("-")[1].capitalize()   # mlearn-<el>-<model>
     if args.train:
         train_stages(args.folder)
-    card(args.folder, element, args.steps)
+    card(args.folder, element, args.steps, args.jobs)
     return 0
 
 
