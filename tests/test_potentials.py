@@ -60,7 +60,7 @@ def test_shipped_dft_potential_is_complete(name, headline):
 
 # potentials fitted on every training frame, whose errors come from nnpot cv
 CROSS_VALIDATED = ["mlearn-si-mace", "mlearn-li-mace", "mlearn-mo-mace", "mlearn-mo-hdnnp",
-                   "mlearn-ge-hdnnp", "mlearn-si-hdnnp", "mlearn-si-mace-hdnnp"]
+                   "mlearn-ge-hdnnp", "mlearn-ge-mace", "mlearn-si-hdnnp", "mlearn-si-mace-hdnnp"]
 
 
 @pytest.mark.parametrize("name", CROSS_VALIDATED)
