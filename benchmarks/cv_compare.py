@@ -37,11 +37,21 @@ def rebuilt_folds(report: dict) -> list | None:
     "A + B": its first run's), which must deal as many folds of the same sizes as the report
     has. None when the config or its training file is not here."""
     first_config = str(report.get("config", "")).split(" + ")[0]
-    frames = dealt_folds(first_config, len(report["folds"])) if first_config else None
+    k = report.get("partial", {}).get("of", len(report["folds"]))
+    frames = dealt_folds(first_config, k) if first_config else None
+    if frames is not None:
+        frames = reported_folds(report, frames)
     if frames is None or [len(f) for f in frames] != [
             fold.get("frames", len(f)) for f, fold in zip(frames, report["folds"])]:
         return None
     return frames
+
+
+def reported_folds(report: dict, frames: list) -> list:
+    """Of the validation frames of all k folds, those of the folds the report holds: a
+    partial report (``nnpot cv --only``) holds some of them, named in its "partial"."""
+    partial = report.get("partial")
+    return [frames[k] for k in partial["folds"]] if partial else frames
 
 
 def dealt_folds(config_name: str, k: int) -> list | None:
@@ -66,7 +76,7 @@ def load(path: Path) -> tuple[str, dict, list | None]:
     report = json.loads(report_file.read_text())
     plan_file = report_file.parent / "cv_plan.json"
     if plan_file.is_file():
-        frames = json.loads(plan_file.read_text())["validation_frames"]
+        frames = reported_folds(report, json.loads(plan_file.read_text())["validation_frames"])
     else:
         frames = rebuilt_folds(report)
     name = report_file.parent.name if report_file.name == "cv_report.json" else report_file.stem

@@ -342,6 +342,32 @@ def test_cv_compare_pairs_folds_only_when_they_are_the_same(tmp_path):
     assert rows[0]["paired"] is None and rows[2]["paired"] is None
 
 
+def test_cv_compare_pairs_partial_reports_through_the_folds_they_name(tmp_path):
+    """Two partial reports (`nnpot cv --only`) of the same plan pair when they hold the same
+    folds, not when they hold different ones."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cv_compare import compare
+
+    plan = [[0, 1], [2, 3], [4, 5]]
+
+    def run(name, errors, folds):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "cv_report.json").write_text(json.dumps(
+            {"folds": [{"energy_mae": e, "forces_mae": f} for e, f in errors],
+             "partial": {"folds": folds, "of": 3}}))
+        (folder / "cv_plan.json").write_text(json.dumps({"validation_frames": plan}))
+        return folder
+
+    a = run("a", [(2.0, 30.0), (3.0, 40.0)], [1, 2])
+    b = run("b", [(1.0, 35.0), (2.0, 40.0)], [1, 2])
+    c = run("c", [(1.0, 35.0), (2.0, 40.0)], [0, 1])
+    rows = compare("Si", [a, b, c])
+    assert rows[1]["paired"]["energy_mae"][0] == pytest.approx(-1.0)
+    assert rows[1]["paired"]["forces_mae"][0] == pytest.approx(2.5)
+    assert rows[2]["paired"] is None
+
+
 def test_cv_compare_pairs_a_kept_report_through_the_folds_its_config_deals(finished_cv,
                                                                            tmp_path):
     """A report kept without its run folder (benchmarks/results/cv/) pairs with the run it
