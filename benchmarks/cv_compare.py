@@ -34,8 +34,9 @@ from nnpot.train.cv import mean_and_stderr as mean_se  # noqa: E402
 def rebuilt_folds(report: dict) -> list | None:
     """The validation frames of each fold of a report kept without its run folder (e.g.
     ``benchmarks/results/cv/``): dealt again from the config the report names (a committee's
-    "A + B": its first run's), which must deal as many folds of the same sizes as the report
-    has. None when the config or its training file is not here."""
+    "A + B": its first run's), which must deal folds of the sizes the report holds (a partial
+    report: its named folds of the k it says). None when the config or its training file is not
+    here."""
     first_config = str(report.get("config", "")).split(" + ")[0]
     k = report.get("partial", {}).get("of", len(report["folds"]))
     frames = dealt_folds(first_config, k) if first_config else None
