@@ -1,6 +1,6 @@
 """Compare cross-validated recipes for one mlearn element: each report's E and F MAE (mean ±
-standard error over folds), its score against MTP's published test errors, and, where two
-reports share their folds, the per-fold (paired) differences against the first.
+standard error over folds), its score against MTP's published test errors, and, over the folds
+a report shares with the first (two or more), the per-fold (paired) differences against it.
 
     python benchmarks/cv_compare.py Ge runs/cv/ge_mace32_6.25A_60ep runs/cv/ge_hdnnp_6.25A_600ep
 
@@ -89,26 +89,39 @@ def fold_scores(report: dict, mtp: tuple[float, float]) -> np.ndarray:
                      for f in report["folds"]])
 
 
+def shared_folds(frames: list | None, first_frames: list | None) -> list[tuple[int, int]]:
+    """(index in a report, index in the first report) of the folds both hold with the same
+    validation frames: all of them for two runs of one plan, the named ones for a partial
+    report (``nnpot cv --only``) beside a full one, none for runs that dealt other folds."""
+    if frames is None or first_frames is None:
+        return []
+    first_index = {tuple(fold): i for i, fold in enumerate(first_frames)}
+    return [(i, first_index[tuple(fold)]) for i, fold in enumerate(frames)
+            if tuple(fold) in first_index]
+
+
 def compare(element: str, paths: list[Path]) -> list[dict]:
     """One row per report: E, F and score as (mean, se), and the paired differences to the
-    first report ("paired": None when the folds differ)."""
+    first report over the folds both hold ("paired": None when they share fewer than two: a
+    standard error needs two)."""
     mtp = PUBLISHED[element]["MTP"]
     runs = [load(p) for p in paths]
     first_name, first, first_frames = runs[0]
+    first_scores = fold_scores(first, mtp)
     rows = []
     for name, report, frames in runs:
+        scores = fold_scores(report, mtp)
         row = {"name": name, "folds": len(report["folds"]),
                "energy_mae": mean_se([f["energy_mae"] for f in report["folds"]]),
                "forces_mae": mean_se([f["forces_mae"] for f in report["folds"]]),
-               "score": mean_se(fold_scores(report, mtp)), "paired": None}
-        if name != first_name and frames is not None and frames == first_frames:
+               "score": mean_se(scores), "paired": None}
+        pairs = shared_folds(frames, first_frames) if name != first_name else []
+        if len(pairs) >= 2:
+            delta = {key: mean_se([report["folds"][i][key] - first["folds"][j][key]
+                                   for i, j in pairs]) for key in ("energy_mae", "forces_mae")}
             row["paired"] = {
-                "against": first_name,
-                "energy_mae": mean_se([a["energy_mae"] - b["energy_mae"] for a, b
-                                       in zip(report["folds"], first["folds"])]),
-                "forces_mae": mean_se([a["forces_mae"] - b["forces_mae"] for a, b
-                                       in zip(report["folds"], first["folds"])]),
-                "score": mean_se(fold_scores(report, mtp) - fold_scores(first, mtp))}
+                "against": first_name, "folds": len(pairs), **delta,
+                "score": mean_se([scores[i] - first_scores[j] for i, j in pairs])}
         rows.append(row)
     return rows
 
@@ -126,6 +139,8 @@ def markdown(element: str, rows: list[dict]) -> str:
         paired = row["paired"]
         deltas = ([cell(paired["energy_mae"]), cell(paired["forces_mae"], 1),
                    cell(paired["score"])] if paired else ["", "", ""])
+        if paired and paired["folds"] != rows[0]["folds"]:  # a partial report beside a full one
+            deltas = [f"{d} ({paired['folds']} folds)" for d in deltas]
         lines.append(f"| {row['name']} | {row['folds']} | {cell(row['energy_mae'])} | "
                      f"{cell(row['forces_mae'], 1)} | {cell(row['score'])} | "
                      + " | ".join(deltas) + " |")

@@ -368,6 +368,35 @@ def test_cv_compare_pairs_partial_reports_through_the_folds_they_name(tmp_path):
     assert rows[2]["paired"] is None
 
 
+def test_cv_compare_pairs_a_partial_report_with_a_full_one_on_the_folds_it_holds(tmp_path):
+    """A partial report (folds 1 and 2 of 3) beside a full report of the same plan pairs on
+    those two folds, each with its own fold of the full report, whatever the order."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cv_compare import compare, markdown
+
+    plan = [[0, 1], [2, 3], [4, 5]]
+
+    def run(name, errors, partial=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        report = {"folds": [{"energy_mae": e, "forces_mae": f} for e, f in errors]}
+        if partial:
+            report["partial"] = {"folds": partial, "of": 3}
+        (folder / "cv_report.json").write_text(json.dumps(report))
+        (folder / "cv_plan.json").write_text(json.dumps({"validation_frames": plan}))
+        return folder
+
+    full = run("full", [(9.0, 90.0), (2.0, 30.0), (3.0, 40.0)])
+    part = run("part", [(1.0, 35.0), (2.5, 40.0)], partial=[1, 2])
+    rows = compare("Si", [full, part])
+    assert rows[1]["paired"]["folds"] == 2
+    assert rows[1]["paired"]["energy_mae"][0] == pytest.approx(((1.0 - 2.0) + (2.5 - 3.0)) / 2)
+    assert rows[1]["paired"]["forces_mae"][0] == pytest.approx(2.5)
+    assert "(2 folds)" in markdown("Si", rows)
+    back = compare("Si", [part, full])
+    assert back[1]["paired"]["energy_mae"][0] == pytest.approx(0.75)
+
+
 def test_cv_compare_pairs_a_kept_report_through_the_folds_its_config_deals(finished_cv,
                                                                            tmp_path):
     """A report kept without its run folder (benchmarks/results/cv/) pairs with the run it
