@@ -315,6 +315,18 @@ def test_a_full_data_fit_keeps_its_last_epoch(tmp_path):
     assert len(log) == 3  # a header and the two epochs
 
 
+def _kept_cv_run(folder, errors, plan, partial=None):
+    """A cv output folder as benchmarks/cv_compare.py reads it: a report of per-fold (E, F)
+    MAEs (a partial one when ``partial`` names its folds) and the plan's validation frames."""
+    folder.mkdir()
+    report = {"folds": [{"energy_mae": e, "forces_mae": f} for e, f in errors]}
+    if partial:
+        report["partial"] = {"folds": partial, "of": len(plan)}
+    (folder / "cv_report.json").write_text(json.dumps(report))
+    (folder / "cv_plan.json").write_text(json.dumps({"validation_frames": plan}))
+    return folder
+
+
 def test_cv_compare_pairs_folds_only_when_they_are_the_same(tmp_path):
     """benchmarks/cv_compare.py: the score is max(E/E_MTP, F/F_MTP) per fold; paired
     differences only between runs that dealt the same frames into the same folds."""
@@ -322,12 +334,7 @@ def test_cv_compare_pairs_folds_only_when_they_are_the_same(tmp_path):
     from cv_compare import compare
 
     def run(name, errors, frames):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "cv_report.json").write_text(json.dumps(
-            {"folds": [{"energy_mae": e, "forces_mae": f} for e, f in errors]}))
-        (folder / "cv_plan.json").write_text(json.dumps({"validation_frames": frames}))
-        return folder
+        return _kept_cv_run(tmp_path / name, errors, frames)
 
     same = [[0, 1], [2, 3]]
     a = run("a", [(2.21, 30.0), (1.105, 90.0)], same)   # Si MTP: 2.21 meV/atom, 60 meV/Å
@@ -351,13 +358,7 @@ def test_cv_compare_pairs_partial_reports_through_the_folds_they_name(tmp_path):
     plan = [[0, 1], [2, 3], [4, 5]]
 
     def run(name, errors, folds):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "cv_report.json").write_text(json.dumps(
-            {"folds": [{"energy_mae": e, "forces_mae": f} for e, f in errors],
-             "partial": {"folds": folds, "of": 3}}))
-        (folder / "cv_plan.json").write_text(json.dumps({"validation_frames": plan}))
-        return folder
+        return _kept_cv_run(tmp_path / name, errors, plan, partial=folds)
 
     a = run("a", [(2.0, 30.0), (3.0, 40.0)], [1, 2])
     b = run("b", [(1.0, 35.0), (2.0, 40.0)], [1, 2])
@@ -377,14 +378,7 @@ def test_cv_compare_pairs_a_partial_report_with_a_full_one_on_the_folds_it_holds
     plan = [[0, 1], [2, 3], [4, 5]]
 
     def run(name, errors, partial=None):
-        folder = tmp_path / name
-        folder.mkdir()
-        report = {"folds": [{"energy_mae": e, "forces_mae": f} for e, f in errors]}
-        if partial:
-            report["partial"] = {"folds": partial, "of": 3}
-        (folder / "cv_report.json").write_text(json.dumps(report))
-        (folder / "cv_plan.json").write_text(json.dumps({"validation_frames": plan}))
-        return folder
+        return _kept_cv_run(tmp_path / name, errors, plan, partial)
 
     full = run("full", [(9.0, 90.0), (2.0, 30.0), (3.0, 40.0)])
     part = run("part", [(1.0, 35.0), (2.5, 40.0)], partial=[1, 2])
