@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -158,13 +159,15 @@ def make_dimenet(dtype=torch.float64, species=("Cu", "O"), cutoff=3.2, seed=0, *
 
 MODEL_MAKERS = {"SchNet": make_potential, "HDNNP": make_hdnnp, "NequIP": make_nequip,
                 "MACE": make_mace, "HDNNP+ZBL": make_hdnnp_zbl, "CGCNN": make_cgcnn,
-                "MPNN": make_mpnn, "DimeNetPP": make_dimenet}
+                "MPNN": make_mpnn, "DimeNetPP": make_dimenet,
+                # one layer is both the first (element-dependent A) and the last (scalars only)
+                "MACE-1layer": partial(make_mace, n_layers=1)}
 
 
 @pytest.fixture(params=sorted(MODEL_MAKERS))
 def potential64(request) -> Potential:
-    """Each physics test runs for every model: SchNet, HDNNP, NequIP, MACE, and HDNNP with
-    ZBL."""
+    """Each physics test runs for every model: SchNet, HDNNP, NequIP, MACE (two layers and
+    one), HDNNP with ZBL, CGCNN, MPNN and DimeNet++."""
     return MODEL_MAKERS[request.param]()
 
 
