@@ -20,15 +20,17 @@ frames of the config types given), everything else as it was:
 from __future__ import annotations
 
 import argparse
+import io
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 from ase.io import read, write
+from ase.units import GPa
 
 from nnpot import NNPCalculator
+from nnpot.core.files import atomic_write_text
 
-GPA_PER_EV_A3 = 160.21766208
 YZ, XZ = 3, 4  # Voigt indices (xx yy zz yz xz xy)
 DECIDABLE_GPA = 0.3  # smaller predicted shears, or a smaller yz−xz difference, cannot tell
 
@@ -40,11 +42,11 @@ def check(data: Path, model: Path, device: str = "cpu") -> dict[str, Counter]:
     calc = NNPCalculator(str(model), device=device)
     counts: dict[str, Counter] = defaultdict(Counter)
     for atoms in read(data, ":"):
-        if not atoms.calc or "stress" not in atoms.calc.results:
+        if atoms.calc is None or "stress" not in atoms.calc.results:
             continue
-        reference = atoms.get_stress() * GPA_PER_EV_A3
+        reference = atoms.get_stress() / GPa
         atoms.calc = calc
-        predicted = atoms.get_stress() * GPA_PER_EV_A3
+        predicted = atoms.get_stress() / GPa
         shear = predicted[[YZ, XZ]]
         if np.abs(shear).sum() < DECIDABLE_GPA or abs(shear[0] - shear[1]) < DECIDABLE_GPA:
             continue
@@ -70,10 +72,9 @@ def swap(data: Path, out: Path, config_types: list[str] | None = None) -> int:
         stress[[YZ, XZ]] = stress[[XZ, YZ]]
         atoms.calc.results["stress"] = stress
         changed += 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    write(partial, frames, format="extxyz")
-    partial.replace(out)
+    text = io.StringIO()
+    write(text, frames, format="extxyz")
+    atomic_write_text(out, text.getvalue())
     return changed
 
 
